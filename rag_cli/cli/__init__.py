@@ -1,0 +1,1 @@
+"""The command line: Typer commands, the error boundary and rendering. The only Rich user."""

@@ -1,0 +1,86 @@
+"""The `rag` command: global options, the error boundary, and the sub-commands."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+from typing import Annotated, Any, Callable, TypeVar
+
+import typer
+
+from rag_cli import __version__
+from rag_cli.cli.env import Env
+from rag_cli.errors import ExitCode, RagError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+app = typer.Typer(
+    name="rag",
+    help="Question answering over your own documents, entirely on your machine.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,  # locals can hold documents and prompts
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"rag-cli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details and per-stage timings to stderr.")] = False,
+    config: Annotated[Path | None, typer.Option("--config", help="Settings file to use instead of the nearest "
+                                                 ".rag.toml (also RAG_CONFIG).")] = None,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    ctx.obj = Env(verbose=verbose, config_file=config)
+    if verbose:
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        logging.getLogger("rag_cli").setLevel(logging.DEBUG)
+
+
+def boundary(fn: F) -> F:
+    """The one place errors are printed: a RagError becomes one line (and a hint) on stderr
+    and its exit code; Ctrl-C exits 130. Anything else is a bug and keeps its traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ctx = kwargs.get("ctx")  # every command takes the Typer context as `ctx`
+        env = env_of(ctx) if ctx is not None else Env()
+        try:
+            return fn(*args, **kwargs)
+        except RagError as exc:
+            env.error(exc.message, exc.hint)
+            raise typer.Exit(int(exc.exit_code)) from None
+        except KeyboardInterrupt:
+            env.error("interrupted", "what was committed is kept; run the command again to finish")
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def env_of(ctx: typer.Context) -> Env:
+    if not isinstance(ctx.obj, Env):
+        ctx.obj = Env()
+    return ctx.obj
+
+
+def _register() -> None:
+    from rag_cli.cli import config_cmd, index_cmd, preview_cmd
+
+    for module in (index_cmd, preview_cmd, config_cmd):
+        module.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    app(prog_name="rag")

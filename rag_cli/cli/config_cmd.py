@@ -1,0 +1,19 @@
+"""`rag config`"""
+
+from __future__ import annotations
+
+import typer
+
+from rag_cli.cli.app import boundary, env_of
+from rag_cli.cli.options import Json, settings_for
+from rag_cli.cli.render import render_settings
+
+
+def config(ctx: typer.Context, as_json: Json = False) -> None:
+    """Print the effective settings and where each value came from."""
+    env = env_of(ctx)
+    render_settings(env, settings_for(env, {}), as_json=as_json)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("config")(boundary(config))

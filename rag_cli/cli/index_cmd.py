@@ -1,0 +1,51 @@
+"""`rag index PATH...`"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rag_cli.cli.app import boundary, env_of
+from rag_cli.cli.options import Json, Model, Overlap, Size, Strategy, settings_for
+from rag_cli.cli.progress import RichProgress
+from rag_cli.cli.render import render_index_report
+from rag_cli.errors import ExitCode
+
+
+def index(
+    ctx: typer.Context,
+    paths: Annotated[list[Path] | None, typer.Argument(help="Folders and files to index; none: every folder "
+                                                       "indexed before.", show_default=False)] = None,
+    include: Annotated[list[str] | None, typer.Option("--include", help="Only files matching this glob "
+                                                      "(repeatable; replaces index.include).")] = None,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Skip files and folders matching "
+                                                      "this glob (repeatable; replaces index.exclude).")] = None,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Drop the index and build it again "
+                                          "(needed after changing the model or the chunking).")] = False,
+    wait: Annotated[float | None, typer.Option("--wait", help="Seconds to wait for another `rag index` on "
+                                               "the same index (default: index.lock_timeout).")] = None,
+    strategy: Strategy = None,
+    size: Size = None,
+    overlap: Overlap = None,
+    model: Model = None,
+    as_json: Json = False,
+) -> None:
+    """Index folders of PDF, Markdown, text and JSONL files, incrementally."""
+    env = env_of(ctx)
+    settings = settings_for(env, {
+        "index.include": include or None, "index.exclude": exclude or None, "chunking.strategy": strategy,
+        "chunking.size": size, "chunking.overlap": overlap, "embedding.model": model,
+    })
+    from rag_cli.indexer import index_paths
+
+    with RichProgress(env) as progress:
+        report = index_paths(settings, paths or [], rebuild=rebuild, lock_timeout=wait, progress=progress)
+    render_index_report(env, report, as_json=as_json)
+    if report.problems:
+        raise typer.Exit(int(ExitCode.PARTIAL))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("index")(boundary(index))

@@ -1,0 +1,135 @@
+"""Rendering results: Rich on a terminal, plain text when piped, JSON with --json.
+
+Document text and paths are never interpreted as Rich markup.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+
+from rag_cli.cli.env import Env
+from rag_cli.config import Settings
+from rag_cli.models import ChunkPreview, FileStatus, IndexReport
+
+
+def shown_path(path: str) -> str:
+    """A path relative to the working directory when it is under it."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if rel.startswith("..") else rel
+
+
+# -- rag index --------------------------------------------------------------------------
+
+def render_index_report(env: Env, report: IndexReport, *, as_json: bool) -> None:
+    if as_json:
+        env.print_json(report.to_dict())
+        return
+    counts = " · ".join(f"{report.count(s)} {s.value}" for s in FileStatus if report.count(s) or s in (
+        FileStatus.ADDED, FileStatus.UPDATED, FileStatus.UNCHANGED, FileStatus.REMOVED))
+    chunks = (f"chunks: {report.chunks_written} embedded, {report.chunks_reused} reused, "
+              f"{report.chunks_deleted} deleted; {report.chunks_total} in the index")
+    head = f"Indexed {len([f for f in report.files if f.status is not FileStatus.REMOVED])} files into " \
+           f"{shown_path(report.index_path)} in {report.seconds:.1f} s"
+    if env.rich_stdout:
+        env.out.print(Text(head, style="bold"))
+        env.out.print(Text("  " + counts))
+        env.out.print(Text("  " + chunks))
+    else:
+        env.line(head)
+        env.line("  " + counts)
+        env.line("  " + chunks)
+    problems = report.problems
+    if problems:
+        env.line(f"{len(problems)} file(s) with problems:")
+        for f in problems:
+            reason = f.reason if f.status is FileStatus.FAILED else "; ".join(f.warnings)
+            env.line(f"  {shown_path(f.path)}: {reason}")
+    if env.verbose:
+        timings = ", ".join(f"{k} {v:.2f} s" for k, v in report.timings.items())
+        env.err.print(Text(f"timings: {timings}; total {report.seconds:.2f} s"), style="dim")
+
+
+# -- rag chunk-preview --------------------------------------------------------------------
+
+def render_preview(env: Env, preview: ChunkPreview, *, as_json: bool) -> None:
+    if as_json:
+        env.print_json(preview.to_dict())
+        return
+    head = (f"{shown_path(preview.path)}: {len(preview.chunks)} chunks from {preview.documents} document(s) · "
+            f"strategy {preview.strategy}, size {preview.size}, overlap {preview.overlap} "
+            f"({preview.tokenizer} tokens)")
+    env.out.print(Text(head, style="bold")) if env.rich_stdout else env.line(head)
+    prev = None
+    for chunk in preview.chunks:
+        shared = 0
+        if prev is not None and prev.doc_id == chunk.doc_id and chunk.start < prev.end:
+            shared = prev.end - chunk.start
+        parts = [f"chunk {chunk.index}", f"{chunk.tokens} tokens"]
+        if preview.documents > 1:
+            parts.insert(0, f"doc {chunk.doc_id}")
+        if chunk.page_start is not None:
+            parts.append(f"page {chunk.page_start}" if chunk.page_start == chunk.page_end
+                         else f"pages {chunk.page_start}-{chunk.page_end}")
+        if chunk.heading:
+            parts.append(" > ".join(chunk.heading))
+        parts.append(f"chars {chunk.start}-{chunk.end}")
+        if shared:
+            parts.append(f"overlap {shared} chars")
+        title = "── " + " · ".join(parts) + " "
+        if env.rich_stdout:
+            env.out.print(Text(title.ljust(min(100, env.out.width), "─"), style="cyan"))
+            body = Text()
+            body.append(chunk.text[:shared], style="dim italic")
+            body.append(chunk.text[shared:])
+            env.out.print(body)
+        else:
+            env.line(title)
+            if shared:
+                env.line(f"[overlap] {chunk.text[:shared]}")
+                env.line(f"[new] {chunk.text[shared:]}")
+            else:
+                env.line(chunk.text)
+        prev = chunk
+
+
+# -- rag config -------------------------------------------------------------------------
+
+def _value(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(repr(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def render_settings(env: Env, settings: Settings, *, as_json: bool) -> None:
+    if as_json:
+        env.print_json({
+            "schema": "rag-cli/config/v1",
+            "config_file": str(settings.config_file) if settings.config_file else None,
+            "index_dir": str(settings.index_dir),
+            "settings": {k: {"value": v, "source": src} for k, v, src in settings.items()},
+        })
+        return
+    where = str(settings.config_file) if settings.config_file else "none (defaults, environment and flags)"
+    if env.rich_stdout:
+        table = Table(title=None, show_edge=False, header_style="bold")
+        for column in ("key", "value", "source"):
+            table.add_column(column)
+        for key, value, source in settings.items():
+            table.add_row(Text(key), Text(_value(value)), Text(source, style="dim" if source == "default" else ""))
+        env.out.print(Text(f"settings file: {where}"))
+        env.out.print(Text(f"index folder:  {settings.index_dir}"))
+        env.out.print(table)
+    else:
+        env.line(f"settings file: {where}")
+        env.line(f"index folder: {settings.index_dir}")
+        for key, value, source in settings.items():
+            env.line(f"{key} = {_value(value)}  # {source}")

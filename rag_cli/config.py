@@ -1,0 +1,261 @@
+"""Settings, resolved in one place: defaults < .rag.toml < RAG_* environment < flags.
+
+Every value remembers where it came from (``Settings.sources``), which `rag config`
+prints. An unknown key in a settings file is an error that names the file and the key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+import typing
+from dataclasses import MISSING, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from rag_cli.errors import ConfigError
+
+CONFIG_NAME = ".rag.toml"
+ENV_PREFIX = "RAG_"
+DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+CHUNK_STRATEGIES = ("structure", "sentence", "fixed")
+
+
+def _opt(default: Any, help: str, **checks: Any) -> Any:
+    """A settings field: its default, one line of help and optional checks (choices, min)."""
+    factory = (lambda: list(default)) if isinstance(default, list) else None
+    meta = {"help": help, **checks}
+    if factory:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    path: str = _opt(".rag", "Index folder; relative paths are taken from the folder of .rag.toml "
+                     "(or the working directory when there is none).")
+    include: list[str] = _opt([], "Glob patterns a file must match (relative path or name) to be "
+                              "indexed; empty: every supported file.")
+    exclude: list[str] = _opt(["node_modules", "__pycache__"], "Glob patterns of files and folders to skip "
+                              "(hidden ones are always skipped).")
+    lock_timeout: float = _opt(0.0, "Seconds to wait for another `rag index` run on the same index "
+                               "before giving up.", min=0)
+
+
+@dataclass(frozen=True)
+class EmbeddingSettings:
+    backend: str = _opt("sentence-transformers", "sentence-transformers, or hash (a fast fake for tests).",
+                        choices=("sentence-transformers", "hash"))
+    model: str = _opt(DEFAULT_EMBEDDING_MODEL, "Sentence-transformers model: the bundled "
+                      "all-MiniLM-L6-v2, a local folder, or a hub name (needs internet once).")
+    batch_size: int = _opt(32, "Chunks embedded per batch.", min=1)
+    device: str = _opt("cpu", "Torch device for embedding (cpu, cuda, mps).")
+    query_prefix: str = _opt("", "Text put before every query (e5: 'query: ').")
+    document_prefix: str = _opt("", "Text put before every chunk when it is embedded (e5: 'passage: ').")
+
+
+@dataclass(frozen=True)
+class ChunkingSettings:
+    strategy: str = _opt("structure", "structure: headings, pages, paragraphs, then sentences; "
+                         "sentence: sentences only; fixed: token windows.", choices=CHUNK_STRATEGIES)
+    size: int = _opt(200, "Most tokens in a chunk (embedding model tokens, prefix and header "
+                     "included); capped at the model's maximum sequence length.", min=16)
+    overlap: int = _opt(32, "Tokens repeated from the end of one chunk at the start of the next "
+                        "(whole sentences or lines except with `fixed`).", min=0)
+    min_size: int = _opt(48, "structure: a section shorter than this many tokens is merged with "
+                         "the next one when both fit in one chunk.", min=0)
+    context_header: bool = _opt(True, "Embed each chunk with its document title and heading path "
+                                "in front of it.")
+
+
+SECTIONS: dict[str, type] = {
+    "index": IndexSettings,
+    "embedding": EmbeddingSettings,
+    "chunking": ChunkingSettings,
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The effective settings. ``sources`` maps "section.key" to where its value came from."""
+
+    index: IndexSettings = field(default_factory=IndexSettings)
+    embedding: EmbeddingSettings = field(default_factory=EmbeddingSettings)
+    chunking: ChunkingSettings = field(default_factory=ChunkingSettings)
+    base_dir: Path = field(default_factory=Path.cwd)  # where relative paths are resolved
+    config_file: Path | None = None
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def index_dir(self) -> Path:
+        return (self.base_dir / os.path.expanduser(self.index.path)).resolve()
+
+    def get(self, key: str) -> Any:
+        section, name = key.split(".", 1)
+        return getattr(getattr(self, section), name)
+
+    def items(self) -> list[tuple[str, Any, str]]:
+        """(key, value, source) for every setting, in schema order."""
+        return [(k, self.get(k), self.sources.get(k, "default")) for k in all_keys()]
+
+    def with_values(self, values: Mapping[str, Any], source: str) -> "Settings":
+        """A copy with some keys set (validated), recording ``source`` for each."""
+        sections = {name: getattr(self, name) for name in SECTIONS}
+        sources = dict(self.sources)
+        for key, raw in values.items():
+            section, name = _split_key(key, source)
+            value = _coerce(key, raw, source)
+            sections[section] = replace(sections[section], **{name: value})
+            sources[key] = source
+        return replace(self, **sections, sources=sources)
+
+
+def all_keys() -> list[str]:
+    return [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in fields(cls)]
+
+
+def describe(key: str) -> tuple[type, Any, str]:
+    """(type, default, help) of a settings key."""
+    section, name = key.split(".", 1)
+    cls = SECTIONS[section]
+    f = next(f for f in fields(cls) if f.name == name)
+    default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+    return typing.get_type_hints(cls)[name], default, f.metadata["help"]
+
+
+def _split_key(key: str, source: str) -> tuple[str, str]:
+    section, _, name = key.partition(".")
+    if section not in SECTIONS:
+        raise ConfigError(f"{source}: unknown section {section!r} in {key!r}",
+                          hint=f"valid sections: {', '.join(SECTIONS)}")
+    names = [f.name for f in fields(SECTIONS[section])]
+    if name not in names:
+        raise ConfigError(f"{source}: unknown key {key!r}",
+                          hint=f"valid keys in [{section}]: {', '.join(names)}")
+    return section, name
+
+
+def _coerce(key: str, raw: Any, source: str) -> Any:
+    """Check (and, for strings from the environment, parse) a value against its key's type."""
+    kind, _, _ = describe(key)
+    section, name = key.split(".", 1)
+    meta = next(f for f in fields(SECTIONS[section]) if f.name == name).metadata
+    from_text = isinstance(raw, str) and kind is not str
+    try:
+        if kind is bool:
+            if from_text:
+                low = raw.strip().lower()
+                if low not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                    raise ValueError
+                value: Any = low in ("1", "true", "yes", "on")
+            elif isinstance(raw, bool):
+                value = raw
+            else:
+                raise ValueError
+        elif kind is int:
+            if isinstance(raw, bool):
+                raise ValueError
+            value = int(raw.strip()) if from_text else raw
+            if not isinstance(value, int):
+                raise ValueError
+        elif kind is float:
+            if isinstance(raw, bool):
+                raise ValueError
+            value = float(raw.strip()) if from_text else raw
+            if not isinstance(value, (int, float)):
+                raise ValueError
+            value = float(value)
+        elif kind is str:
+            if not isinstance(raw, str):
+                raise ValueError
+            value = raw
+        else:  # list[str]
+            if from_text:
+                text = raw.strip()
+                value = json.loads(text) if text.startswith("[") else [p.strip() for p in text.split(",") if p.strip()]
+            else:
+                value = list(raw) if isinstance(raw, (list, tuple)) else None
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError
+    except (ValueError, json.JSONDecodeError):
+        type_name = getattr(kind, "__name__", str(kind)).replace("list", "list of strings")
+        raise ConfigError(f"{source}: {key} must be {type_name}, got {raw!r}") from None
+    if "choices" in meta and value not in meta["choices"]:
+        raise ConfigError(f"{source}: {key} = {value!r} is not one of {', '.join(meta['choices'])}")
+    if "min" in meta and value < meta["min"]:
+        raise ConfigError(f"{source}: {key} must be at least {meta['min']}, got {value!r}")
+    return value
+
+
+def find_config(start: Path) -> Path | None:
+    """The nearest .rag.toml in ``start`` or one of its parents."""
+    start = start.resolve()
+    for folder in (start, *start.parents):
+        candidate = folder / CONFIG_NAME
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The flat {"section.key": value} of a settings file, checked for unknown keys."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    flat: dict[str, Any] = {}
+    for section, table in data.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: {section!r} must be a [section] table",
+                              hint=f"valid sections: {', '.join(SECTIONS)}")
+        for name, value in table.items():
+            key = f"{section}.{name}"
+            _split_key(key, str(path))
+            flat[key] = value
+    return flat
+
+
+def env_name(key: str) -> str:
+    """The environment variable of a settings key: chunking.size -> RAG_CHUNKING_SIZE."""
+    return f"{ENV_PREFIX}{key.replace('.', '_').upper()}"
+
+
+def env_values(env: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """{key: (variable, raw value)} for the settings named in the environment."""
+    return {k: (env_name(k), env[env_name(k)]) for k in all_keys() if env_name(k) in env}
+
+
+def load_settings(
+    cwd: Path | None = None,
+    *,
+    config_file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Resolve the effective settings for a command run in ``cwd``.
+
+    ``config_file`` (the --config option or RAG_CONFIG) replaces the upward search for
+    .rag.toml. ``flags`` are command-line values: {"chunking.size": 300}; None values are
+    ignored so that unset options fall through.
+    """
+    cwd = (cwd or Path.cwd()).resolve()
+    env = os.environ if env is None else env
+    if config_file is None and env.get(f"{ENV_PREFIX}CONFIG"):
+        config_file = Path(env[f"{ENV_PREFIX}CONFIG"])
+    if config_file is not None:
+        config_file = (cwd / config_file).resolve()
+        if not config_file.is_file():
+            raise ConfigError(f"settings file {config_file} does not exist")
+    else:
+        config_file = find_config(cwd)
+    settings = Settings(base_dir=config_file.parent if config_file else cwd, config_file=config_file)
+    if config_file:
+        settings = settings.with_values(read_config_file(config_file), str(config_file))
+    for key, (var, raw) in env_values(env).items():
+        settings = settings.with_values({key: raw}, f"env {var}")
+    if flags:
+        settings = settings.with_values({k: v for k, v in flags.items() if v is not None}, "flag")
+    return settings

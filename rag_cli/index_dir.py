@@ -1,0 +1,141 @@
+"""The index folder: its layout, its write lock and the record of how it was built.
+
+```
+.rag/
+  chroma/              Chroma's PersistentClient data (vectors, chunk text, metadata)
+  manifest.sqlite3     files, chunk ids, roots and the build record (see ingest/manifest.py)
+  lock                 held by the `rag index` run that is writing
+```
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rag_cli.config import Settings
+from rag_cli.errors import IndexBusy, IndexMismatch, IndexNotFound
+from rag_cli.ingest.manifest import Manifest
+
+SCHEMA_VERSION = 1
+
+
+def build_record(settings: Settings, model_name: str, dimension: int, size: int) -> dict[str, Any]:
+    """What an index must agree with to be searched or extended: anything that changes vectors
+    or chunk boundaries. ``size`` is the effective chunk size (after the model's cap)."""
+    c = settings.chunking
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "embedding.backend": settings.embedding.backend,
+        "embedding.model": model_name,
+        "embedding.dimension": dimension,
+        "embedding.document_prefix": settings.embedding.document_prefix,
+        "embedding.query_prefix": settings.embedding.query_prefix,
+        "chunking.strategy": c.strategy,
+        "chunking.size": size,
+        "chunking.overlap": c.overlap,
+        "chunking.min_size": c.min_size,
+        "chunking.context_header": c.context_header,
+    }
+
+
+def check_build(recorded: dict[str, Any] | None, current: dict[str, Any], index_dir: Path) -> None:
+    """Refuse to mix vectors or chunkings: raise IndexMismatch naming every difference."""
+    if not recorded:
+        return
+    if recorded.get("schema_version") != current["schema_version"]:
+        raise IndexMismatch(
+            f"the index in {index_dir} has schema version {recorded.get('schema_version')}; this rag-cli "
+            f"writes version {current['schema_version']}", hint="run `rag index --rebuild` to rebuild it")
+    diffs = [f"{k}: index has {recorded.get(k)!r}, settings say {v!r}"
+             for k, v in current.items() if recorded.get(k) != v]
+    if diffs:
+        raise IndexMismatch(
+            f"the index in {index_dir} was built with other settings ({'; '.join(diffs)})",
+            hint="run `rag index --rebuild` to rebuild it with the current settings, "
+                 "or set the values the index was built with")
+
+
+@dataclass
+class IndexPaths:
+    root: Path
+
+    @property
+    def chroma(self) -> Path:
+        return self.root / "chroma"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.sqlite3"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / "lock"
+
+    def exists(self) -> bool:
+        return self.manifest.is_file()
+
+    def create(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            os.chmod(self.root, 0o700)  # chunk text is the user's documents: keep it theirs
+        except OSError:
+            pass
+
+    def open_manifest(self, *, create: bool = False) -> Manifest:
+        if not self.exists() and not create:
+            raise IndexNotFound(f"no index in {self.root}", hint="run `rag index PATH` to build one")
+        if create:
+            self.create()
+        return Manifest(self.manifest)
+
+
+class IndexLock:
+    """An exclusive ``flock`` on ``.rag/lock`` for the duration of one `rag index` run.
+
+    The kernel releases it when the process dies, so a killed run never leaves a stale lock.
+    """
+
+    def __init__(self, path: Path, timeout: float = 0.0, on_wait: Any = None) -> None:
+        self.path = path
+        self.timeout = timeout
+        self.on_wait = on_wait
+        self._fd: int | None = None
+
+    def __enter__(self) -> "IndexLock":
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + self.timeout
+        warned = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise IndexBusy(f"another `rag index` (pid {holder}) is writing to {self.path.parent}",
+                                    hint="wait for it to finish, or pass --wait SECONDS") from None
+                if not warned and self.on_wait:
+                    self.on_wait(f"waiting for another `rag index` (pid {holder}) to finish")
+                    warned = True
+                time.sleep(0.2)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

@@ -1,0 +1,379 @@
+"""`rag index`: walk, load, chunk, embed and store, incrementally and safely.
+
+A reader thread loads and chunks files while the main thread embeds and writes, so
+parsing overlaps with the model. Files are written in groups; for each group the
+manifest first registers the new chunk ids (and marks the files pending), then vectors
+are upserted and stale chunks deleted, then the files are marked done. A run killed at
+any point leaves an index that answers from what was committed, and the next run
+finishes the job with no duplicate and no orphan chunk. Chunks whose stored hash still
+matches are never embedded again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from rag_cli.config import Settings
+from rag_cli.errors import DocumentError, InputError
+from rag_cli.index_dir import IndexLock, IndexPaths, build_record, check_build
+from rag_cli.ingest.chunkers import BaseChunker, make_chunker
+from rag_cli.ingest.loaders import loader_for, read_bytes
+from rag_cli.ingest.manifest import FAILED, OK, PENDING, SKIPPED, FileRecord, Manifest
+from rag_cli.ingest.tokens import load_token_counter
+from rag_cli.ingest.walk import FoundFile, walk
+from rag_cli.models import Chunk, FileOutcome, FileStatus, IndexReport
+from rag_cli.progress import NullProgress, Progress
+from rag_cli.store.chroma import ChromaStore, VectorStore
+from rag_cli.store.embedders import Embedder, make_embedder
+
+log = logging.getLogger(__name__)
+
+GROUP_CHUNKS = 512  # chunks per write group (several small files, or one slice of a big one)
+EMBED_SLICE = 256  # chunks embedded and upserted at a time
+
+
+@dataclass
+class _Prepared:
+    found: FoundFile
+    size: int
+    mtime_ns: int
+    previous: FileRecord | None
+    sha256: str = ""
+    unchanged: bool = False
+    error: str = ""
+    documents: int = 0
+    chunks: list[Chunk] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Timings:
+    load: float = 0.0
+    chunk: float = 0.0
+    embed: float = 0.0
+    write: float = 0.0
+
+
+class Indexer:
+    """Indexes paths into one index folder. Heavy parts (model, store) come in ready-made
+    or are built from settings on first use."""
+
+    def __init__(self, settings: Settings, *, embedder: Embedder | None = None,
+                 progress: Progress | None = None) -> None:
+        self.settings = settings
+        self.paths = IndexPaths(settings.index_dir)
+        self.progress = progress or NullProgress()
+        e = settings.embedding
+        self.counter = load_token_counter(e.model, str(settings.base_dir))
+        self.embedder = embedder or make_embedder(e.backend, e.model, base_dir=settings.base_dir, device=e.device,
+                                                  batch_size=e.batch_size, query_prefix=e.query_prefix)
+        c = settings.chunking
+        self.chunker: BaseChunker = make_chunker(
+            c.strategy, self.counter, size=c.size, overlap=c.overlap, min_size=c.min_size,
+            context_header=c.context_header, document_prefix=e.document_prefix)
+        self.timings = _Timings()
+        self._chunks_seen = 0
+
+    # -- the run ------------------------------------------------------------------------
+    def run(self, targets: Sequence[Path] = (), *, rebuild: bool = False,
+            lock_timeout: float | None = None) -> IndexReport:
+        started = time.perf_counter()
+        self.paths.create()
+        timeout = self.settings.index.lock_timeout if lock_timeout is None else lock_timeout
+        with IndexLock(self.paths.lock, timeout, on_wait=self.progress.note):
+            manifest = self.paths.open_manifest(create=True)
+            try:
+                store = ChromaStore(self.paths.chroma)
+                self._prepare_index(manifest, store, rebuild)
+                roots = self._roots(manifest, targets)
+                outcomes, written, reused, deleted = self._sync(manifest, store, roots)
+                with manifest.transaction():
+                    for root in roots:
+                        manifest.add_root(str(root))
+                    manifest.set_meta("updated", time.time())
+                total = store.count()
+            finally:
+                manifest.close()
+        t = self.timings
+        return IndexReport(
+            index_path=str(self.paths.root), files=tuple(outcomes), chunks_written=written, chunks_reused=reused,
+            chunks_deleted=deleted, chunks_total=total, seconds=time.perf_counter() - started,
+            timings={"load": t.load, "chunk": t.chunk, "embed": t.embed, "write": t.write}, rebuilt=rebuild)
+
+    def _prepare_index(self, manifest: Manifest, store: VectorStore, rebuild: bool) -> None:
+        current = build_record(self.settings, self.embedder.name, self.embedder.dimension, self.chunker.size)
+        recorded = manifest.get_meta("build")
+        if not rebuild:
+            check_build(recorded, current, self.paths.root)
+        if rebuild or recorded is None:
+            # No build record: a new index, or a rebuild that was interrupted. Forget files
+            # first, then vectors, then write the record: a kill in between repeats this.
+            with manifest.transaction():
+                manifest.set_meta("build", None)
+                manifest.clear()
+            store.reset()
+            with manifest.transaction():
+                manifest.set_meta("build", current)
+
+    def _roots(self, manifest: Manifest, targets: Sequence[Path]) -> list[Path]:
+        if targets:
+            missing = [str(t) for t in targets if not t.exists()]
+            if missing:
+                raise InputError(f"no such file or folder: {', '.join(missing)}")
+            return [Path(os.path.abspath(t)) for t in targets]
+        roots = [Path(r) for r in manifest.roots()]
+        if not roots:
+            raise InputError("nothing to index: give a folder or file", hint="rag index ./docs")
+        return [r for r in roots if r.exists()] or roots
+
+    # -- syncing files --------------------------------------------------------------------
+    def _sync(self, manifest: Manifest, store: VectorStore,
+              roots: list[Path]) -> tuple[list[FileOutcome], int, int, int]:
+        known = manifest.files()
+        found: dict[str, FoundFile] = {}
+        outcomes: list[FileOutcome] = []
+        include, exclude = self.settings.index.include, self.settings.index.exclude
+        for root in roots:
+            if not root.exists():
+                continue
+            result = walk(root, include=include, exclude=exclude, skip=[self.paths.root])
+            for f in result.files:
+                found.setdefault(str(f.path), f)
+            outcomes.extend(FileOutcome(p, FileStatus.FAILED, reason=r) for p, r in result.errors)
+
+        # Files of these roots that are no longer there (or no longer selected) leave the index.
+        deleted = 0
+        gone = [rec for path, rec in known.items() if path not in found and _under_any(path, rec.root, roots)]
+        for rec in gone:
+            ids = manifest.chunk_ids(rec.path)
+            store.delete(sorted(ids))
+            with manifest.transaction():
+                manifest.remove_file(rec.path)
+            deleted += len(ids)
+            outcomes.append(FileOutcome(rec.path, FileStatus.REMOVED, rec.documents, rec.chunks))
+
+        todo: list[_Prepared] = []
+        for key, f in found.items():
+            rec = known.get(key)
+            try:
+                st = os.stat(f.path)
+            except OSError as exc:
+                outcomes.append(FileOutcome(key, FileStatus.FAILED, reason=f"cannot read: {exc.strerror}"))
+                continue
+            if rec and rec.size == st.st_size and rec.mtime_ns == st.st_mtime_ns and rec.status != PENDING:
+                outcomes.append(_cached_outcome(rec))  # not read at all
+                continue
+            todo.append(_Prepared(f, st.st_size, st.st_mtime_ns, rec))
+
+        self.progress.update("files", total=len(found), advance=len(found) - len(todo))
+        written = reused = 0
+        group: list[_Prepared] = []
+        for item in self._prepared(todo):
+            self.progress.update("files", advance=1)
+            outcome = self._settle(manifest, store, item)
+            if outcome is not None:
+                outcomes.append(outcome)
+                if outcome.status in (FileStatus.FAILED, FileStatus.SKIPPED) or outcome.warnings or outcome.notes:
+                    self.progress.note(_describe_problem(outcome))
+                continue
+            group.append(item)
+            if sum(len(g.chunks) for g in group) >= GROUP_CHUNKS:
+                w, r, d, done = self._write_group(manifest, store, group)
+                written, reused, deleted, group = written + w, reused + r, deleted + d, []
+                outcomes.extend(done)
+        if group:
+            w, r, d, done = self._write_group(manifest, store, group)
+            written, reused, deleted = written + w, reused + r, deleted + d
+            outcomes.extend(done)
+        return sorted(outcomes, key=lambda o: o.path), written, reused, deleted
+
+    def _prepared(self, todo: list[_Prepared]) -> Iterator[_Prepared]:
+        """Load and chunk ``todo`` on a reader thread, yielding each file as it is ready."""
+        if not todo:
+            return
+        q: queue.Queue[_Prepared | BaseException | None] = queue.Queue(maxsize=8)
+        stop = threading.Event()
+
+        def reader() -> None:
+            try:
+                for item in todo:
+                    if stop.is_set():
+                        return
+                    self._load_and_chunk(item)
+                    while not stop.is_set():
+                        try:
+                            q.put(item, timeout=0.2)
+                            break
+                        except queue.Full:
+                            continue
+                q.put(None)
+            except BaseException as exc:  # a bug: hand it to the main thread
+                q.put(exc)
+
+        thread = threading.Thread(target=reader, name="rag-reader", daemon=True)
+        thread.start()
+        try:
+            while True:
+                got = q.get()
+                if got is None:
+                    return
+                if isinstance(got, BaseException):
+                    raise got
+                yield got
+        finally:
+            stop.set()
+
+    def _load_and_chunk(self, item: _Prepared) -> None:
+        t0 = time.perf_counter()
+        path = item.found.path
+        try:
+            data = read_bytes(path)
+            item.sha256 = hashlib.sha256(data).hexdigest()
+            prev = item.previous
+            if prev and prev.status == OK and prev.sha256 == item.sha256:
+                item.unchanged = True  # touched, not changed
+                return
+            loader = loader_for(path)
+            if loader is None:  # pragma: no cover - walk() only yields supported files
+                raise DocumentError("unsupported file type")
+            loaded = loader.load(path, item.found.rel, data)
+            t1 = time.perf_counter()
+            self.timings.load += t1 - t0
+            item.documents = len(loaded.documents)
+            item.warnings = loaded.warnings
+            item.notes = loaded.notes
+            item.chunks = [c for doc in loaded.documents for c in self.chunker.chunk(doc)]
+            self.timings.chunk += time.perf_counter() - t1
+        except DocumentError as exc:
+            item.error = exc.reason
+        except MemoryError:
+            item.error = "too large to load in memory"
+        except Exception as exc:  # a loader bug must not stop the run
+            log.debug("unexpected error reading %s", path, exc_info=True)
+            item.error = f"unexpected error: {type(exc).__name__}: {exc}"
+
+    def _record(self, item: _Prepared, status: str, **changes: object) -> FileRecord:
+        rec = FileRecord(path=str(item.found.path), root=str(item.found.root), rel=item.found.rel,
+                         size=item.size, mtime_ns=item.mtime_ns, sha256=item.sha256, status=status, reason="",
+                         documents=item.documents, chunks=len(item.chunks), warnings=tuple(item.warnings))
+        return replace(rec, **changes)  # type: ignore[arg-type]
+
+    def _settle(self, manifest: Manifest, store: VectorStore, item: _Prepared) -> FileOutcome | None:
+        """The outcome of a file that needs no vectors written (unchanged, failed, empty), or
+        None when it joins the next write group."""
+        path, prev = str(item.found.path), item.previous
+        if item.unchanged:
+            assert prev is not None
+            with manifest.transaction():
+                manifest.put_file(replace(prev, size=item.size, mtime_ns=item.mtime_ns))
+            return FileOutcome(path, FileStatus.UNCHANGED, prev.documents, prev.chunks)
+        if not item.error and item.chunks:
+            owners = manifest.owners(sorted({c.doc_id for c in item.chunks}), path)
+            if owners:
+                doc, owner = next(iter(owners.items()))
+                item.error = (f"document id {doc!r} is already indexed from {owner}"
+                              + (f" (and {len(owners) - 1} more)" if len(owners) > 1 else "")
+                              + "; index their common parent folder instead, or use another index folder "
+                                "(index.path)")
+                item.mtime_ns = -1  # not the file's fault: look again next run
+        if item.error:
+            # Keep whatever an earlier version of the file put in the index: nothing is lost.
+            kept = prev.chunks if prev and prev.status == OK else 0
+            with manifest.transaction():
+                manifest.put_file(self._record(item, FAILED, reason=item.error, documents=0, chunks=kept,
+                                               warnings=()))
+            return FileOutcome(path, FileStatus.FAILED, reason=item.error)
+        if not item.chunks:
+            ids = manifest.chunk_ids(path)
+            store.delete(sorted(ids))
+            reason = "empty file" if item.size == 0 else "no text to index"
+            with manifest.transaction():
+                manifest.forget_chunks(ids)
+                manifest.put_file(self._record(item, SKIPPED, reason=reason))
+            return FileOutcome(path, FileStatus.SKIPPED, reason=reason, warnings=tuple(item.warnings),
+                               notes=tuple(item.notes))
+        return None
+
+    def _write_group(self, manifest: Manifest, store: VectorStore,
+                     group: list[_Prepared]) -> tuple[int, int, int, list[FileOutcome]]:
+        t0 = time.perf_counter()
+        with manifest.transaction():  # register first: the manifest knows every id the store may hold
+            for item in group:
+                manifest.put_file(self._record(item, PENDING))
+                manifest.register_chunks(str(item.found.path), ((c.chunk_id, c.doc_id) for c in item.chunks))
+        chunks = [c for item in group for c in item.chunks]
+        stored = store.stored_hashes([c.chunk_id for c in chunks])
+        todo = [c for c in chunks if stored.get(c.chunk_id) != c.content_hash]
+        self._chunks_seen += len(chunks)
+        self.progress.update("embed", advance=len(chunks) - len(todo), total=self._chunks_seen)
+        self.timings.write += time.perf_counter() - t0
+        for i in range(0, len(todo), EMBED_SLICE):
+            part = todo[i:i + EMBED_SLICE]
+            t1 = time.perf_counter()
+            vectors = self.embedder.embed_documents([c.embed_text for c in part])
+            t2 = time.perf_counter()
+            store.upsert(part, vectors)
+            self.timings.embed += t2 - t1
+            self.timings.write += time.perf_counter() - t2
+            self.progress.update("embed", advance=len(part))
+        t3 = time.perf_counter()
+        deleted = 0
+        outcomes = []
+        stale_by_file = {}
+        for item in group:
+            new_ids = {c.chunk_id for c in item.chunks}
+            stale_by_file[str(item.found.path)] = sorted(manifest.chunk_ids(str(item.found.path)) - new_ids)
+        stale = [cid for ids in stale_by_file.values() for cid in ids]
+        store.delete(stale)
+        with manifest.transaction():
+            manifest.forget_chunks(stale)
+            for item in group:
+                manifest.put_file(self._record(item, OK))
+        for item in group:
+            status = FileStatus.UPDATED if item.previous else FileStatus.ADDED
+            outcomes.append(FileOutcome(str(item.found.path), status, item.documents, len(item.chunks),
+                                        warnings=tuple(item.warnings), notes=tuple(item.notes)))
+            if item.warnings or item.notes:
+                self.progress.note(_describe_problem(outcomes[-1]))
+            deleted += len(stale_by_file[str(item.found.path)])
+        self.timings.write += time.perf_counter() - t3
+        return len(todo), len(chunks) - len(todo), deleted, outcomes
+
+
+def _cached_outcome(rec: FileRecord) -> FileOutcome:
+    if rec.status == FAILED:
+        return FileOutcome(rec.path, FileStatus.FAILED, reason=rec.reason + " (file unchanged since)")
+    if rec.status == SKIPPED:
+        return FileOutcome(rec.path, FileStatus.SKIPPED, reason=rec.reason)
+    return FileOutcome(rec.path, FileStatus.UNCHANGED, rec.documents, rec.chunks)
+
+
+def _under_any(path: str, root: str, roots: list[Path]) -> bool:
+    for r in roots:
+        rs = str(r)
+        if root == rs or path == rs or path.startswith(rs.rstrip(os.sep) + os.sep):
+            return True
+    return False
+
+
+def _describe_problem(outcome: FileOutcome) -> str:
+    if outcome.status in (FileStatus.FAILED, FileStatus.SKIPPED):
+        return f"{outcome.path}: skipped: {outcome.reason}"
+    return f"{outcome.path}: " + "; ".join((*outcome.warnings, *outcome.notes))
+
+
+def index_paths(settings: Settings, targets: Sequence[Path] = (), *, rebuild: bool = False,
+                lock_timeout: float | None = None, progress: Progress | None = None,
+                embedder: Embedder | None = None) -> IndexReport:
+    """Index ``targets`` (or, with none, every root indexed before) into the settings' index."""
+    return Indexer(settings, embedder=embedder, progress=progress).run(targets, rebuild=rebuild,
+                                                                      lock_timeout=lock_timeout)

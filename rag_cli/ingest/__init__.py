@@ -1,0 +1,1 @@
+"""Reading documents: walking folders, loaders, chunkers and the manifest."""

@@ -1,0 +1,314 @@
+"""Loaders: a file in, documents (text plus structure) out.
+
+A loader raises :class:`DocumentError` with a reason a person can act on when a file
+cannot be read; the indexer records it and carries on with the next file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from rag_cli.errors import DocumentError
+from rag_cli.ingest import splitting
+from rag_cli.models import Document, Segment
+
+
+@dataclass
+class Loaded:
+    documents: list[Document]
+    warnings: list[str] = field(default_factory=list)  # content that was dropped on the way in
+    notes: list[str] = field(default_factory=list)  # worth knowing, nothing lost (an encoding guess)
+
+
+class Loader(Protocol):
+    kind: str
+    suffixes: tuple[str, ...]
+
+    def load(self, path: Path, doc_id: str, data: bytes | None = None) -> Loaded:
+        """Documents of the file at ``path`` (whose bytes, ``data``, may be already read)."""
+        ...
+
+
+# -- text decoding ----------------------------------------------------------------------
+
+_BOMS = ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
+         (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+
+
+def decode_text(data: bytes) -> tuple[str, str | None]:
+    """Text of a file's bytes and a note when it was not UTF-8. Binary data is an error."""
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            try:
+                return _clean(data.decode(encoding)), None
+            except UnicodeDecodeError:
+                raise DocumentError(f"not valid {encoding.upper()} despite its byte-order mark") from None
+    head = data[:8192]
+    if b"\x00" in head:
+        # UTF-16 without a byte-order mark has a NUL in every other byte of ASCII text.
+        even, odd = head[0::2].count(0), head[1::2].count(0)
+        for encoding, nuls, total in (("utf-16-le", odd, len(head[1::2])), ("utf-16-be", even, len(head[0::2]))):
+            if total and nuls / total > 0.9:
+                try:
+                    return _clean(data.decode(encoding)), None
+                except UnicodeDecodeError:
+                    break
+        raise DocumentError("binary file (contains NUL bytes), not text")
+    try:
+        text, note = data.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        try:
+            text = data.decode("cp1252")
+        except UnicodeDecodeError:
+            text = data.decode("latin-1")
+        note = f"not UTF-8 (byte {exc.start}); read as Windows-1252/Latin-1"
+    controls = sum(1 for ch in text[:8192] if unicodedata.category(ch) == "Cc" and ch not in "\t\n\r\f\v")
+    if controls > max(8, len(text[:8192]) // 100):
+        raise DocumentError("binary file (control characters), not text")
+    return _clean(text), note
+
+
+def _clean(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
+
+
+def read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DocumentError(f"cannot read: {exc.strerror or exc}") from None
+
+
+def _read(path: Path, data: bytes | None) -> tuple[str, str | None]:
+    return decode_text(read_bytes(path) if data is None else data)
+
+
+# -- loaders ----------------------------------------------------------------------------
+
+class TextLoader:
+    """Plain text (.txt, .rst, ...): paragraphs separated by blank lines."""
+
+    kind = "text"
+    suffixes = (".txt", ".text", ".rst", ".rest", ".org", ".adoc", ".asciidoc", ".log")
+
+    def load(self, path: Path, doc_id: str, data: bytes | None = None) -> Loaded:
+        text, note = _read(path, data)
+        if not text.strip():
+            return Loaded([])
+        segments = [Segment(s, e, "paragraph") for s, e in splitting.paragraphs(text, 0, len(text))]
+        doc = Document(doc_id=doc_id, source=str(path), kind=self.kind, text=text, title=path.stem,
+                       segments=segments)
+        return Loaded([doc], notes=[note] if note else [])
+
+
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?\n)?(?:---|\.\.\.)[ \t]*(?:\n|\Z)", re.S)
+_BLOCK_KINDS = {
+    "heading_open": "heading", "paragraph_open": "paragraph", "fence": "code", "code_block": "code",
+    "table_open": "table", "bullet_list_open": "list", "ordered_list_open": "list",
+    "blockquote_open": "quote", "html_block": "html", "hr": "paragraph",
+}
+
+
+class MarkdownLoader:
+    """Markdown via markdown-it-py tokens: headings give sections and the heading path;
+    code blocks, tables, lists and quotes are blocks of their own."""
+
+    kind = "markdown"
+    suffixes = (".md", ".markdown", ".mdown", ".mkd", ".mdx")
+
+    def __init__(self) -> None:
+        from markdown_it import MarkdownIt
+
+        self._md = MarkdownIt("commonmark").enable(["table", "strikethrough"])
+
+    def load(self, path: Path, doc_id: str, data: bytes | None = None) -> Loaded:
+        text, note = _read(path, data)
+        if not text.strip():
+            return Loaded([])
+        doc = self.parse(text, doc_id=doc_id, source=str(path), default_title=path.stem)
+        return Loaded([doc], notes=[note] if note else [])
+
+    def parse(self, text: str, *, doc_id: str, source: str, default_title: str) -> Document:
+        line_starts = [0] + [i + 1 for i, ch in enumerate(text) if ch == "\n"]
+
+        def offset(line: int) -> int:
+            return line_starts[line] if line < len(line_starts) else len(text)
+
+        segments: list[Segment] = []
+        title = ""
+        body = text
+        front = _FRONT_MATTER.match(text)
+        if front:
+            # Keep the front matter as a block of its own, and blank it out for the parser
+            # (same number of lines, so the token line maps stay right).
+            segments.append(Segment(0, front.end(), "code"))
+            fm_title = re.search(r"^title:[ \t]*(.+?)[ \t]*$", front.group(1) or "", re.M)
+            title = fm_title.group(1).strip("\"'") if fm_title else ""
+            body = "\n" * text.count("\n", 0, front.end()) + text[front.end():]
+        tokens = self._md.parse(body)
+        stack: list[tuple[int, str]] = []
+        for i, tok in enumerate(tokens):
+            if tok.level != 0 or tok.map is None or tok.type not in _BLOCK_KINDS:
+                continue
+            start, end = offset(tok.map[0]), offset(tok.map[1])
+            kind = _BLOCK_KINDS[tok.type]
+            if kind == "heading":
+                level = int(tok.tag[1:])
+                name = tokens[i + 1].content.strip() if i + 1 < len(tokens) else ""
+                while stack and stack[-1][0] >= level:
+                    stack.pop()
+                stack.append((level, name))
+                if level == 1 and not title:
+                    title = name
+                segments.append(Segment(start, end, kind, tuple(n for _, n in stack), starts_section=True))
+            else:
+                segments.append(Segment(start, end, kind, tuple(n for _, n in stack)))
+        return Document(doc_id=doc_id, source=source, kind=self.kind, text=text,
+                        title=title or default_title, segments=segments)
+
+
+class PdfLoader:
+    """PDF text page by page (pypdf); chunks know their first and last page."""
+
+    kind = "pdf"
+    suffixes = (".pdf",)
+
+    def load(self, path: Path, doc_id: str, data: bytes | None = None) -> Loaded:
+        import io
+        import logging
+
+        logging.getLogger("pypdf").setLevel(logging.ERROR)  # its repair notes are noise here
+        from pypdf import PdfReader
+
+        try:
+            reader = PdfReader(io.BytesIO(read_bytes(path) if data is None else data))
+            if reader.is_encrypted:
+                try:
+                    opened = reader.decrypt("")
+                except Exception as exc:  # e.g. AES without the cryptography package
+                    raise DocumentError(f"encrypted PDF that cannot be opened: {exc}") from None
+                if not opened:
+                    raise DocumentError("encrypted PDF: it needs a password")
+            page_count = len(reader.pages)
+        except DocumentError:
+            raise
+        except OSError as exc:
+            raise DocumentError(f"cannot read: {exc.strerror or exc}") from None
+        except Exception as exc:  # pypdf raises many types on damaged files
+            raise DocumentError(f"corrupt or unreadable PDF ({type(exc).__name__}: {exc})") from None
+
+        warnings: list[str] = []
+        texts: list[str] = []
+        for number in range(page_count):
+            try:
+                page_text = reader.pages[number].extract_text() or ""
+            except Exception as exc:
+                warnings.append(f"page {number + 1}: text could not be extracted ({type(exc).__name__})")
+                page_text = ""
+            texts.append(_clean(page_text).strip())
+        if not any(texts):
+            raise DocumentError("no extractable text (a scanned PDF? it needs OCR first)"
+                                if page_count else "PDF has no pages")
+        text, page_starts, segments = "", [], []
+        for number, page_text in enumerate(texts):
+            if number:
+                text += "\n\n"
+            page_starts.append(len(text))
+            base = len(text)
+            text += page_text
+            for k, (s, e) in enumerate(splitting.paragraphs(page_text, 0, len(page_text))):
+                segments.append(Segment(base + s, base + e, "paragraph", starts_section=(k == 0)))
+        title = ""
+        try:
+            title = str((reader.metadata or {}).get("/Title") or "").strip()
+        except Exception:
+            title = ""
+        doc = Document(doc_id=doc_id, source=str(path), kind=self.kind, text=text, title=title or path.stem,
+                       segments=segments, page_starts=page_starts, metadata={"pages": page_count})
+        return Loaded([doc], warnings)
+
+
+class JsonlLoader:
+    """A corpus: one JSON object a line with ``id`` (or ``_id``), ``text``, optional ``title``;
+    other fields become metadata. Bad lines are dropped with a warning naming the line."""
+
+    kind = "jsonl"
+    suffixes = (".jsonl", ".ndjson")
+
+    def load(self, path: Path, doc_id: str, data: bytes | None = None) -> Loaded:
+        text, note = _read(path, data)
+        docs: list[Document] = []
+        warnings: list[str] = []
+        seen: dict[str, int] = {}
+        for number, line in enumerate(text.split("\n"), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                warnings.append(f"line {number}: not valid JSON ({exc.msg})")
+                continue
+            if not isinstance(record, dict):
+                warnings.append(f"line {number}: not a JSON object")
+                continue
+            rid = record.get("id", record.get("_id"))
+            if isinstance(rid, bool) or not isinstance(rid, (str, int)) or str(rid) == "":
+                warnings.append(f"line {number}: no 'id' (a string or number)")
+                continue
+            rid = str(rid)
+            body, title = record.get("text"), record.get("title") or ""
+            if not isinstance(body, str) or not isinstance(title, str):
+                warnings.append(f"line {number}: 'text' and 'title' must be strings")
+                continue
+            if not body.strip():
+                if not title.strip():
+                    warnings.append(f"line {number}: record {rid!r} has no text")
+                    continue
+                body = title
+            if rid in seen:
+                warnings.append(f"line {number}: duplicate id {rid!r} (first on line {seen[rid]}); skipped")
+                continue
+            seen[rid] = number
+            meta = _flatten({k: v for k, v in record.items() if k not in ("id", "_id", "text", "title")})
+            docs.append(Document(doc_id=rid, source=str(path), kind=self.kind, text=_clean(body),
+                                 title=title.strip(), metadata=meta))
+        return Loaded(docs, warnings, notes=[note] if note else [])
+
+
+def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Metadata a vector store can hold: scalars, with nested objects as dotted keys and
+    lists as JSON text."""
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            if prefix:  # one level of nesting is kept; deeper levels become JSON
+                out[name] = json.dumps(value, ensure_ascii=False)
+            else:
+                out.update(_flatten(value, f"{name}."))
+        elif isinstance(value, list):
+            out[name] = json.dumps(value, ensure_ascii=False)
+        elif value is not None:
+            out[name] = value
+    return out
+
+
+LOADERS: tuple[type, ...] = (MarkdownLoader, TextLoader, PdfLoader, JsonlLoader)
+_BY_SUFFIX = {suffix: cls for cls in LOADERS for suffix in cls.suffixes}
+SUPPORTED_SUFFIXES = tuple(_BY_SUFFIX)
+_instances: dict[type, Any] = {}
+
+
+def loader_for(path: Path) -> Loader | None:
+    """The loader for a file by its suffix, or None for a file type the tool does not read."""
+    cls = _BY_SUFFIX.get(path.suffix.lower())
+    if cls is None:
+        return None
+    if cls not in _instances:
+        _instances[cls] = cls()
+    return _instances[cls]

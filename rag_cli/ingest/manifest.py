@@ -1,0 +1,138 @@
+"""The manifest: what the index holds, file by file, in SQLite beside the vector store.
+
+It records each indexed file's size, mtime and content hash (so an unchanged file is
+never read again), and every chunk id written for it. Chunk ids are registered *before*
+they are written to the vector store, so the manifest always knows a superset of what
+the store holds: an interrupted run leaves no chunk that the next run cannot find and
+delete. A file whose write did not finish stays ``pending`` and is redone.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS roots (path TEXT PRIMARY KEY, added REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY, root TEXT NOT NULL, rel TEXT NOT NULL,
+    size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL,
+    status TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
+    documents INTEGER NOT NULL DEFAULT 0, chunks INTEGER NOT NULL DEFAULT 0,
+    warnings TEXT NOT NULL DEFAULT '[]', updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chunks (id TEXT PRIMARY KEY, path TEXT NOT NULL, doc_id TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS chunks_by_path ON chunks (path);
+CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks (doc_id);
+"""
+
+OK, PENDING, FAILED, SKIPPED = "ok", "pending", "failed", "skipped"
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    path: str
+    root: str
+    rel: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    status: str
+    reason: str
+    documents: int
+    chunks: int
+    warnings: tuple[str, ...]
+
+
+class Manifest:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def transaction(self) -> "_Transaction":
+        return _Transaction(self._db)
+
+    # -- meta ---------------------------------------------------------------------------
+    def get_meta(self, key: str) -> Any:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value)))
+
+    # -- roots --------------------------------------------------------------------------
+    def roots(self) -> list[str]:
+        return [r[0] for r in self._db.execute("SELECT path FROM roots ORDER BY path")]
+
+    def add_root(self, path: str) -> None:
+        self._db.execute("INSERT OR IGNORE INTO roots (path, added) VALUES (?, ?)", (path, time.time()))
+
+    # -- files --------------------------------------------------------------------------
+    def files(self) -> dict[str, FileRecord]:
+        rows = self._db.execute("SELECT path, root, rel, size, mtime_ns, sha256, status, reason, documents, "
+                                "chunks, warnings FROM files")
+        return {r[0]: FileRecord(*r[:10], tuple(json.loads(r[10]))) for r in rows}
+
+    def put_file(self, rec: FileRecord) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO files (path, root, rel, size, mtime_ns, sha256, status, reason, documents, "
+            "chunks, warnings, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (rec.path, rec.root, rec.rel, rec.size, rec.mtime_ns, rec.sha256, rec.status, rec.reason,
+             rec.documents, rec.chunks, json.dumps(list(rec.warnings)), time.time()))
+
+    def remove_file(self, path: str) -> None:
+        self._db.execute("DELETE FROM files WHERE path = ?", (path,))
+        self._db.execute("DELETE FROM chunks WHERE path = ?", (path,))
+
+    # -- chunks -------------------------------------------------------------------------
+    def chunk_ids(self, path: str) -> set[str]:
+        return {r[0] for r in self._db.execute("SELECT id FROM chunks WHERE path = ?", (path,))}
+
+    def register_chunks(self, path: str, ids: Iterable[tuple[str, str]]) -> None:
+        """Record (chunk id, doc id) pairs as belonging to ``path``."""
+        self._db.executemany("INSERT OR REPLACE INTO chunks (id, path, doc_id) VALUES (?, ?, ?)",
+                             ((cid, path, doc) for cid, doc in ids))
+
+    def forget_chunks(self, ids: Iterable[str]) -> None:
+        self._db.executemany("DELETE FROM chunks WHERE id = ?", ((i,) for i in ids))
+
+    def owners(self, doc_ids: Sequence[str], path: str) -> dict[str, str]:
+        """Other files that already hold any of ``doc_ids``: {doc id: path}."""
+        found: dict[str, str] = {}
+        for i in range(0, len(doc_ids), 500):
+            part = list(doc_ids[i:i + 500])
+            marks = ",".join("?" * len(part))
+            for doc, owner in self._db.execute(
+                    f"SELECT DISTINCT doc_id, path FROM chunks WHERE doc_id IN ({marks}) AND path != ?",
+                    (*part, path)):
+                found.setdefault(doc, owner)
+        return found
+
+    def chunk_count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0])
+
+    def clear(self) -> None:
+        self._db.execute("DELETE FROM files")
+        self._db.execute("DELETE FROM chunks")
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        self._db.execute("ROLLBACK" if exc_type else "COMMIT")

@@ -1,0 +1,85 @@
+"""Finding the files to index under the paths given on the command line."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from rag_cli.errors import InputError
+from rag_cli.ingest.loaders import SUPPORTED_SUFFIXES
+
+
+@dataclass(frozen=True)
+class FoundFile:
+    path: Path  # absolute, symlinks not resolved
+    root: Path  # the folder (or file) named on the command line
+    rel: str  # the path relative to the root's folder, with forward slashes: the document id
+
+
+@dataclass
+class Walk:
+    files: list[FoundFile] = field(default_factory=list)
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): unreadable folders
+
+
+def _matches(rel: str, patterns: Sequence[str]) -> bool:
+    name = rel.rsplit("/", 1)[-1]
+    return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(name, p) or fnmatch.fnmatch(rel, p.rstrip("/") + "/*")
+               for p in patterns)
+
+
+def walk(root: Path, *, include: Sequence[str] = (), exclude: Sequence[str] = (),
+         skip: Sequence[Path] = ()) -> Walk:
+    """Supported files under ``root`` (a folder or one file), in a stable order.
+
+    Hidden files and folders, the folders in ``skip`` (the index itself) and anything that
+    matches an ``exclude`` glob are left out; with ``include`` globs, a file must match one.
+    Symbolic links are followed, once: a link loop is not walked twice.
+    """
+    root = Path(os.path.abspath(root))
+    result = Walk()
+    if root.is_file():
+        if root.suffix.lower() not in SUPPORTED_SUFFIXES:
+            raise InputError(f"{root}: unsupported file type {root.suffix or '(no suffix)'!r}",
+                             hint=f"supported: {' '.join(SUPPORTED_SUFFIXES)}")
+        result.files.append(FoundFile(root, root, root.name))
+        return result
+    if not root.is_dir():
+        raise InputError(f"{root}: no such file or folder")
+    skip_real = {os.path.realpath(p) for p in skip}
+    seen_dirs: set[tuple[int, int]] = set()
+
+    def on_error(exc: OSError) -> None:
+        result.errors.append((str(exc.filename or root), f"cannot read folder: {exc.strerror or exc}"))
+
+    for folder, dirs, names in os.walk(root, followlinks=True, onerror=on_error):
+        try:
+            st = os.stat(folder)
+        except OSError:
+            dirs[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen_dirs:  # a symlink loop or a second link to one folder
+            dirs[:] = []
+            continue
+        seen_dirs.add((st.st_dev, st.st_ino))
+        rel_folder = os.path.relpath(folder, root).replace(os.sep, "/")
+        rel_folder = "" if rel_folder == "." else rel_folder + "/"
+        dirs[:] = sorted(
+            d for d in dirs
+            if not d.startswith(".")
+            and os.path.realpath(os.path.join(folder, d)) not in skip_real
+            and not _matches(rel_folder + d, exclude)
+        )
+        for name in sorted(names):
+            if name.startswith(".") or Path(name).suffix.lower() not in SUPPORTED_SUFFIXES:
+                continue
+            rel = rel_folder + name
+            if _matches(rel, exclude) or (include and not _matches(rel, include)):
+                continue
+            path = Path(folder) / name
+            if path.is_file():  # follows links; skips sockets, fifos and dangling links
+                result.files.append(FoundFile(path, root, rel))
+    return result

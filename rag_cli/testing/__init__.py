@@ -1,0 +1,1 @@
+"""Fakes for fast unit tests; the real parts are tested too."""
