@@ -7,6 +7,7 @@ prints. An unknown key in a settings file is an error that names the file and th
 from __future__ import annotations
 
 import json
+import math
 import os
 import tomllib
 import typing
@@ -99,13 +100,14 @@ class Settings:
         """(key, value, source) for every setting, in schema order."""
         return [(k, self.get(k), self.sources.get(k, "default")) for k in all_keys()]
 
-    def with_values(self, values: Mapping[str, Any], source: str) -> "Settings":
-        """A copy with some keys set (validated), recording ``source`` for each."""
+    def with_values(self, values: Mapping[str, Any], source: str, *, parse_text: bool = False) -> "Settings":
+        """A copy with some keys set (validated), recording ``source`` for each. With
+        ``parse_text``, string values are parsed into the key's type (environment variables)."""
         sections = {name: getattr(self, name) for name in SECTIONS}
         sources = dict(self.sources)
         for key, raw in values.items():
             section, name = _split_key(key, source)
-            value = _coerce(key, raw, source)
+            value = _coerce(key, raw, source, parse_text=parse_text)
             sections[section] = replace(sections[section], **{name: value})
             sources[key] = source
         return replace(self, **sections, sources=sources)
@@ -136,12 +138,12 @@ def _split_key(key: str, source: str) -> tuple[str, str]:
     return section, name
 
 
-def _coerce(key: str, raw: Any, source: str) -> Any:
+def _coerce(key: str, raw: Any, source: str, *, parse_text: bool = False) -> Any:
     """Check (and, for strings from the environment, parse) a value against its key's type."""
     kind, _, _ = describe(key)
     section, name = key.split(".", 1)
     meta = next(f for f in fields(SECTIONS[section]) if f.name == name).metadata
-    from_text = isinstance(raw, str) and kind is not str
+    from_text = parse_text and isinstance(raw, str) and kind is not str
     try:
         if kind is bool:
             if from_text:
@@ -166,6 +168,8 @@ def _coerce(key: str, raw: Any, source: str) -> Any:
             if not isinstance(value, (int, float)):
                 raise ValueError
             value = float(value)
+            if math.isnan(value):
+                raise ValueError
         elif kind is str:
             if not isinstance(raw, str):
                 raise ValueError
@@ -208,6 +212,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     flat: dict[str, Any] = {}
     for section, table in data.items():
+        if section not in SECTIONS:
+            raise ConfigError(f"{path}: unknown section [{section}]", hint=f"valid sections: {', '.join(SECTIONS)}")
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: {section!r} must be a [section] table",
                               hint=f"valid sections: {', '.join(SECTIONS)}")
@@ -255,7 +261,7 @@ def load_settings(
     if config_file:
         settings = settings.with_values(read_config_file(config_file), str(config_file))
     for key, (var, raw) in env_values(env).items():
-        settings = settings.with_values({key: raw}, f"env {var}")
+        settings = settings.with_values({key: raw}, f"env {var}", parse_text=True)
     if flags:
         settings = settings.with_values({k: v for k, v in flags.items() if v is not None}, "flag")
     return settings

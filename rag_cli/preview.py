@@ -14,6 +14,8 @@ from rag_cli.models import ChunkPreview
 
 def preview_chunks(settings: Settings, path: Path) -> ChunkPreview:
     """The chunks of ``path`` under the chunking settings; only the tokenizer is loaded."""
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; chunk-preview takes one file")
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     loader = loader_for(path)

@@ -26,9 +26,14 @@ class Walk:
 
 
 def _matches(rel: str, patterns: Sequence[str]) -> bool:
+    """fnmatch semantics (``*`` also crosses ``/``), against the relative path and the name;
+    ``drafts`` and ``drafts/`` both name a folder at any depth."""
     name = rel.rsplit("/", 1)[-1]
-    return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(name, p) or fnmatch.fnmatch(rel, p.rstrip("/") + "/*")
-               for p in patterns)
+    for pattern in patterns:
+        p = pattern.rstrip("/") or pattern
+        if fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(name, p) or fnmatch.fnmatch(rel, p + "/*"):
+            return True
+    return False
 
 
 def walk(root: Path, *, include: Sequence[str] = (), exclude: Sequence[str] = (),

@@ -1,0 +1,44 @@
+"""Shared fixtures. Models are loaded by path from the packages that ship them: no hub."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLES = REPO / "samples"
+SHARED_EVAL = REPO.parent / "shared" / "eval"
+
+
+@pytest.fixture(autouse=True)
+def _no_rag_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never see the developer's RAG_* settings."""
+    for name in list(os.environ):
+        if name.startswith("RAG_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def real_embedder():
+    """The bundled all-MiniLM-L6-v2, loaded once for the session."""
+    from rag_cli.store.embedders import make_embedder
+
+    embedder = make_embedder("sentence-transformers", "bundled")
+    embedder.warm_up()  # type: ignore[attr-defined]
+    return embedder
+
+
+@pytest.fixture
+def samples(tmp_path: Path) -> Path:
+    """A private copy of the sample documents, free to edit."""
+    import shutil
+
+    target = tmp_path / "docs"
+    shutil.copytree(SAMPLES, target)
+    return target

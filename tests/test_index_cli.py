@@ -1,0 +1,150 @@
+"""`rag index` through the command line: exit codes, output shapes, locks and kills."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rag_cli.cli.app import app
+from rag_cli.errors import ExitCode
+from rag_cli.index_dir import IndexLock, IndexPaths
+from tests.indexing_helpers import index_state, settings_in
+
+pytestmark = pytest.mark.slow
+
+
+def run(args: list[str], cwd: Path, **env: str):
+    old = Path.cwd()
+    os.chdir(cwd)
+    try:
+        return CliRunner().invoke(app, args, env={"RAG_EMBEDDING_BACKEND": "hash", **env})
+    finally:
+        os.chdir(old)
+
+
+def test_json_summary_shape(tmp_path: Path, samples: Path) -> None:
+    result = run(["index", str(samples), "--json"], tmp_path)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["schema"] == "rag-cli/index-report/v1"
+    assert set(report) >= {"index", "files", "chunks", "seconds", "timings", "problems", "details"}
+    assert report["files"]["added"] == 6 and report["files"]["failed"] == 0
+    assert report["chunks"]["total"] == report["chunks"]["written"] > 0
+    again = json.loads(run(["index", str(samples), "--json"], tmp_path).stdout)
+    assert again["files"]["unchanged"] == 6 and again["chunks"]["written"] == 0
+
+
+def test_bad_input_folder_exit_code_and_warnings(tmp_path: Path) -> None:
+    docs = tmp_path / "bad"
+    docs.mkdir()
+    (docs / "good.md").write_text("# Good\n\nThis note is fine and mentions rye flour.\n")
+    (docs / "corrupt.pdf").write_bytes(b"%PDF-1.7\n" + os.urandom(2000))
+    (docs / "binary.md").write_bytes(b"\x00\x01\x02PNG\x00" * 100)
+    (docs / "latin1.txt").write_bytes("Crème brûlée is not bread.".encode("latin-1"))
+    (docs / "empty.txt").write_bytes(b"")
+    result = run(["index", str(docs)], tmp_path)
+    assert result.exit_code == ExitCode.PARTIAL, result.output
+    err = result.stderr
+    assert "corrupt.pdf" in err and "binary.md" in err and "binary file" in err
+    assert "latin1.txt" in err and "empty.txt" in err
+    assert "2 file(s) with problems" in result.stdout
+    report = json.loads(run(["index", str(docs), "--json"], tmp_path).stdout)
+    assert report["files"]["unchanged"] == 2 and report["files"]["failed"] == 2
+    assert report["files"]["skipped"] == 1
+
+
+def test_second_run_is_refused_while_the_lock_is_held(tmp_path: Path, samples: Path) -> None:
+    paths = IndexPaths(tmp_path / ".rag")
+    paths.create()
+    with IndexLock(paths.lock):
+        result = run(["index", str(samples)], tmp_path)
+    assert result.exit_code == ExitCode.BUSY
+    assert "another `rag index`" in result.stderr and str(os.getpid()) in result.stderr
+
+
+def test_mismatch_exit_code_and_hint(tmp_path: Path, samples: Path) -> None:
+    assert run(["index", str(samples)], tmp_path).exit_code == 0
+    result = run(["index", str(samples), "--size", "90"], tmp_path)
+    assert result.exit_code == ExitCode.INDEX
+    assert "chunking.size" in result.stderr and "rag index --rebuild" in result.stderr
+    assert run(["index", str(samples), "--size", "90", "--rebuild"], tmp_path).exit_code == 0
+
+
+def test_unknown_path_is_a_usage_error(tmp_path: Path) -> None:
+    result = run(["index", str(tmp_path / "nope")], tmp_path)
+    assert result.exit_code == ExitCode.USAGE and "nope" in result.stderr
+
+
+def _many_docs(folder: Path, count: int) -> None:
+    folder.mkdir()
+    words = "flour water salt starter levain crumb crust oven steam rye wheat spelt".split()
+    for i in range(count):
+        paras = [" ".join(words[(i + j + k) % len(words)] for k in range(40)) + "." for j in range(12)]
+        (folder / f"note-{i:03d}.md").write_text(f"# Note {i}\n\n" + "\n\n".join(paras) + "\n")
+
+
+def _rag(args: list[str], cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "RAG_EMBEDDING_BACKEND": "hash", "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen([sys.executable, "-m", "rag_cli", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_killed_runs_leave_a_consistent_index_that_the_next_run_completes(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    _many_docs(docs, 150)
+    clean_dir = tmp_path / "clean"
+    clean_dir.mkdir()
+    assert _rag(["index", str(docs)], clean_dir).wait(120) == 0
+    clean = index_state(settings_in(clean_dir))
+
+    work = tmp_path / "work"
+    work.mkdir()
+    for delay in (0.6, 1.2, 1.8, 2.6, 3.4):
+        proc = _rag(["index", str(docs)], work)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        if (work / ".rag" / "manifest.sqlite3").exists():
+            index_state(settings_in(work))  # opens, and the manifest covers every stored chunk
+    proc = _rag(["index", str(docs)], work)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()
+    assert index_state(settings_in(work)) == clean
+
+
+def test_ctrl_c_exits_130_and_the_next_run_completes(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    _many_docs(docs, 150)
+    proc = _rag(["index", str(docs)], tmp_path)
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the signal arrived")
+    assert proc.returncode == ExitCode.INTERRUPTED, err.decode()
+    assert b"interrupted" in err
+    finish = _rag(["index", str(docs)], tmp_path)
+    assert finish.wait(120) == 0
+    state = index_state(settings_in(tmp_path))
+    assert {k.split("::")[0] for k in state} == {f"note-{i:03d}.md" for i in range(150)}
+
+
+def test_installed_command_in_a_pipe(tmp_path: Path, samples: Path) -> None:
+    """The real `rag` console script, piped: plain text, no terminal codes."""
+    rag = Path(sys.executable).with_name("rag")
+    if not rag.exists():
+        pytest.skip("the rag console script is not installed next to this Python")
+    env = {**os.environ, "RAG_EMBEDDING_BACKEND": "hash"}
+    done = subprocess.run([str(rag), "index", str(samples)], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Indexed 6 files into .rag")
+    assert "\x1b[" not in done.stdout and "\x1b[" not in done.stderr

@@ -1,0 +1,174 @@
+"""The index write lock (IndexLock) and the build record check (check_build)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from rag_cli.config import Settings
+from rag_cli.errors import ExitCode, IndexBusy, IndexMismatch
+from rag_cli.index_dir import SCHEMA_VERSION, IndexLock, build_record, check_build
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# A child process that takes the lock, says so, and holds it until it is killed.
+HOLDER = """
+import sys, time
+from pathlib import Path
+from rag_cli.index_dir import IndexLock
+with IndexLock(Path(sys.argv[1])):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+@pytest.fixture
+def lock_path(tmp_path: Path) -> Path:
+    return tmp_path / "lock"
+
+
+def test_lock_writes_pid_and_clears_it(lock_path: Path) -> None:
+    with IndexLock(lock_path) as lock:
+        assert lock_path.read_text() == str(os.getpid())
+        assert lock_path.stat().st_mode & 0o777 == 0o600
+        assert isinstance(lock, IndexLock)
+    assert lock_path.read_text() == ""
+    with IndexLock(lock_path):  # it can be taken again after release
+        pass
+
+
+def test_second_lock_fails_fast_naming_the_pid(lock_path: Path) -> None:
+    with IndexLock(lock_path):
+        started = time.monotonic()
+        with pytest.raises(IndexBusy) as info:
+            with IndexLock(lock_path, timeout=0):
+                pytest.fail("the second lock was granted while the first is held")
+        assert time.monotonic() - started < 0.5
+    err = info.value
+    assert err.exit_code == ExitCode.BUSY == 7
+    assert f"pid {os.getpid()}" in err.message
+    assert str(lock_path.parent) in err.message
+    assert err.hint is not None and "--wait" in err.hint
+
+
+def test_timeout_expires(lock_path: Path) -> None:
+    with IndexLock(lock_path):
+        started = time.monotonic()
+        with pytest.raises(IndexBusy):
+            with IndexLock(lock_path, timeout=0.5):
+                pass
+        elapsed = time.monotonic() - started
+    assert 0.45 <= elapsed < 2.0
+
+
+def test_waiter_gets_the_lock_once_released(lock_path: Path) -> None:
+    first = IndexLock(lock_path).__enter__()
+    released = threading.Event()
+
+    def release_later() -> None:
+        time.sleep(0.3)
+        released.set()
+        first.__exit__(None, None, None)
+
+    notes: list[str] = []
+    thread = threading.Thread(target=release_later)
+    started = time.monotonic()
+    thread.start()
+    try:
+        with IndexLock(lock_path, timeout=5, on_wait=notes.append):
+            waited = time.monotonic() - started
+            assert released.is_set()
+            assert lock_path.read_text() == str(os.getpid())
+    finally:
+        thread.join()
+    assert 0.25 <= waited < 3.0
+    assert len(notes) == 1  # told once that it waits, not on every retry
+    assert f"pid {os.getpid()}" in notes[0]
+
+
+def test_lock_is_released_when_the_holder_is_killed(lock_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    child = subprocess.Popen([sys.executable, "-c", HOLDER, str(lock_path)], stdout=subprocess.PIPE, text=True,
+                             env=env)
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "locked"
+        with pytest.raises(IndexBusy) as info:
+            with IndexLock(lock_path, timeout=0):
+                pass
+        assert f"pid {child.pid}" in info.value.message
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+        if child.stdout:
+            child.stdout.close()
+    assert child.returncode == -signal.SIGKILL
+    assert lock_path.read_text() == str(child.pid)  # a killed holder never cleaned up...
+    with IndexLock(lock_path, timeout=0):  # ...and still the lock is free
+        assert lock_path.read_text() == str(os.getpid())
+
+
+# -- check_build ----------------------------------------------------------------------------------
+
+def record(**changes) -> dict:
+    settings = Settings()
+    if changes:
+        settings = settings.with_values(changes, "test")
+    return build_record(settings, "sentence-transformers/all-MiniLM-L6-v2", 384, settings.chunking.size)
+
+
+def test_build_record_holds_what_changes_vectors_or_chunks() -> None:
+    rec = record()
+    assert rec["schema_version"] == SCHEMA_VERSION
+    assert rec["embedding.model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert rec["embedding.dimension"] == 384
+    assert rec["chunking.size"] == 200
+    for key in ("embedding.backend", "embedding.document_prefix", "embedding.query_prefix", "chunking.strategy",
+                "chunking.overlap", "chunking.min_size", "chunking.context_header"):
+        assert key in rec
+    # batch size and device change neither vectors nor chunks
+    assert record(**{"embedding.batch_size": 4, "embedding.device": "cuda"}) == rec
+
+
+def test_identical_records_pass(tmp_path: Path) -> None:
+    check_build(record(), record(), tmp_path)
+    check_build(None, record(), tmp_path)  # a new index has no record yet
+    check_build({}, record(), tmp_path)
+
+
+@pytest.mark.parametrize(("recorded", "key"), [
+    ({**record(), "embedding.model": "intfloat/e5-small-v2"}, "embedding.model"),
+    (record(**{"chunking.size": 300}), "chunking.size"),
+    (record(**{"chunking.strategy": "fixed"}), "chunking.strategy"),
+    ({**record(), "embedding.dimension": 768}, "embedding.dimension"),
+])
+def test_mismatch_names_the_key_and_says_rebuild(tmp_path: Path, recorded: dict, key: str) -> None:
+    with pytest.raises(IndexMismatch) as info:
+        check_build(recorded, record(), tmp_path)
+    err = info.value
+    assert err.exit_code == ExitCode.INDEX == 4
+    assert key in err.message
+    assert repr(recorded[key]) in err.message and repr(record()[key]) in err.message
+    assert str(tmp_path) in err.message
+    assert err.hint is not None and "rag index --rebuild" in err.hint
+
+
+def test_mismatch_lists_every_difference(tmp_path: Path) -> None:
+    recorded = {**record(**{"chunking.size": 300}), "embedding.model": "other"}
+    with pytest.raises(IndexMismatch) as info:
+        check_build(recorded, record(), tmp_path)
+    assert "chunking.size" in info.value.message and "embedding.model" in info.value.message
+
+
+def test_schema_version_mismatch(tmp_path: Path) -> None:
+    with pytest.raises(IndexMismatch) as info:
+        check_build({**record(), "schema_version": SCHEMA_VERSION + 1}, record(), tmp_path)
+    assert "schema version" in info.value.message
+    assert info.value.hint is not None and "rag index --rebuild" in info.value.hint

@@ -1,0 +1,214 @@
+"""End-to-end indexing with the real embedded Chroma and the real bundled embedding model."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from rag_cli.errors import IndexMismatch, InputError
+from rag_cli.index_dir import IndexPaths
+from rag_cli.indexer import index_paths
+from rag_cli.models import FileStatus
+from rag_cli.store.chroma import ChromaStore
+from rag_cli.testing.fakes import HashEmbedder
+from tests.indexing_helpers import index_state, settings_in
+
+pytestmark = pytest.mark.slow
+
+
+class CountingEmbedder:
+    """Wraps an embedder and counts the texts it embeds."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.dimension = inner.dimension
+        self.texts = 0
+
+    def embed_documents(self, texts):
+        self.texts += len(texts)
+        return self.inner.embed_documents(texts)
+
+    def embed_query(self, text):
+        return self.inner.embed_query(text)
+
+
+def by_status(report) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for f in report.files:
+        out.setdefault(f.status.value, []).append(Path(f.path).name)
+    return out
+
+
+def test_samples_index_and_search_with_the_real_model(tmp_path: Path, samples: Path, real_embedder) -> None:
+    settings = settings_in(tmp_path)
+    report = index_paths(settings, [samples], embedder=real_embedder)
+
+    statuses = by_status(report)
+    assert sorted(statuses["added"]) == ["README.md", "baking-day.md", "country-loaf.pdf", "faq.txt",
+                                         "glossary.rst", "starter.md"]
+    assert report.problems == ()
+    assert report.chunks_written == report.chunks_total == sum(f.chunks for f in report.files) > 20
+    assert settings.index_dir == tmp_path / ".rag"
+    state = index_state(settings)
+    assert len(state) == report.chunks_total
+
+    store = ChromaStore(IndexPaths(settings.index_dir).chroma)
+    hits = store.query(real_embedder.embed_query("How often should I feed my sourdough starter?"), k=3)
+    assert hits[0].metadata["doc_id"] == "guides/starter.md"
+    pdf_hits = store.query(real_embedder.embed_query("country loaf ingredient weights whole wheat flour"), k=5,
+                           where={"doc_id": "recipes/country-loaf.pdf"})
+    assert pdf_hits and all(h.metadata["page_start"] >= 1 for h in pdf_hits)
+    assert pdf_hits[0].metadata["page_start"] == 1
+    md = store.query(real_embedder.embed_query("bulk fermentation folds"), k=1,
+                     where={"doc_id": "guides/baking-day.md"})[0].metadata
+    assert md["heading"].startswith("Baking day")
+    assert md["source"] == str(samples / "guides" / "baking-day.md")
+
+
+def test_second_run_reads_and_embeds_nothing(tmp_path: Path, samples: Path, monkeypatch) -> None:
+    settings = settings_in(tmp_path, embedding__backend="hash")
+    first = index_paths(settings, [samples])
+    before = index_state(settings)
+
+    import rag_cli.indexer as indexer
+
+    reads: list[Path] = []
+    real_read = indexer.read_bytes
+    monkeypatch.setattr(indexer, "read_bytes", lambda p: reads.append(p) or real_read(p))
+    embedder = CountingEmbedder(HashEmbedder())
+    second = index_paths(settings, [samples], embedder=embedder)
+
+    assert by_status(second) == {"unchanged": sorted(Path(f.path).name for f in first.files)} or \
+        set(by_status(second)) == {"unchanged"}
+    assert second.count(FileStatus.UNCHANGED) == 6
+    assert reads == [] and embedder.texts == 0 and second.chunks_written == 0
+    assert index_state(settings) == before
+
+
+def test_touched_file_is_read_once_and_not_reembedded(tmp_path: Path, samples: Path) -> None:
+    settings = settings_in(tmp_path, embedding__backend="hash")
+    index_paths(settings, [samples])
+    faq = samples / "faq.txt"
+    os.utime(faq, ns=(time.time_ns(), time.time_ns() + 5_000_000_000))
+    embedder = CountingEmbedder(HashEmbedder())
+    report = index_paths(settings, [samples], embedder=embedder)
+    assert report.count(FileStatus.UNCHANGED) == 6 and embedder.texts == 0
+
+
+def test_edit_replaces_only_changed_chunks(tmp_path: Path, samples: Path) -> None:
+    settings = settings_in(tmp_path, embedding__backend="hash")
+    index_paths(settings, [samples])
+    before = index_state(settings)
+
+    starter = samples / "guides" / "starter.md"
+    text = starter.read_text()
+    starter.write_text(text + "\n## Naming your starter\n\nMany bakers name their starter; ours is Barnaby.\n")
+    embedder = CountingEmbedder(HashEmbedder())
+    report = index_paths(settings, [samples], embedder=embedder)
+
+    assert by_status(report)["updated"] == ["starter.md"]
+    after = index_state(settings)
+    changed = {k for k in after if before.get(k) != after[k]}
+    assert changed and all(k.startswith("guides/starter.md::") for k in changed)
+    assert embedder.texts == len(changed) < len([k for k in after if k.startswith("guides/starter.md::")])
+
+    # Shrinking the file removes its now-surplus chunks.
+    starter.write_text("# Sourdough starter\n\nFeed it daily.\n")
+    index_paths(settings, [samples])
+    final = index_state(settings)
+    assert [k for k in final if k.startswith("guides/starter.md::")] == ["guides/starter.md::0"]
+
+
+def test_deleted_file_leaves_the_index(tmp_path: Path, samples: Path) -> None:
+    settings = settings_in(tmp_path, embedding__backend="hash")
+    index_paths(settings, [samples])
+    (samples / "glossary.rst").unlink()
+    report = index_paths(settings, [samples])
+    assert by_status(report)["removed"] == ["glossary.rst"]
+    assert not [k for k in index_state(settings) if k.startswith("glossary.rst::")]
+    assert report.chunks_deleted > 0
+
+
+def test_no_paths_reindexes_known_roots(tmp_path: Path, samples: Path) -> None:
+    settings = settings_in(tmp_path, embedding__backend="hash")
+    index_paths(settings, [samples])
+    (samples / "new.md").write_text("# New\n\nA new note about rye flour.\n")
+    report = index_paths(settings, [])
+    assert by_status(report)["added"] == ["new.md"]
+
+
+def test_nothing_to_index_is_an_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError):
+        index_paths(settings_in(tmp_path, embedding__backend="hash"), [])
+    with pytest.raises(InputError, match="no such file"):
+        index_paths(settings_in(tmp_path, embedding__backend="hash"), [tmp_path / "missing"])
+
+
+def test_other_settings_are_refused_until_rebuild(tmp_path: Path, samples: Path) -> None:
+    index_paths(settings_in(tmp_path, embedding__backend="hash"), [samples])
+    smaller = settings_in(tmp_path, embedding__backend="hash", chunking__size=100)
+    with pytest.raises(IndexMismatch) as err:
+        index_paths(smaller, [samples])
+    assert "chunking.size" in err.value.message and "--rebuild" in (err.value.hint or "")
+    report = index_paths(smaller, [samples], rebuild=True)
+    assert report.rebuilt and report.count(FileStatus.ADDED) == 6
+    assert all(chunk_tokens <= 100 for chunk_tokens in _stored_tokens(smaller))
+
+
+def _stored_tokens(settings) -> list[int]:
+    store = ChromaStore(IndexPaths(settings.index_dir).chroma)
+    got = store._collection.get(include=["metadatas"])
+    return [m["tokens"] for m in got["metadatas"]]
+
+
+def test_jsonl_corpus_records_are_documents(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus.jsonl"
+    lines = (Path(__file__).resolve().parents[2] / "shared/eval/scifact/corpus.jsonl").read_text().splitlines()[:40]
+    corpus.write_text("\n".join(lines) + "\n")
+    settings = settings_in(tmp_path, embedding__backend="hash")
+    report = index_paths(settings, [corpus])
+    assert report.files[0].documents == 40
+    state = index_state(settings)
+    import json
+
+    ids = {json.loads(line)["id"] for line in lines}
+    assert {k.split("::")[0] for k in state} == ids
+
+    # Editing one record re-embeds that record only.
+    first = json.loads(lines[0])
+    first["text"] = first["text"] + " An added closing sentence."
+    corpus.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    embedder = CountingEmbedder(HashEmbedder())
+    index_paths(settings, [corpus], embedder=embedder)
+    after = index_state(settings)
+    changed = {k for k in after if state.get(k) != after[k]}
+    assert changed and {k.split("::")[0] for k in changed} == {first["id"]}
+    assert embedder.texts == len(changed)
+
+
+def test_bad_input_is_skipped_and_nothing_indexed_is_lost(tmp_path: Path, samples: Path) -> None:
+    settings = settings_in(tmp_path, embedding__backend="hash")
+    index_paths(settings, [samples])
+    before = index_state(settings)
+    pdf = samples / "recipes" / "country-loaf.pdf"
+    pdf_chunks = {k: v for k, v in before.items() if k.startswith("recipes/country-loaf.pdf::")}
+
+    pdf.write_bytes(pdf.read_bytes()[:300])  # a good PDF turns corrupt
+    (samples / "binary.txt").write_bytes(bytes(range(256)) * 10)
+    (samples / "latin1.txt").write_bytes("Café crème, façade: a levain note.".encode("latin-1"))
+    (samples / "empty.md").write_bytes(b"")
+    report = index_paths(settings, [samples])
+
+    statuses = {Path(f.path).name: f for f in report.files}
+    assert statuses["country-loaf.pdf"].status is FileStatus.FAILED
+    assert "PDF" in statuses["country-loaf.pdf"].reason
+    assert statuses["binary.txt"].status is FileStatus.FAILED and "binary" in statuses["binary.txt"].reason
+    assert statuses["latin1.txt"].status is FileStatus.ADDED and statuses["latin1.txt"].notes
+    assert statuses["empty.md"].status is FileStatus.SKIPPED
+    assert {Path(p.path).name for p in report.problems} == {"country-loaf.pdf", "binary.txt"}
+    after = index_state(settings)
+    assert {k: v for k, v in after.items() if k in pdf_chunks} == pdf_chunks  # old PDF chunks kept

@@ -1,0 +1,237 @@
+"""walk(): which files `rag index` finds under a path."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from rag_cli.errors import ExitCode, InputError
+from rag_cli.ingest.walk import walk
+
+
+def make_tree(root: Path, files: list[str]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for rel in files:
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"text of {rel}\n", encoding="utf-8")
+    return root
+
+
+def rels(root: Path, **kwargs) -> list[str]:
+    result = walk(root, **kwargs)
+    assert result.errors == []
+    return [f.rel for f in result.files]
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    return make_tree(tmp_path / "docs", [
+        "b.md", "a.txt", "c.rst", "d.pdf", "e.jsonl", "README.MD",
+        "notes/z.md", "notes/deep/y.txt", "notes/draft.md",
+        "drafts/wip.md", "notes/drafts/old.md",
+        "image.png", "archive.zip", "Makefile", "notes/data.csv",
+        ".hidden.md", ".git/config.md", "notes/.cache/x.md",
+        "node_modules/pkg/readme.md",
+    ])
+
+
+def test_finds_supported_files_recursively_in_stable_order(tree: Path) -> None:
+    result = walk(tree)
+    found = [f.rel for f in result.files]
+    assert found == [
+        "README.MD", "a.txt", "b.md", "c.rst", "d.pdf", "e.jsonl",  # files of a folder first, sorted
+        "drafts/wip.md",
+        "node_modules/pkg/readme.md",  # walk() itself has no default excludes; settings add them
+        "notes/draft.md", "notes/z.md",
+        "notes/deep/y.txt",
+        "notes/drafts/old.md",
+    ]
+    assert found == [f.rel for f in walk(tree).files]  # the same order every time
+    assert result.errors == []
+    for f in result.files:
+        assert f.root == tree
+        assert f.path == tree / f.rel
+        assert f.path.is_absolute()
+        assert "\\" not in f.rel and not f.rel.startswith("/")
+
+
+def test_relative_root_gives_absolute_paths(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tree.parent)
+    result = walk(Path("docs"))
+    assert result.files[0].root == tree
+    assert all(f.path.is_absolute() for f in result.files)
+    assert [f.rel for f in result.files] == [f.rel for f in walk(tree).files]
+
+
+def test_skips_hidden_and_unsupported(tree: Path) -> None:
+    found = rels(tree)
+    for rel in (".hidden.md", ".git/config.md", "notes/.cache/x.md", "image.png", "archive.zip", "Makefile",
+                "notes/data.csv"):
+        assert rel not in found
+
+
+def test_skip_folder_is_left_out(tree: Path) -> None:
+    index = make_tree(tree / "rag-index", ["chroma/notes.md", "leftover.txt"])
+    assert "rag-index/leftover.txt" in rels(tree)
+    found = rels(tree, skip=[index])
+    assert not any(r.startswith("rag-index/") for r in found)
+    # skip compares real paths: a link to the index is skipped as well
+    link = tree / "index-link"
+    link.symlink_to(index, target_is_directory=True)
+    assert not any(r.startswith(("rag-index/", "index-link/")) for r in rels(tree, skip=[link]))
+
+
+def test_exclude_file_names(tree: Path) -> None:
+    found = rels(tree, exclude=["*.txt", "b.md"])
+    assert "a.txt" not in found and "notes/deep/y.txt" not in found and "b.md" not in found
+    assert "c.rst" in found and "notes/z.md" in found
+
+
+def test_exclude_folder_names_at_any_depth(tree: Path) -> None:
+    found = rels(tree, exclude=["drafts", "node_modules"])
+    assert "drafts/wip.md" not in found
+    assert "notes/drafts/old.md" not in found
+    assert "node_modules/pkg/readme.md" not in found
+    assert "notes/draft.md" in found  # a name match is whole: "drafts" is not "draft.md"
+
+
+def test_exclude_path_globs(tree: Path) -> None:
+    found = rels(tree, exclude=["notes/*.md"])
+    assert "notes/z.md" not in found and "notes/draft.md" not in found
+    assert "b.md" in found and "drafts/wip.md" in found and "notes/deep/y.txt" in found
+    found = rels(tree, exclude=["notes/deep"])
+    assert "notes/deep/y.txt" not in found and "notes/z.md" in found
+
+
+def test_exclude_folder_with_trailing_slash_at_any_depth(tree: Path) -> None:
+    found = rels(tree, exclude=["drafts/"])
+    assert "drafts/wip.md" not in found
+    assert "notes/drafts/old.md" not in found
+
+
+def test_include_globs(tree: Path) -> None:
+    assert rels(tree, include=["*.md"]) == [
+        "b.md", "drafts/wip.md", "node_modules/pkg/readme.md", "notes/draft.md", "notes/z.md",
+        "notes/drafts/old.md",
+    ]
+    assert rels(tree, include=["notes/deep"]) == ["notes/deep/y.txt"]  # a folder includes what is under it
+    assert rels(tree, include=["*.txt", "*.rst"]) == ["a.txt", "c.rst", "notes/deep/y.txt"]
+    # exclude wins over include; include never brings back unsupported or hidden files
+    assert rels(tree, include=["*.md"], exclude=["notes"]) == ["b.md", "drafts/wip.md", "node_modules/pkg/readme.md"]
+    assert rels(tree, include=["*.png", ".hidden.md"]) == []
+
+
+def test_single_file_root(tree: Path) -> None:
+    result = walk(tree / "notes" / "z.md")
+    assert [(f.path, f.root, f.rel) for f in result.files] == [(tree / "notes" / "z.md",) * 2 + ("z.md",)]
+    # a hidden file named explicitly is taken
+    assert [f.rel for f in walk(tree / ".hidden.md").files] == [".hidden.md"]
+
+
+def test_unsupported_single_file_is_an_input_error(tree: Path) -> None:
+    with pytest.raises(InputError) as info:
+        walk(tree / "image.png")
+    assert info.value.exit_code == ExitCode.USAGE
+    assert "image.png" in info.value.message and ".png" in info.value.message
+    assert info.value.hint is not None and ".md" in info.value.hint and ".pdf" in info.value.hint
+    with pytest.raises(InputError, match="no suffix"):
+        walk(tree / "Makefile")
+
+
+def test_missing_path_is_an_input_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    with pytest.raises(InputError) as info:
+        walk(missing)
+    assert str(missing) in info.value.message
+    assert info.value.exit_code == ExitCode.USAGE
+
+
+def test_empty_folder(tmp_path: Path) -> None:
+    result = walk(tmp_path)
+    assert result.files == [] and result.errors == []
+
+
+def test_symlink_loop_terminates_and_lists_each_file_once(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "docs", ["top.md", "sub/inner.md"])
+    (root / "sub" / "up").symlink_to(root, target_is_directory=True)  # sub/up -> docs: a loop
+    (root / "sub" / "self").symlink_to(root / "sub", target_is_directory=True)
+    found = rels(root)
+    assert sorted(found) == ["sub/inner.md", "top.md"]
+
+
+def test_linked_folder_and_file_are_followed(tmp_path: Path) -> None:
+    outside = make_tree(tmp_path / "outside", ["shared.md"])
+    root = make_tree(tmp_path / "docs", ["own.md"])
+    (root / "linked").symlink_to(outside, target_is_directory=True)
+    (root / "alias.md").symlink_to(root / "own.md")
+    (root / "dangling.md").symlink_to(tmp_path / "gone.md")
+    assert rels(root) == ["alias.md", "own.md", "linked/shared.md"]
+
+
+def test_two_links_to_one_folder_list_it_once(tmp_path: Path) -> None:
+    outside = make_tree(tmp_path / "outside", ["shared.md"])
+    root = make_tree(tmp_path / "docs", [])
+    (root / "a").symlink_to(outside, target_is_directory=True)
+    (root / "b").symlink_to(outside, target_is_directory=True)
+    assert rels(root) == ["a/shared.md"]
+
+
+# -- unreadable folders ---------------------------------------------------------------------
+
+def _walk_unprivileged(root: Path) -> dict:
+    """walk(root) as {"files": [...rel], "errors": [...]}. As root (which reads any folder) the walk
+    runs in a forked child that has dropped to the `nobody` user."""
+    def run() -> dict:
+        result = walk(root)
+        return {"files": [f.rel for f in result.files], "errors": [list(e) for e in result.errors]}
+
+    if os.geteuid() != 0:
+        return run()
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        status = 1
+        try:
+            os.close(read_fd)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            os.write(write_fd, json.dumps(run()).encode())
+            status = 0
+        except BaseException:
+            status = 3
+        finally:
+            os._exit(status)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0 or not data:
+        pytest.skip("running as root and cannot drop to the nobody user to make a folder unreadable")
+    return json.loads(data)
+
+
+def test_unreadable_folder_is_reported_in_errors() -> None:
+    if not hasattr(os, "fork"):
+        pytest.skip("needs os.fork to drop privileges")
+    # not tmp_path: under root its parents are private, and the unprivileged walk must reach it
+    base = Path(tempfile.mkdtemp(prefix="rag-walk-"))
+    try:
+        base.chmod(0o755)
+        root = make_tree(base / "docs", ["ok.md", "locked/secret.md", "zz/after.md"])
+        (root / "locked").chmod(0)
+        result = _walk_unprivileged(root)
+        assert result["files"] == ["ok.md", "zz/after.md"]  # the walk goes on past the unreadable folder
+        assert len(result["errors"]) == 1
+        path, reason = result["errors"][0]
+        assert path == str(root / "locked")
+        assert "cannot read folder" in reason and "ermission denied" in reason
+    finally:
+        (base / "docs" / "locked").chmod(0o700)
+        shutil.rmtree(base)
