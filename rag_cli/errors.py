@@ -77,6 +77,12 @@ class ModelLoadError(RagError):
     exit_code = ExitCode.MODEL
 
 
+class GenerationError(RagError):
+    """The model loaded but failed while generating."""
+
+    exit_code = ExitCode.MODEL
+
+
 class DocumentError(Exception):
     """One document cannot be read; the indexer records it and carries on.
 

@@ -4,12 +4,16 @@ chunk invariants every chunker must keep."""
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
 from rag_cli.ingest import splitting
 from rag_cli.ingest.tokens import HFTokenCounter, load_token_counter
 from rag_cli.models import Chunk, Document, Segment
 
 EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+REPO = Path(__file__).resolve().parent.parent
+SAMPLES = REPO / "samples"
+SHARED_EVAL = REPO.parent / "shared" / "eval"
 
 
 @lru_cache(maxsize=1)

@@ -35,8 +35,9 @@ def render_index_report(env: Env, report: IndexReport, *, as_json: bool) -> None
         FileStatus.ADDED, FileStatus.UPDATED, FileStatus.UNCHANGED, FileStatus.REMOVED))
     chunks = (f"chunks: {report.chunks_written} embedded, {report.chunks_reused} reused, "
               f"{report.chunks_deleted} deleted; {report.chunks_total} in the index")
-    head = f"Indexed {len([f for f in report.files if f.status is not FileStatus.REMOVED])} files into " \
-           f"{shown_path(report.index_path)} in {report.seconds:.1f} s"
+    seen = len([f for f in report.files if f.status is not FileStatus.REMOVED])
+    head = f"Indexed {seen} file{'' if seen == 1 else 's'} into {shown_path(report.index_path)} " \
+           f"in {report.seconds:.1f} s"
     if env.rich_stdout:
         env.out.print(Text(head, style="bold"))
         env.out.print(Text("  " + counts))

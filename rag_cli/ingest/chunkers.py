@@ -122,7 +122,7 @@ class BaseChunker:
     def make_chunks(self, doc: Document, spans: list[tuple[Span, tuple[str, ...], str]]) -> list[Chunk]:
         """Chunks from (span, heading, header) triples, with exact token counts; a span that
         tokenizes past the budget once joined (rare) is cut again into token windows."""
-        chunks: list[Chunk] = []
+        pieces_all: list[tuple[Span, str, int, tuple[str, ...]]] = []
         embed_texts = [header + doc.text[s:e] for (s, e), _, header in spans]
         counts = self.counter.count_many(embed_texts)
         for ((s, e), heading, header), embed_text, n in zip(spans, embed_texts, counts):
@@ -137,14 +137,17 @@ class BaseChunker:
                         break
                     budget = max(1, budget - (max(ns) - self.size))
                 pieces = list(zip(windows, texts, ns))
-            for (a, b), text, count in pieces:
-                chunks.append(Chunk(
-                    doc_id=doc.doc_id, source=doc.source, kind=doc.kind, index=len(chunks),
-                    text=doc.text[a:b], start=a, end=b, tokens=count, embed_text=text,
-                    heading=heading, page_start=doc.page_at(a), page_end=doc.page_at(b - 1),
-                    title=doc.title, metadata=doc.metadata,
-                ))
-        return chunks
+            pieces_all.extend((span, text, count, heading) for span, text, count in pieces)
+        # A span cut again can end past where the next (overlapping) span starts: keep
+        # chunks in document order.
+        pieces_all.sort(key=lambda piece: piece[0])
+        return [
+            Chunk(doc_id=doc.doc_id, source=doc.source, kind=doc.kind, index=index,
+                  text=doc.text[a:b], start=a, end=b, tokens=count, embed_text=text,
+                  heading=heading, page_start=doc.page_at(a), page_end=doc.page_at(b - 1),
+                  title=doc.title, metadata=doc.metadata)
+            for index, ((a, b), text, count, heading) in enumerate(pieces_all)
+        ]
 
     def heading_at(self, doc: Document, offset: int) -> tuple[str, ...]:
         starts = [seg.start for seg in doc.segments]

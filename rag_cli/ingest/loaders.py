@@ -262,6 +262,8 @@ class JsonlLoader:
                 continue
             rid = str(rid)
             body, title = record.get("text"), record.get("title") or ""
+            if body is None:  # no 'text' at all reads like an empty one: the title stands in
+                body = ""
             if not isinstance(body, str) or not isinstance(title, str):
                 warnings.append(f"line {number}: 'text' and 'title' must be strings")
                 continue

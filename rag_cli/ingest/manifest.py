@@ -119,6 +119,10 @@ class Manifest:
                 found.setdefault(doc, owner)
         return found
 
+    def documents(self) -> list[tuple[str, str]]:
+        """(doc id, source path) of every document in the index."""
+        return list(self._db.execute("SELECT DISTINCT doc_id, path FROM chunks ORDER BY doc_id"))
+
     def chunk_count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0])
 

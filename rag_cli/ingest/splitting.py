@@ -13,7 +13,8 @@ from rag_cli.ingest.tokens import TokenCounter
 Span = tuple[int, int]
 
 _BLANK_LINES = re.compile(r"\n[ \t]*\n\s*")
-_SENTENCE_END = re.compile(r"[.!?…。！？]+[\"'”’)\]]*(?=\s)")
+# CJK full stops end a sentence with no space after them (CJK text has no spaces).
+_SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s)|[。！？]+[\"'”’)\]」』]*")
 _ABBREVIATIONS = frozenset(
     "mr mrs ms dr prof sr jr st vs etc e.g i.e fig figs no nos inc ltd co corp approx cf al ca "
     "jan feb mar apr jun jul aug sep sept oct nov dec u.s u.k dept est vol pp ed eds op".split()
@@ -103,4 +104,8 @@ def token_windows(text: str, start: int, end: int, counter: TokenCounter, budget
             break
         cursor = offsets[last][1]
         first = max(first + 1, last + 1 - overlap)
+        # An overlap starts at a word, not inside one: a word's tail tokenizes differently
+        # (the window would outgrow its budget) and reads badly.
+        while first <= last and offsets[first][0] == offsets[first - 1][1]:
+            first += 1
     return spans
