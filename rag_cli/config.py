@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from rag_cli.errors import ConfigError
+from rag_cli.generate.prompts import DEFAULT_REFUSAL, DEFAULT_SYSTEM, DEFAULT_USER
 
 CONFIG_NAME = ".rag.toml"
 ENV_PREFIX = "RAG_"
@@ -70,10 +71,50 @@ class ChunkingSettings:
                                 "in front of it.")
 
 
+@dataclass(frozen=True)
+class RetrievalSettings:
+    top_k: int = _opt(3, "Chunks retrieved for a question (neighbouring chunks are merged into one source).",
+                      min=1)
+    min_score: float = _opt(0.35, "Refuse without calling the model when no chunk's cosine similarity to "
+                            "the question reaches this (calibrated: bench/calibrate_refusal.py).", min=-1.0)
+
+
+@dataclass(frozen=True)
+class LlmSettings:
+    model: str = _opt("bundled", "GGUF model: 'bundled' (SmolLM2-135M-Instruct), a .gguf path, or "
+                      "hf:REPO/FILE.gguf (downloads once; needs internet).")
+    strong_model: str = _opt("", "Optional bigger GGUF model for hard questions (see routing); empty: none.")
+    route_max_words: int = _opt(12, "Routing: a question of at most this many words whose best passage "
+                                "scores at least route_min_score goes to `model`, others to `strong_model`.",
+                                min=0)
+    route_min_score: float = _opt(0.5, "Routing: the retrieval score an easy question needs.", min=-1.0)
+    context_size: int = _opt(2048, "Context window in tokens (capped at what the model was trained for).",
+                             min=256)
+    max_tokens: int = _opt(160, "Most tokens in an answer.", min=1)
+    temperature: float = _opt(0.0, "Sampling temperature; 0 is deterministic.", min=0.0)
+    threads: int = _opt(0, "CPU threads for llama.cpp; 0: all cores.", min=0)
+
+
+@dataclass(frozen=True)
+class PromptSettings:
+    system: str = _opt(DEFAULT_SYSTEM, "System prompt; {refusal} is replaced by prompt.refusal.")
+    user: str = _opt(DEFAULT_USER, "User prompt; must contain {sources} and {question}.")
+    refusal: str = _opt(DEFAULT_REFUSAL, "The exact answer when the documents do not hold one.")
+
+
+@dataclass(frozen=True)
+class AskSettings:
+    cache: bool = _opt(True, "Answer repeated questions from a cache (invalidated by any index change).")
+
+
 SECTIONS: dict[str, type] = {
     "index": IndexSettings,
     "embedding": EmbeddingSettings,
     "chunking": ChunkingSettings,
+    "retrieval": RetrievalSettings,
+    "llm": LlmSettings,
+    "prompt": PromptSettings,
+    "ask": AskSettings,
 }
 
 
@@ -84,6 +125,10 @@ class Settings:
     index: IndexSettings = field(default_factory=IndexSettings)
     embedding: EmbeddingSettings = field(default_factory=EmbeddingSettings)
     chunking: ChunkingSettings = field(default_factory=ChunkingSettings)
+    retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
+    llm: LlmSettings = field(default_factory=LlmSettings)
+    prompt: PromptSettings = field(default_factory=PromptSettings)
+    ask: AskSettings = field(default_factory=AskSettings)
     base_dir: Path = field(default_factory=Path.cwd)  # where relative paths are resolved
     config_file: Path | None = None
     sources: Mapping[str, str] = field(default_factory=dict)

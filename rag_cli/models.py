@@ -185,3 +185,78 @@ class ChunkPreview:
                 for c in self.chunks
             ],
         }
+
+
+@dataclass(frozen=True)
+class Citation:
+    """A numbered source given to the model; ``cited`` when the answer refers to it."""
+
+    number: int
+    doc_id: str
+    path: str
+    page_start: int | None
+    page_end: int | None
+    heading: str
+    chunk_ids: tuple[str, ...]
+    score: float
+    text: str
+    cited: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"number": self.number, "doc_id": self.doc_id, "path": self.path, "page_start": self.page_start,
+                "page_end": self.page_end, "heading": self.heading, "chunk_id": self.chunk_ids[0],
+                "chunk_ids": list(self.chunk_ids), "score": round(self.score, 4), "cited": self.cited,
+                "text": self.text}
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What `rag ask` returns. ``error`` says why there is no generated answer (the passages
+    are still there); ``refused`` says the documents do not hold the answer."""
+
+    question: str
+    answer: str
+    refused: bool
+    refusal_reason: str  # "" | "low_score" | "no_passages" | "model"
+    citations: tuple[Citation, ...]  # the sources the model was given, cited or not
+    passages: tuple[dict[str, Any], ...]  # the retrieved hits (Hit.to_dict())
+    model: str | None
+    route: str  # why this model: "flag", "default", "easy", "hard", "" (no model)
+    prompt_tokens: int
+    completion_tokens: int
+    timings: dict[str, float]
+    removed_citations: int = 0
+    cached: bool = False
+    error: str | None = None
+
+    SCHEMA = "rag-cli/answer/v1"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": self.SCHEMA,
+            "question": self.question,
+            "answer": self.answer,
+            "refused": self.refused,
+            "refusal_reason": self.refusal_reason or None,
+            "citations": [c.to_dict() for c in self.citations if c.cited],
+            "sources": [c.to_dict() for c in self.citations],
+            "passages": list(self.passages),
+            "model": self.model,
+            "route": self.route or None,
+            "tokens": {"prompt": self.prompt_tokens, "completion": self.completion_tokens},
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            "removed_citations": self.removed_citations,
+            "cached": self.cached,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Answer":
+        cites = tuple(Citation(number=c["number"], doc_id=c["doc_id"], path=c["path"], page_start=c["page_start"],
+                               page_end=c["page_end"], heading=c["heading"], chunk_ids=tuple(c["chunk_ids"]),
+                               score=c["score"], text=c["text"], cited=c["cited"]) for c in data["sources"])
+        return cls(question=data["question"], answer=data["answer"], refused=data["refused"],
+                   refusal_reason=data["refusal_reason"] or "", citations=cites, passages=tuple(data["passages"]),
+                   model=data["model"], route=data["route"] or "", prompt_tokens=data["tokens"]["prompt"],
+                   completion_tokens=data["tokens"]["completion"], timings=dict(data["timings"]),
+                   removed_citations=data["removed_citations"], cached=data["cached"], error=data["error"])

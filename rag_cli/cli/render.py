@@ -134,3 +134,67 @@ def render_settings(env: Env, settings: Settings, *, as_json: bool) -> None:
         env.line(f"index folder: {settings.index_dir}")
         for key, value, source in settings.items():
             env.line(f"{key} = {_value(value)}  # {source}")
+
+
+# -- rag ask ----------------------------------------------------------------------------
+
+def _where(item: dict) -> str:
+    parts = [shown_path(item["path"]) if item.get("path") else item["doc_id"]]
+    if item.get("page_start") is not None:
+        a, b = item["page_start"], item["page_end"]
+        parts.append(f"p. {a}" if a == b else f"pp. {a}-{b}")
+    if item.get("heading"):
+        parts.append(item["heading"])
+    return " · ".join(parts)
+
+
+def _snippet(text: str, limit: int = 240) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
+
+
+def render_answer(env: Env, answer: Any, *, as_json: bool, streamed: bool) -> None:
+    """The answer: streamed text already on screen (terminal), or the plain text (piped)."""
+    if env.verbose:
+        timings = ", ".join(f"{k} {v:.2f} s" for k, v in answer.timings.items())
+        env.err.print(Text(f"model {answer.model} ({answer.route or '-'}); {timings}"
+                           + ("; from cache" if answer.cached else ""), style="dim"))
+    if as_json:
+        env.print_json(answer.to_dict())
+        return
+    data = answer.to_dict()
+    if answer.error is not None or not answer.model and not answer.refused:
+        # Retrieve-only, or the model failed: the passages are the result.
+        if answer.error is not None:
+            env.error(f"no generated answer: {answer.error}", "the best passages follow")
+        for i, p in enumerate(data["passages"], start=1):
+            head = f"[{i}] {_where(p)} (score {p['score']:.2f})"
+            if env.rich_stdout:
+                env.out.print(Text(head, style="bold cyan"))
+                env.out.print(Text(p["text"]))
+            else:
+                env.line(head)
+                env.line(p["text"])
+            env.line()
+        return
+    if not env.rich_stdout:
+        env.line(answer.answer)  # piped: only the answer
+        return
+    if streamed:
+        env.line()
+        if answer.refused or answer.removed_citations:
+            # What streamed is the model's raw text; say what the checks made of it.
+            note = ("(refused: the documents do not hold the answer)" if answer.refused else
+                    f"({answer.removed_citations} citation(s) to sources that do not exist removed)")
+            env.err.print(Text(note, style="dim"))
+    else:
+        env.out.print(Text(answer.answer))
+    cited = [c for c in data["citations"]]
+    if answer.refused and answer.refusal_reason in ("low_score", "no_passages"):
+        env.err.print(Text("no passage was relevant enough (retrieval.min_score)", style="dim"))
+    if cited:
+        env.out.print(Text("\nSources", style="bold"))
+        for c in cited:
+            env.out.print(Text.assemble((f"[{c['number']}] ", "bold cyan"), _where(c),
+                                        (f"  score {c['score']:.2f}", "dim")))
+            env.out.print(Text("    " + _snippet(c["text"]), style="dim"))

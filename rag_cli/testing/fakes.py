@@ -37,3 +37,39 @@ class HashEmbedder:
 
     def embed_query(self, text: str) -> list[float]:
         return self._vector(self.query_prefix + text)
+
+
+class ScriptedGenerator:
+    """A generator that answers from a script: a fixed text, or a function of the messages.
+
+    Tokens are counted as whitespace-separated words. ``fail`` raises the given error on use.
+    """
+
+    def __init__(self, reply="The answer is in the documents [1].", *, context_size: int = 2048,
+                 name: str = "scripted", fail: Exception | None = None) -> None:
+        self.reply = reply
+        self.context_size = context_size
+        self.name = name
+        self.fail = fail
+        self.calls: list[list[dict[str, str]]] = []
+
+    def warm_up(self) -> None:
+        if self.fail is not None:
+            raise self.fail
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def generate(self, messages, *, max_tokens, temperature, on_text=None):
+        from rag_cli.generate.llama import Generation
+
+        self.warm_up()
+        self.calls.append(list(messages))
+        prompt = sum(self.count_tokens(m["content"]) for m in messages)
+        assert prompt + max_tokens <= self.context_size, "prompt overflows the context window"
+        text = self.reply(messages) if callable(self.reply) else self.reply
+        if on_text:
+            for word in text.split(" "):
+                on_text(word + " ")
+        return Generation(text=text, prompt_tokens=prompt, completion_tokens=self.count_tokens(text),
+                          seconds=0.0, model=self.name)

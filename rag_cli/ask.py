@@ -1,0 +1,159 @@
+"""`rag ask`: retrieve, pack, generate, check; degrade to passages when the model fails."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Callable
+
+from rag_cli.config import Settings
+from rag_cli.errors import InputError, ModelLoadError, GenerationError
+from rag_cli.generate.answering import attribute, clean_citations, is_refusal, route
+from rag_cli.generate.llama import Generator, LlamaCppGenerator
+from rag_cli.generate.packing import merge_neighbours, pack
+from rag_cli.generate.prompts import PromptTemplates
+from rag_cli.models import Answer, Citation
+from rag_cli.retrieve.filters import Filter
+from rag_cli.retrieve.search import Hit, Searcher
+
+ANSWER_CACHE = "answers.sqlite3"
+
+
+class AnswerCache:
+    """Answers by a key of the question, the answer-affecting settings and the index state."""
+
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(str(path), timeout=10, isolation_level=None)
+        self._db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, index_state TEXT NOT NULL, "
+                         "answer TEXT NOT NULL, created REAL NOT NULL)")
+
+    def get(self, key: str) -> Answer | None:
+        row = self._db.execute("SELECT answer FROM answers WHERE key = ?", (key,)).fetchone()
+        return Answer.from_dict(json.loads(row[0])) if row else None
+
+    def put(self, key: str, index_state: str, answer: Answer) -> None:
+        self._db.execute("DELETE FROM answers WHERE index_state != ?", (index_state,))  # stale: index changed
+        self._db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?)",
+                         (key, index_state, json.dumps(answer.to_dict()), time.time()))
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def cache_key(settings: Settings, question: str, where: Filter | None, index_state: str) -> str:
+    material = {
+        "question": question.strip(), "where": list(where.source) if where else [], "index": index_state,
+        "retrieval": asdict(settings.retrieval), "llm": asdict(settings.llm), "prompt": asdict(settings.prompt),
+        "embedding": asdict(settings.embedding),
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def _citations(sources, cited: set[int]) -> tuple[Citation, ...]:
+    return tuple(Citation(number=s.number, doc_id=s.doc_id, path=s.path, page_start=s.page_start,
+                          page_end=s.page_end, heading=s.heading, chunk_ids=s.chunk_ids, score=s.score,
+                          text=s.text, cited=s.number in cited) for s in sources)
+
+
+class Asker:
+    """Answers questions against one index. Models load on first use and stay loaded, so one
+    Asker can answer many questions (``rag eval`` does)."""
+
+    def __init__(self, settings: Settings, *, searcher: Searcher | None = None,
+                 generators: dict[str, Generator] | None = None) -> None:
+        self.settings = settings
+        self.searcher = searcher or Searcher(settings)
+        self.templates = PromptTemplates(settings.prompt.system, settings.prompt.user, settings.prompt.refusal)
+        self.generators: dict[str, Generator] = dict(generators or {})
+
+    def generator(self, model: str) -> Generator:
+        if model not in self.generators:
+            llm = self.settings.llm
+            self.generators[model] = LlamaCppGenerator(model, base_dir=self.settings.base_dir,
+                                                       context_size=llm.context_size, threads=llm.threads)
+        return self.generators[model]
+
+    def ask(self, question: str, *, where: Filter | None = None, model: str | None = None,
+            retrieve_only: bool = False, use_cache: bool | None = None,
+            on_text: Callable[[str], None] | None = None) -> Answer:
+        question = question.strip()
+        if not question:
+            raise InputError("the question is empty")
+        started = time.perf_counter()
+        s = self.settings
+        use_cache = s.ask.cache if use_cache is None else use_cache
+        state = self.searcher.fingerprint
+        key = cache_key(s, question, where, state) + (model or "")
+        cache = AnswerCache(self.searcher.paths.root / ANSWER_CACHE) if use_cache and not retrieve_only else None
+        try:
+            if cache:
+                hit = cache.get(key)
+                if hit is not None:
+                    return replace(hit, cached=True, timings={"total": time.perf_counter() - started})
+            answer = self._answer(question, where, model, retrieve_only, on_text, started)
+            if cache and answer.error is None:
+                cache.put(key, state, answer)
+            return answer
+        finally:
+            if cache:
+                cache.close()
+
+    def _answer(self, question: str, where: Filter | None, model_flag: str | None, retrieve_only: bool,
+                on_text: Callable[[str], None] | None, started: float) -> Answer:
+        s = self.settings
+        hits, timings = self.searcher.search(question, s.retrieval.top_k, where)
+        passages = tuple(h.to_dict() for h in hits)
+
+        def done(**fields) -> Answer:
+            timings["total"] = time.perf_counter() - started
+            base = dict(question=question, answer="", refused=False, refusal_reason="", citations=(),
+                        passages=passages, model=None, route="", prompt_tokens=0, completion_tokens=0,
+                        timings=timings)
+            return Answer(**{**base, **fields})
+
+        if retrieve_only:
+            return done()
+        if not hits:
+            return done(answer=s.prompt.refusal, refused=True, refusal_reason="no_passages")
+        if hits[0].score < s.retrieval.min_score:
+            return done(answer=s.prompt.refusal, refused=True, refusal_reason="low_score")
+
+        if model_flag:
+            chosen, why = model_flag, "flag"
+        else:
+            chosen, why = route(question, hits[0].score, fast=s.llm.model, strong=s.llm.strong_model,
+                                max_words=s.llm.route_max_words, min_score=s.llm.route_min_score)
+        sources = merge_neighbours(hits)
+        try:
+            generator = self.generator(chosen)
+            t0 = time.perf_counter()
+            generator.warm_up()  # type: ignore[attr-defined]
+            timings["load"] = time.perf_counter() - t0
+            messages, given = pack(question, sources, self.templates, context_size=generator.context_size,
+                                   max_tokens=s.llm.max_tokens, count=generator.count_tokens)
+            t1 = time.perf_counter()
+            gen = generator.generate(messages, max_tokens=s.llm.max_tokens, temperature=s.llm.temperature,
+                                     on_text=on_text)
+            timings["generate"] = time.perf_counter() - t1
+        except (ModelLoadError, GenerationError) as exc:
+            return done(citations=_citations(sources, set()), model=chosen, route=why, error=exc.message)
+
+        if is_refusal(gen.text, s.prompt.refusal):
+            return done(answer=s.prompt.refusal, refused=True, refusal_reason="model",
+                        citations=_citations(given, set()), model=gen.model, route=why,
+                        prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens)
+        text, cited, removed = clean_citations(gen.text, len(given))
+        if not cited:  # small models often forget to cite: credit the sources that hold the answer
+            cited = attribute(text, [g.text for g in given])
+        return done(answer=text, citations=_citations(given, cited), model=gen.model, route=why,
+                    prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens,
+                    removed_citations=removed)
+
+
+def ask(settings: Settings, question: str, **options) -> Answer:
+    """Answer one question (see Asker.ask for the options)."""
+    return Asker(settings).ask(question, **options)

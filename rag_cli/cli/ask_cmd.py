@@ -1,0 +1,56 @@
+"""`rag ask QUESTION`"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from rag_cli.cli.app import boundary, env_of
+from rag_cli.cli.options import Json, settings_for
+from rag_cli.cli.render import render_answer
+from rag_cli.errors import ExitCode, InputError
+
+
+def ask(
+    ctx: typer.Context,
+    question: Annotated[str, typer.Argument(help="The question; '-' reads it from stdin.", show_default=False)],
+    top_k: Annotated[int | None, typer.Option("--top-k", help="Chunks to retrieve (retrieval.top_k).")] = None,
+    where: Annotated[list[str] | None, typer.Option("--where", help="Filter: path=GLOB, type=pdf, page=N or "
+                                                    "N-M, FIELD=VALUE (repeatable; all must hold).")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="GGUF model file (or 'bundled', or "
+                                              "hf:REPO/FILE.gguf); overrides routing.")] = None,
+    retrieve_only: Annotated[bool, typer.Option("--retrieve-only", help="Print the passages; load no "
+                                                "language model.")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not answer from the cache.")] = False,
+    as_json: Json = False,
+) -> None:
+    """Answer a question from the indexed documents, with citations."""
+    env = env_of(ctx)
+    if question == "-":
+        question = sys.stdin.read()
+    if not question.strip():
+        raise InputError("the question is empty")
+    settings = settings_for(env, {"retrieval.top_k": top_k})
+    from rag_cli.ask import Asker
+    from rag_cli.retrieve.filters import parse_where
+
+    filters = parse_where(where or [])
+    streaming = env.rich_stdout and not as_json and not retrieve_only
+
+    def on_text(piece: str) -> None:
+        env.stdout.write(piece)
+        env.stdout.flush()
+
+    answer = Asker(settings).ask(question, where=filters, model=model, retrieve_only=retrieve_only,
+                                 use_cache=False if no_cache else None, on_text=on_text if streaming else None)
+    render_answer(env, answer, as_json=as_json, streamed=streaming and not answer.cached)
+    if answer.error:
+        raise typer.Exit(int(ExitCode.MODEL))
+    if answer.refused:
+        raise typer.Exit(int(ExitCode.REFUSED))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ask")(boundary(ask))

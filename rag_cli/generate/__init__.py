@@ -1,0 +1,1 @@
+"""Generation: prompts, context packing, the llama.cpp generator, routing."""

@@ -1,0 +1,82 @@
+"""After generation: refusals recognised, citations checked against the sources given."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+_CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
+
+
+def _norm(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text).lower().replace("’", "'")
+    return " ".join(re.sub(r"[^a-z0-9' ]+", " ", text).split())
+
+
+def is_refusal(answer: str, refusal: str) -> bool:
+    """The model gave the fixed refusal, or began with its first clause or "I don't know"."""
+    a = _norm(answer)
+    if not a:
+        return True
+    full = _norm(refusal)
+    first = _norm(re.split(r"[:.;]", refusal, maxsplit=1)[0]) or full
+    return a.startswith((first, "i don't know", "i do not know")) or (bool(full) and full in a)
+
+
+def clean_citations(answer: str, sources: int) -> tuple[str, set[int], int]:
+    """The answer with citations to sources that do not exist removed, the numbers cited,
+    and how many were removed."""
+    cited: set[int] = set()
+    removed = 0
+
+    def fix(match: re.Match[str]) -> str:
+        nonlocal removed
+        keep = []
+        for part in match.group(1).split(","):
+            n = int(part)
+            if 1 <= n <= sources:
+                keep.append(n)
+                cited.add(n)
+            else:
+                removed += 1
+        return "[" + ", ".join(str(n) for n in keep) + "]" if keep else ""
+
+    text = _CITATION.sub(fix, answer)
+    text = re.sub(r"[ \t]+([.,;:])", r"\1", text)
+    return re.sub(r"[ \t]{2,}", " ", text).strip(), cited, removed
+
+
+def route(question: str, top_score: float, *, fast: str, strong: str, max_words: int,
+          min_score: float) -> tuple[str, str]:
+    """(model, reason): a short question with a confident retrieval is easy and goes to the fast
+    model; anything else goes to the strong model when one is configured."""
+    if not strong:
+        return fast, "default"
+    easy = len(question.split()) <= max_words and top_score >= min_score
+    return (fast, "easy") if easy else (strong, "hard")
+
+
+_STOPWORDS = frozenset(
+    "the a an and or of to in on at for by with from as is are was were be been being it its this that these "
+    "those which who whom what when where why how not no yes do does did has have had can could should would "
+    "will shall may might must i you he she we they them their there here than then so such also into about "
+    "answer source sources based according".split()
+)
+
+
+def content_words(text: str) -> list[str]:
+    return [w for w in re.findall(r"[a-z0-9]+", unicodedata.normalize("NFKC", text).lower())
+            if w not in _STOPWORDS and (len(w) > 2 or w.isdigit())]
+
+
+def attribute(answer: str, texts: list[str], *, min_support: float = 0.5) -> set[int]:
+    """1-based numbers of the sources that best support an answer that cites none: those
+    holding the largest share (at least ``min_support``) of the answer's content words."""
+    words = set(content_words(answer))
+    if not words:
+        return set()
+    shares = [len(words & set(content_words(t))) / len(words) for t in texts]
+    best = max(shares, default=0.0)
+    if best < min_support:
+        return set()
+    return {i + 1 for i, share in enumerate(shares) if share == best}

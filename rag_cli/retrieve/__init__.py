@@ -1,0 +1,1 @@
+"""Search: filters, vector retrieval and the hits it returns."""

@@ -1,0 +1,191 @@
+"""`rag ask` with the real index: fakes for the model in fast tests, the real GGUF end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rag_cli.ask import Asker
+from rag_cli.cli.app import app
+from rag_cli.errors import ExitCode, IndexNotFound, InputError, ModelLoadError
+from rag_cli.indexer import index_paths
+from rag_cli.retrieve.filters import parse_where
+from rag_cli.testing.fakes import ScriptedGenerator
+from tests.conftest import SHARED_EVAL
+from tests.indexing_helpers import settings_in
+
+QUESTION = "How often should I feed my starter?"
+
+
+@pytest.fixture
+def hash_index(tmp_path: Path, samples: Path):
+    settings = settings_in(tmp_path, embedding__backend="hash", retrieval__min_score=0.0)
+    index_paths(settings, [samples])
+    return settings
+
+
+def test_answer_cites_existing_sources_and_drops_invented_ones(hash_index) -> None:
+    gen = ScriptedGenerator("Feed it once every 24 hours [1], weekly in the fridge [9].")
+    answer = Asker(hash_index, generators={"bundled": gen}).ask(QUESTION, use_cache=False)
+    assert not answer.refused and answer.error is None
+    assert answer.answer == "Feed it once every 24 hours [1], weekly in the fridge."
+    assert answer.removed_citations == 1
+    assert [c.number for c in answer.citations if c.cited] == [1]
+    assert answer.model == "scripted" and answer.route == "default"
+    assert set(answer.timings) >= {"embed", "retrieve", "generate", "total"}
+    system, user = gen.calls[0]
+    assert QUESTION in user["content"] and '<source id="1"' in user["content"]
+
+
+def test_low_retrieval_scores_refuse_without_calling_the_model(tmp_path: Path, samples: Path) -> None:
+    settings = settings_in(tmp_path, embedding__backend="hash", retrieval__min_score=0.99)
+    index_paths(settings, [samples])
+    gen = ScriptedGenerator("should not be called")
+    answer = Asker(settings, generators={"bundled": gen}).ask("Quantum chromodynamics of gluons?")
+    assert answer.refused and answer.refusal_reason == "low_score" and gen.calls == []
+    assert answer.answer == settings.prompt.refusal
+
+
+def test_model_refusal_is_recognised(hash_index) -> None:
+    gen = ScriptedGenerator("I don't know: the documents do not say.")
+    answer = Asker(hash_index, generators={"bundled": gen}).ask(QUESTION, use_cache=False)
+    assert answer.refused and answer.refusal_reason == "model" and not any(c.cited for c in answer.citations)
+
+
+def test_model_failure_degrades_to_passages(hash_index) -> None:
+    gen = ScriptedGenerator(fail=ModelLoadError("cannot load model /x.gguf: bad magic"))
+    answer = Asker(hash_index, generators={"bundled": gen}).ask(QUESTION, use_cache=False)
+    assert answer.error and "bad magic" in answer.error
+    assert answer.passages and answer.answer == ""
+
+
+def test_retrieve_only_loads_no_model(hash_index) -> None:
+    gen = ScriptedGenerator(fail=AssertionError("a model was used"))
+    answer = Asker(hash_index, generators={"bundled": gen}).ask(QUESTION, retrieve_only=True)
+    assert answer.passages and answer.model is None and not answer.refused
+
+
+def test_filters_apply_inside_the_search(hash_index) -> None:
+    asker = Asker(hash_index, generators={"bundled": ScriptedGenerator()})
+    pdf_only = asker.ask("flour water salt", where=parse_where(["type=pdf"]), retrieve_only=True)
+    assert pdf_only.passages and {p["doc_id"] for p in pdf_only.passages} == {"recipes/country-loaf.pdf"}
+    page3 = asker.ask("flour water salt", where=parse_where(["path=recipes/*", "page=3"]), retrieve_only=True)
+    assert page3.passages and all(p["page_start"] <= 3 <= p["page_end"] for p in page3.passages)
+    guides = asker.ask("flour", where=parse_where(["path=guides/*.md"]), retrieve_only=True)
+    assert len(guides.passages) == hash_index.retrieval.top_k and all(p["doc_id"].startswith("guides/") for p in guides.passages)
+
+
+def test_cache_answers_repeats_and_any_index_change_invalidates_it(hash_index, samples: Path) -> None:
+    gen = ScriptedGenerator("Daily [1].")
+    first = Asker(hash_index, generators={"bundled": gen}).ask(QUESTION)
+    second = Asker(hash_index, generators={"bundled": gen}).ask(QUESTION)
+    assert not first.cached and second.cached and second.answer == first.answer and len(gen.calls) == 1
+    assert not Asker(hash_index, generators={"bundled": gen}).ask(QUESTION, use_cache=False).cached
+    (samples / "faq.txt").write_text((samples / "faq.txt").read_text() + "\nQ: Rye?\nA: Yes.\n")
+    index_paths(hash_index, [samples])
+    third = Asker(hash_index, generators={"bundled": gen}).ask(QUESTION)
+    assert not third.cached and len(gen.calls) == 3
+
+
+def test_no_index_and_empty_question(tmp_path: Path, hash_index) -> None:
+    with pytest.raises(IndexNotFound):
+        Asker(settings_in(tmp_path / "elsewhere" if (tmp_path / "elsewhere").mkdir() is None else tmp_path))
+    with pytest.raises(InputError):
+        Asker(hash_index, generators={"bundled": ScriptedGenerator()}).ask("   ")
+
+
+# -- the command line -------------------------------------------------------------------
+
+def cli(args: list[str], cwd: Path, input: str | None = None, **env: str):
+    old = Path.cwd()
+    os.chdir(cwd)
+    try:
+        return CliRunner().invoke(app, args, input=input, env={"RAG_EMBEDDING_BACKEND": "hash", **env})
+    finally:
+        os.chdir(old)
+
+
+def test_cli_json_shape_is_pinned(tmp_path: Path, samples: Path) -> None:
+    assert cli(["index", str(samples)], tmp_path).exit_code == 0
+    result = cli(["ask", "flour water salt starter", "--retrieve-only", "--json"], tmp_path)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["schema"] == "rag-cli/answer/v1"
+    assert set(data) == {"schema", "question", "answer", "refused", "refusal_reason", "citations", "sources",
+                         "passages", "model", "route", "tokens", "timings", "removed_citations", "cached", "error"}
+    assert set(data["passages"][0]) == {"chunk_id", "doc_id", "path", "kind", "page_start", "page_end", "heading",
+                                        "score", "text"}
+    assert set(data["tokens"]) == {"prompt", "completion"} and set(data["timings"]) >= {"embed", "retrieve", "total"}
+
+
+def test_cli_exit_codes(tmp_path: Path, samples: Path) -> None:
+    assert cli(["ask", "anything"], tmp_path).exit_code == ExitCode.INDEX  # no index yet
+    assert cli(["index", str(samples)], tmp_path).exit_code == 0
+    refused = cli(["ask", "zzz qqq xxyyzz"], tmp_path, RAG_RETRIEVAL_MIN_SCORE="0.99")
+    assert refused.exit_code == ExitCode.REFUSED and refused.stdout.strip() == "I don't know: the documents do not say."
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + os.urandom(64))
+    degraded = cli(["ask", "flour water salt", "--model", str(broken), "--no-cache"], tmp_path,
+                   RAG_RETRIEVAL_MIN_SCORE="0")
+    assert degraded.exit_code == ExitCode.MODEL
+    assert "no generated answer" in degraded.stderr and "[1]" in degraded.stdout
+    not_gguf = cli(["ask", "flour", "--model", str(samples / "faq.txt")], tmp_path, RAG_RETRIEVAL_MIN_SCORE="0")
+    assert not_gguf.exit_code == ExitCode.MODEL and "not a GGUF" in not_gguf.stderr
+    assert cli(["ask", "flour", "--where", "type=docx"], tmp_path).exit_code == ExitCode.USAGE
+    assert cli(["ask", ""], tmp_path).exit_code == ExitCode.USAGE
+
+
+def test_cli_question_from_stdin(tmp_path: Path, samples: Path) -> None:
+    assert cli(["index", str(samples)], tmp_path).exit_code == 0
+    result = cli(["ask", "-", "--retrieve-only", "--json"], tmp_path, input="flour water salt\n")
+    assert result.exit_code == 0 and json.loads(result.stdout)["question"] == "flour water salt"
+
+
+# -- the real models ----------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_real_model_answers_from_the_samples_and_cites_them(tmp_path: Path, samples: Path, real_embedder) -> None:
+    settings = settings_in(tmp_path)
+    index_paths(settings, [samples], embedder=real_embedder)
+    from rag_cli.retrieve.search import Searcher
+
+    asker = Asker(settings, searcher=Searcher(settings, embedder=real_embedder))
+    answer = asker.ask(QUESTION, use_cache=False)
+    assert answer.error is None and not answer.refused, answer
+    assert answer.model == "SmolLM2-135M-Instruct.Q4_1.gguf" and answer.completion_tokens > 0
+    assert any(c.cited and c.doc_id == "guides/starter.md" for c in answer.citations)
+    off_topic = asker.ask("Who won the 1998 FIFA World Cup final?", use_cache=False)
+    assert off_topic.refused and off_topic.refusal_reason == "low_score"
+
+
+@pytest.mark.slow
+def test_real_squad_answer_and_refusal_through_a_real_pipe(tmp_path: Path) -> None:
+    docs = tmp_path / "squad"
+    docs.mkdir()
+    for name in ("00_Super_Bowl_50.md", "11_Steam_engine.md"):
+        shutil.copy(SHARED_EVAL / "squad" / "docs" / name, docs / name)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    rag = [sys.executable, "-m", "rag_cli"]
+    assert subprocess.run([*rag, "index", str(docs)], cwd=tmp_path, env=env, capture_output=True,
+                          timeout=600).returncode == 0
+    done = subprocess.run([*rag, "ask", "Which NFL team represented the AFC at Super Bowl 50?"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() and "\x1b[" not in done.stdout
+    assert "Sources" not in done.stdout  # piped: only the answer
+    cited = subprocess.run([*rag, "ask", "Which NFL team represented the AFC at Super Bowl 50?", "--json"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    data = json.loads(cited.stdout)
+    assert data["cached"] and {c["doc_id"] for c in data["citations"]} == {"00_Super_Bowl_50.md"}
+    unanswerable = next(json.loads(line) for line in (SHARED_EVAL / "squad" / "questions.jsonl").open()
+                        if '"answerable": false' in line)
+    refused = subprocess.run([*rag, "ask", unanswerable["question"]], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert refused.returncode == ExitCode.REFUSED, (refused.stdout, refused.stderr)
