@@ -310,3 +310,32 @@ def load_settings(
     if flags:
         settings = settings.with_values({k: v for k, v in flags.items() if v is not None}, "flag")
     return settings
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # a JSON string is a valid TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)
+
+
+def render_example() -> str:
+    """The text of .rag.toml.example: every key with its default and help (a test keeps the
+    file equal to this)."""
+    import textwrap
+
+    lines = ["# rag-cli settings. Copy to .rag.toml in your project folder; every key is optional.",
+             "# Precedence: these defaults < .rag.toml < RAG_* environment variables < command-line flags.",
+             "# Each key can also be set from the environment: chunking.size -> RAG_CHUNKING_SIZE.",
+             "# `rag config` prints the effective values and where each came from.", ""]
+    for section in SECTIONS:
+        lines.append(f"[{section}]")
+        for key in (k for k in all_keys() if k.startswith(section + ".")):
+            _, default, help_text = describe(key)
+            lines.extend(f"# {line}" for line in textwrap.wrap(help_text, 96))
+            lines.append(f"{key.split('.', 1)[1]} = {_toml_value(default)}")
+            lines.append("")
+    return "\n".join(lines).rstrip() + "\n"

@@ -395,3 +395,12 @@ def test_mentioned_keys_reads_commented_examples() -> None:
     text = "[chunking]\nsize = 200\n# overlap = 32\n#[index]\n#   path = '.rag'\n# see embedding.model\n"
     assert mentioned_keys(text) >= {"chunking.size", "chunking.overlap", "index.path", "embedding.model"}
     assert "chunking.path" not in mentioned_keys(text)
+
+
+def test_example_file_is_generated_from_the_schema() -> None:
+    """`.rag.toml.example` is exactly what the schema renders (regenerate it with
+    `python -c "from rag_cli.config import render_example; print(render_example(), end='')" > .rag.toml.example`)."""
+    from rag_cli.config import render_example
+
+    example = Path(__file__).resolve().parent.parent / ".rag.toml.example"
+    assert example.read_text(encoding="utf-8") == render_example()
