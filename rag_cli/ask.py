@@ -14,6 +14,7 @@ from rag_cli.config import Settings
 from rag_cli.errors import InputError, ModelLoadError, GenerationError
 from rag_cli.generate.answering import attribute, clean_citations, is_refusal, route
 from rag_cli.generate.llama import Generator, LlamaCppGenerator
+from rag_cli.generate.narrowing import narrow
 from rag_cli.generate.packing import merge_neighbours, pack
 from rag_cli.generate.prompts import PromptTemplates
 from rag_cli.models import Answer, Citation
@@ -128,6 +129,11 @@ class Asker:
             chosen, why = route(question, hits[0].score, fast=s.llm.model, strong=s.llm.strong_model,
                                 max_words=s.llm.route_max_words, min_score=s.llm.route_min_score)
         sources = merge_neighbours(hits)
+        if s.retrieval.sentences > 0:
+            t_n = time.perf_counter()
+            sources = narrow(question, sources, self.searcher.embedder, keep=s.retrieval.sentences,
+                             neighbours=s.retrieval.sentence_neighbours)
+            timings["narrow"] = time.perf_counter() - t_n
         try:
             generator = self.generator(chosen)
             t0 = time.perf_counter()

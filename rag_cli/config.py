@@ -73,8 +73,12 @@ class ChunkingSettings:
 
 @dataclass(frozen=True)
 class RetrievalSettings:
-    top_k: int = _opt(3, "Chunks retrieved for a question (neighbouring chunks are merged into one source).",
+    top_k: int = _opt(5, "Chunks retrieved for a question (neighbouring chunks are merged into one source).",
                       min=1)
+    sentences: int = _opt(2, "Narrow the sources to the sentences most similar to the question, this many "
+                          "in all (0: give the model the whole chunks).", min=0)
+    sentence_neighbours: int = _opt(1, "With `sentences`, also keep this many sentences on each side of a "
+                                    "kept one.", min=0)
     min_score: float = _opt(0.35, "Refuse without calling the model when no chunk's cosine similarity to "
                             "the question reaches this (calibrated: bench/calibrate_refusal.py).", min=-1.0)
 

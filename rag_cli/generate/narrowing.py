@@ -1,0 +1,46 @@
+"""Narrowing the context: keep only the sentences of the retrieved sources that are closest to
+the question (by the embedding model that is already loaded), so a small model reads little
+and what it reads matters."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Sequence
+
+from rag_cli.generate.prompts import Source
+from rag_cli.ingest import splitting
+from rag_cli.store.embedders import Embedder
+
+
+def narrow(question: str, sources: Sequence[Source], embedder: Embedder, *, keep: int,
+           neighbours: int = 0) -> list[Source]:
+    """The sources cut down to their ``keep`` best sentences overall (plus ``neighbours``
+    sentences on each side of a kept one), in document order; sources left empty are dropped
+    and the rest renumbered. ``keep`` <= 0 returns the sources unchanged."""
+    if keep <= 0 or not sources:
+        return list(sources)
+    pieces = [(i, s, e) for i, src in enumerate(sources) for s, e in splitting.sentences(src.text, 0, len(src.text))]
+    if len(pieces) <= keep:
+        return list(sources)
+    q = embedder.embed_query(question)
+    vectors = embedder.embed_documents([sources[i].text[s:e] for i, s, e in pieces])
+    scores = [sum(a * b for a, b in zip(q, v)) for v in vectors]
+    best = sorted(range(len(pieces)), key=lambda k: scores[k], reverse=True)[:keep]
+    chosen = set()
+    for k in best:
+        for j in range(k - neighbours, k + neighbours + 1):
+            if 0 <= j < len(pieces) and pieces[j][0] == pieces[k][0]:
+                chosen.add(j)
+    out: list[Source] = []
+    for i, src in enumerate(sources):
+        kept = [pieces[k] for k in sorted(chosen) if pieces[k][0] == i]
+        if not kept:
+            continue
+        parts, last_end = [], None
+        for _, s, e in kept:
+            if last_end is not None:
+                parts.append(" " if src.text[last_end:s].strip() == "" else " … ")
+            parts.append(src.text[s:e])
+            last_end = e
+        out.append(replace(src, number=len(out) + 1, text="".join(parts)))
+    return out
