@@ -96,10 +96,14 @@ class Indexer:
                 self._prepare_index(manifest, store, rebuild)
                 roots = self._roots(manifest, targets)
                 outcomes, written, reused, deleted = self._sync(manifest, store, roots)
+                changed = rebuild or written or deleted or any(
+                    o.status in (FileStatus.ADDED, FileStatus.UPDATED, FileStatus.REMOVED)
+                    for o in outcomes)
                 with manifest.transaction():
                     for root in roots:
                         manifest.add_root(str(root))
-                    manifest.set_meta("updated", time.time())
+                    if changed or manifest.get_meta("updated") is None:
+                        manifest.set_meta("updated", time.time())  # the answer cache keys on it
                 total = store.count()
             finally:
                 manifest.close()

@@ -189,3 +189,10 @@ def test_real_squad_answer_and_refusal_through_a_real_pipe(tmp_path: Path) -> No
     refused = subprocess.run([*rag, "ask", unanswerable["question"]], cwd=tmp_path, env=env, capture_output=True,
                              text=True, timeout=300)
     assert refused.returncode == ExitCode.REFUSED, (refused.stdout, refused.stderr)
+
+
+def test_an_unchanged_reindex_keeps_the_cache(hash_index, samples: Path) -> None:
+    gen = ScriptedGenerator("Daily [1].")
+    Asker(hash_index, generators={"bundled": gen}).ask(QUESTION)
+    index_paths(hash_index, [samples])  # nothing changed
+    assert Asker(hash_index, generators={"bundled": gen}).ask(QUESTION).cached

@@ -228,6 +228,8 @@ class PdfLoader:
             title = str((reader.metadata or {}).get("/Title") or "").strip()
         except Exception:
             title = ""
+        if not re.search(r"[A-Za-z]{3,}\s+[A-Za-z]", title):
+            title = ""  # an accession number or "untitled": the file name says more
         doc = Document(doc_id=doc_id, source=str(path), kind=self.kind, text=text, title=title or path.stem,
                        segments=segments, page_starts=page_starts, metadata={"pages": page_count})
         return Loaded([doc], warnings)
