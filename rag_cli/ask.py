@@ -19,7 +19,7 @@ from rag_cli.generate.packing import merge_neighbours, pack
 from rag_cli.generate.prompts import PromptTemplates
 from rag_cli.models import Answer, Citation
 from rag_cli.retrieve.filters import Filter
-from rag_cli.retrieve.search import Hit, Searcher
+from rag_cli.retrieve.search import Searcher
 
 ANSWER_CACHE = "answers.sqlite3"
 

@@ -41,17 +41,9 @@ def markdown_document(text: str, *, doc_id: str = "doc.md", title: str = "doc") 
 def pdf_like_document(pages: list[str], *, doc_id: str = "book.pdf", title: str = "book") -> Document:
     """A document laid out the way PdfLoader lays out a PDF: pages joined by a blank line,
     ``page_starts`` at each page, a section starting at each page's first paragraph."""
-    text, page_starts, segments = "", [], []
-    for number, page in enumerate(pages):
-        if number:
-            text += "\n\n"
-        page_starts.append(len(text))
-        base = len(text)
-        text += page
-        for k, (s, e) in enumerate(splitting.paragraphs(page, 0, len(page))):
-            segments.append(Segment(base + s, base + e, "paragraph", starts_section=(k == 0)))
-    return Document(doc_id=doc_id, source=f"/docs/{doc_id}", kind="pdf", text=text, title=title,
-                    segments=segments, page_starts=page_starts, metadata={"pages": len(pages)})
+    from rag_cli.ingest.loaders import paged_document
+
+    return paged_document(pages, doc_id=doc_id, source=f"/docs/{doc_id}", title=title)
 
 
 def uncovered(text: str, spans: list[tuple[int, int]]) -> list[int]:

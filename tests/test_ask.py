@@ -196,3 +196,31 @@ def test_an_unchanged_reindex_keeps_the_cache(hash_index, samples: Path) -> None
     Asker(hash_index, generators={"bundled": gen}).ask(QUESTION)
     index_paths(hash_index, [samples])  # nothing changed
     assert Asker(hash_index, generators={"bundled": gen}).ask(QUESTION).cached
+
+
+@pytest.mark.slow
+def test_on_a_terminal_the_answer_streams_and_sources_follow(tmp_path: Path, samples: Path) -> None:
+    import pty
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "120"}
+    rag = [sys.executable, "-m", "rag_cli"]
+    assert subprocess.run([*rag, "index", str(samples)], cwd=tmp_path, env=env, capture_output=True,
+                          timeout=600).returncode == 0
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([*rag, "ask", QUESTION], cwd=tmp_path, env=env, stdout=follower,
+                            stderr=subprocess.PIPE)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 4096)
+        except OSError:  # the terminal closes when the process exits
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=300)
+    os.close(leader)
+    screen = b"".join(chunks).decode("utf-8", "replace")
+    assert proc.returncode == 0, proc.stderr.read()
+    assert "Sources" in screen and "guides/starter.md" in screen

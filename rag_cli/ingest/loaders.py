@@ -214,15 +214,6 @@ class PdfLoader:
         if not any(texts):
             raise DocumentError("no extractable text (a scanned PDF? it needs OCR first)"
                                 if page_count else "PDF has no pages")
-        text, page_starts, segments = "", [], []
-        for number, page_text in enumerate(texts):
-            if number:
-                text += "\n\n"
-            page_starts.append(len(text))
-            base = len(text)
-            text += page_text
-            for k, (s, e) in enumerate(splitting.paragraphs(page_text, 0, len(page_text))):
-                segments.append(Segment(base + s, base + e, "paragraph", starts_section=(k == 0)))
         title = ""
         try:
             title = str((reader.metadata or {}).get("/Title") or "").strip()
@@ -230,9 +221,23 @@ class PdfLoader:
             title = ""
         if not re.search(r"[A-Za-z]{3,}\s+[A-Za-z]", title):
             title = ""  # an accession number or "untitled": the file name says more
-        doc = Document(doc_id=doc_id, source=str(path), kind=self.kind, text=text, title=title or path.stem,
-                       segments=segments, page_starts=page_starts, metadata={"pages": page_count})
-        return Loaded([doc], warnings)
+        return Loaded([paged_document(texts, doc_id=doc_id, source=str(path), title=title or path.stem)], warnings)
+
+
+def paged_document(pages: list[str], *, doc_id: str, source: str, title: str) -> Document:
+    """Pages joined by a blank line, ``page_starts`` at each page, and a section starting at
+    each page's first paragraph: how a PDF is laid out for the chunkers."""
+    text, page_starts, segments = "", [], []
+    for number, page_text in enumerate(pages):
+        if number:
+            text += "\n\n"
+        page_starts.append(len(text))
+        base = len(text)
+        text += page_text
+        for k, (s, e) in enumerate(splitting.paragraphs(page_text, 0, len(page_text))):
+            segments.append(Segment(base + s, base + e, "paragraph", starts_section=(k == 0)))
+    return Document(doc_id=doc_id, source=source, kind="pdf", text=text, title=title, segments=segments,
+                    page_starts=page_starts, metadata={"pages": len(pages)})
 
 
 class JsonlLoader:
