@@ -73,6 +73,11 @@ class ChunkingSettings:
 
 @dataclass(frozen=True)
 class RetrievalSettings:
+    mode: str = _opt("hybrid", "dense (vectors), keyword (BM25) or hybrid (both, reciprocal-rank fusion).",
+                     choices=("dense", "keyword", "hybrid"))
+    candidates: int = _opt(30, "hybrid: candidates taken from each search before fusion.", min=1)
+    rrf_k: int = _opt(60, "hybrid: the reciprocal-rank-fusion constant (score = sum of 1/(rrf_k + rank)).",
+                      min=1)
     top_k: int = _opt(5, "Chunks retrieved for a question (neighbouring chunks are merged into one source).",
                       min=1)
     sentences: int = _opt(2, "Narrow the sources to the sentences most similar to the question, this many "

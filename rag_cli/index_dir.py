@@ -4,6 +4,8 @@
 .rag/
   chroma/              Chroma's PersistentClient data (vectors, chunk text, metadata)
   manifest.sqlite3     files, chunk ids, roots and the build record (see ingest/manifest.py)
+  keyword/             the BM25 index over the same chunks (store/keyword.py)
+  answers.sqlite3      the answer cache of `rag ask`
   lock                 held by the `rag index` run that is writing
 ```
 """
@@ -72,6 +74,10 @@ class IndexPaths:
     @property
     def manifest(self) -> Path:
         return self.root / "manifest.sqlite3"
+
+    @property
+    def keyword(self) -> Path:
+        return self.root / "keyword"
 
     @property
     def lock(self) -> Path:

@@ -33,6 +33,7 @@ from rag_cli.models import Chunk, FileOutcome, FileStatus, IndexReport
 from rag_cli.progress import NullProgress, Progress
 from rag_cli.store.chroma import ChromaStore, VectorStore
 from rag_cli.store.embedders import Embedder, make_embedder
+from rag_cli.store.keyword import KeywordIndex
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class _Timings:
     chunk: float = 0.0
     embed: float = 0.0
     write: float = 0.0
+    keyword: float = 0.0
 
 
 class Indexer:
@@ -82,6 +84,8 @@ class Indexer:
             context_header=c.context_header, document_prefix=e.document_prefix)
         self.timings = _Timings()
         self._chunks_seen = 0
+        self._dirty = False
+        self._before: object = None
 
     # -- the run ------------------------------------------------------------------------
     def run(self, targets: Sequence[Path] = (), *, rebuild: bool = False,
@@ -102,8 +106,12 @@ class Indexer:
                 with manifest.transaction():
                     for root in roots:
                         manifest.add_root(str(root))
-                    if changed or manifest.get_meta("updated") is None:
-                        manifest.set_meta("updated", time.time())  # the answer cache keys on it
+                    updated = manifest.get_meta("updated")
+                    if changed or self._dirty or not isinstance(updated, float):
+                        # The answer cache and the keyword index key on this value.
+                        updated = time.time() if changed or not isinstance(self._before, float) else self._before
+                        manifest.set_meta("updated", updated)
+                self._refresh_keyword_index(store, updated)
                 total = store.count()
             finally:
                 manifest.close()
@@ -111,7 +119,26 @@ class Indexer:
         return IndexReport(
             index_path=str(self.paths.root), files=tuple(outcomes), chunks_written=written, chunks_reused=reused,
             chunks_deleted=deleted, chunks_total=total, seconds=time.perf_counter() - started,
-            timings={"load": t.load, "chunk": t.chunk, "embed": t.embed, "write": t.write}, rebuilt=rebuild)
+            timings={"load": t.load, "chunk": t.chunk, "embed": t.embed, "write": t.write, "keyword": t.keyword},
+            rebuilt=rebuild)
+
+    def _mark_dirty(self, manifest: Manifest) -> None:
+        """Before the first write to the store: until the run ends, readers know that the
+        keyword index and cached answers may not match the store."""
+        if not self._dirty:
+            self._before = manifest.get_meta("updated")
+            with manifest.transaction():
+                manifest.set_meta("updated", f"dirty:{time.time()}")
+            self._dirty = True
+
+    def _refresh_keyword_index(self, store: ChromaStore, updated: object) -> None:
+        current = KeywordIndex.load(self.paths.keyword)
+        if current is not None and current.tag == updated:
+            return
+        t0 = time.perf_counter()
+        ids, texts, metas = store.all_chunks()
+        KeywordIndex.build(ids, texts, metas, tag=updated).save(self.paths.keyword)
+        self.timings.keyword += time.perf_counter() - t0
 
     def _prepare_index(self, manifest: Manifest, store: VectorStore, rebuild: bool) -> None:
         current = build_record(self.settings, self.embedder.name, self.embedder.dimension, self.chunker.size)
@@ -121,6 +148,7 @@ class Indexer:
         if rebuild or recorded is None:
             # No build record: a new index, or a rebuild that was interrupted. Forget files
             # first, then vectors, then write the record: a kill in between repeats this.
+            self._mark_dirty(manifest)
             with manifest.transaction():
                 manifest.set_meta("build", None)
                 manifest.clear()
@@ -158,6 +186,7 @@ class Indexer:
         deleted = 0
         gone = [rec for path, rec in known.items() if path not in found and _under_any(path, rec.root, roots)]
         for rec in gone:
+            self._mark_dirty(manifest)
             ids = manifest.chunk_ids(rec.path)
             store.delete(sorted(ids))
             with manifest.transaction():
@@ -298,6 +327,8 @@ class Indexer:
             return FileOutcome(path, FileStatus.FAILED, reason=item.error)
         if not item.chunks:
             ids = manifest.chunk_ids(path)
+            if ids:
+                self._mark_dirty(manifest)
             store.delete(sorted(ids))
             reason = "empty file" if item.size == 0 else "no text to index"
             with manifest.transaction():
@@ -310,6 +341,7 @@ class Indexer:
     def _write_group(self, manifest: Manifest, store: VectorStore,
                      group: list[_Prepared]) -> tuple[int, int, int, list[FileOutcome]]:
         t0 = time.perf_counter()
+        self._mark_dirty(manifest)
         with manifest.transaction():  # register first: the manifest knows every id the store may hold
             for item in group:
                 manifest.put_file(self._record(item, PENDING))

@@ -72,8 +72,10 @@ def test_retrieve_only_loads_no_model(hash_index) -> None:
     assert answer.passages and answer.model is None and not answer.refused
 
 
-def test_filters_apply_inside_the_search(hash_index) -> None:
-    asker = Asker(hash_index, generators={"bundled": ScriptedGenerator()})
+@pytest.mark.parametrize("mode", ["dense", "keyword", "hybrid"])
+def test_filters_apply_inside_the_search(hash_index, mode: str) -> None:
+    settings = hash_index.with_values({"retrieval.mode": mode}, "test")
+    asker = Asker(settings, generators={"bundled": ScriptedGenerator()})
     pdf_only = asker.ask("flour water salt", where=parse_where(["type=pdf"]), retrieve_only=True)
     assert pdf_only.passages and {p["doc_id"] for p in pdf_only.passages} == {"recipes/country-loaf.pdf"}
     page3 = asker.ask("flour water salt", where=parse_where(["path=recipes/*", "page=3"]), retrieve_only=True)

@@ -122,3 +122,26 @@ def test_where_syntax() -> None:
     for bad in ["path", "type=docx", "page=x", "page=5-2", "=x"]:
         with pytest.raises(ConfigError):
             parse_where([bad])
+
+
+def test_reciprocal_rank_fusion_by_hand() -> None:
+    from rag_cli.retrieve.search import reciprocal_rank_fusion
+
+    # a: 1/61 + 1/62; b: 1/62 + 1/61; c: 1/63; d: 1/63 -> a and b tie (a first seen), then c, d
+    assert reciprocal_rank_fusion([["a", "b", "c"], ["b", "a", "d"]], 60) == ["a", "b", "c", "d"]
+    # one list only: its order
+    assert reciprocal_rank_fusion([["x", "y"], []], 60) == ["x", "y"]
+    # a document first in one list and absent from the other loses to one second in both
+    assert reciprocal_rank_fusion([["p", "q"], ["r", "q"]], 1) == ["q", "p", "r"]
+
+
+def test_filter_matches_mirrors_the_where_clause() -> None:
+    f = parse_where(["path=guides/*", "type=markdown", "lang=en"])
+    good = {"doc_id": "guides/a.md", "source": "/x/guides/a.md", "kind": "markdown", "meta_lang": "en"}
+    assert f.matches(good)
+    assert not f.matches({**good, "kind": "pdf"})
+    assert not f.matches({**good, "doc_id": "faq.txt", "source": "/x/faq.txt"})
+    assert not f.matches({**good, "meta_lang": "de"})
+    pages = parse_where(["page=2-3"])
+    assert pages.matches({"page_start": 3, "page_end": 4}) and not pages.matches({"page_start": 4, "page_end": 5})
+    assert not pages.matches({"doc_id": "no-pages.md"})

@@ -118,6 +118,10 @@ def test_killed_runs_leave_a_consistent_index_that_the_next_run_completes(tmp_pa
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err.decode()
     assert index_state(settings_in(work)) == clean
+    from rag_cli.store.keyword import KeywordIndex
+
+    keyword = KeywordIndex.load(IndexPaths(work / ".rag").keyword)
+    assert keyword is not None and set(keyword.ids) == set(clean)  # no orphan in the keyword index
 
 
 def test_ctrl_c_exits_130_and_the_next_run_completes(tmp_path: Path) -> None:

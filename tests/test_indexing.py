@@ -212,3 +212,58 @@ def test_bad_input_is_skipped_and_nothing_indexed_is_lost(tmp_path: Path, sample
     assert {Path(p.path).name for p in report.problems} == {"country-loaf.pdf", "binary.txt"}
     after = index_state(settings)
     assert {k: v for k, v in after.items() if k in pdf_chunks} == pdf_chunks  # old PDF chunks kept
+
+
+def _keyword_ids(settings) -> tuple[set[str], object]:
+    from rag_cli.store.keyword import KeywordIndex
+
+    kw = KeywordIndex.load(IndexPaths(settings.index_dir).keyword)
+    assert kw is not None
+    return set(kw.ids), kw.tag
+
+
+def _updated(settings) -> object:
+    from rag_cli.ingest.manifest import Manifest
+
+    m = Manifest(IndexPaths(settings.index_dir).manifest)
+    try:
+        return m.get_meta("updated")
+    finally:
+        m.close()
+
+
+def test_keyword_index_follows_edits_and_deletions(tmp_path: Path, samples: Path) -> None:
+    settings = settings_in(tmp_path, embedding__backend="hash")
+    index_paths(settings, [samples])
+    ids, tag = _keyword_ids(settings)
+    assert ids == set(index_state(settings)) and tag == _updated(settings)
+
+    (samples / "faq.txt").write_text("Q: Does rye flour ferment faster?\nA: Yes, noticeably faster.\n")
+    (samples / "glossary.rst").unlink()
+    index_paths(settings, [samples])
+    ids2, tag2 = _keyword_ids(settings)
+    assert ids2 == set(index_state(settings)) and tag2 == _updated(settings) != tag
+    assert not any(i.startswith("glossary.rst::") for i in ids2)
+
+    from rag_cli.retrieve.search import Searcher
+
+    hits, _ = Searcher(settings).search("rye ferment faster", 3, mode="keyword")
+    assert hits[0].doc_id == "faq.txt" and -1.0 <= hits[0].score <= 1.0
+
+    index_paths(settings, [samples])  # nothing changed: the keyword index is left as it is
+    assert _keyword_ids(settings) == (ids2, tag2)
+
+
+def test_a_stale_keyword_index_is_not_used(tmp_path: Path, samples: Path) -> None:
+    """After an interrupted run the saved keyword index may lag the store: readers rebuild it."""
+    from rag_cli.ingest.manifest import Manifest
+    from rag_cli.retrieve.search import Searcher
+
+    settings = settings_in(tmp_path, embedding__backend="hash")
+    index_paths(settings, [samples])
+    m = Manifest(IndexPaths(settings.index_dir).manifest)
+    m.set_meta("updated", "dirty:1")  # what a killed run leaves
+    m.close()
+    searcher = Searcher(settings)
+    kw = searcher.keyword_index()
+    assert kw.tag == "dirty:1" and set(kw.ids) == set(index_state(settings))

@@ -52,6 +52,20 @@ class Filter:
         return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
 
+    def matches(self, meta: dict[str, Any]) -> bool:
+        """The same test in Python, for the keyword index (chunk metadata as stored)."""
+        if self.path_globs and not _path_match(f"{meta.get('doc_id', '')}\0{meta.get('source', '')}",
+                                               self.path_globs):
+            return False
+        if self.kinds and meta.get("kind") not in self.kinds:
+            return False
+        if self.pages:
+            start, end = meta.get("page_start"), meta.get("page_end")
+            if start is None or end is None or start > self.pages[1] or end < self.pages[0]:
+                return False
+        return all(meta.get(f"meta_{key}") == value for key, value in self.fields)
+
+
 def _path_match(entry: str, globs: tuple[str, ...]) -> bool:
     doc_id, _, source = entry.partition("\0")
     return any(fnmatch.fnmatch(doc_id, g) or (source and fnmatch.fnmatch(source, g))

@@ -135,5 +135,29 @@ class ChromaStore:
                 for cid, doc, meta, dist in zip(res["ids"][0], res["documents"][0], res["metadatas"][0],
                                                 res["distances"][0])]
 
+    def all_chunks(self) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+        """Every chunk's id, text and metadata (for building the keyword index)."""
+        ids: list[str] = []
+        texts: list[str] = []
+        metas: list[dict[str, Any]] = []
+        total, page = self.count(), 5000
+        for offset in range(0, total, page):
+            got = self._call("get", self._collection.get, include=["documents", "metadatas"], limit=page,
+                             offset=offset)
+            ids += got["ids"]
+            texts += [d or "" for d in got["documents"]]
+            metas += [m or {} for m in got["metadatas"]]
+        return ids, texts, metas
+
+    def fetch(self, ids: Sequence[str]) -> dict[str, tuple[StoredChunk, list[float]]]:
+        """Chunks and their vectors by id."""
+        out: dict[str, tuple[StoredChunk, list[float]]] = {}
+        for batch in _batches(list(ids), 500):
+            got = self._call("get", self._collection.get, ids=list(batch),
+                             include=["documents", "metadatas", "embeddings"])
+            for cid, doc, meta, vec in zip(got["ids"], got["documents"], got["metadatas"], got["embeddings"]):
+                out[cid] = (StoredChunk(cid, doc or "", meta or {}), [float(x) for x in vec])
+        return out
+
     def all_ids(self) -> list[str]:
         return list(self._call("get", self._collection.get, include=[])["ids"])
