@@ -12,7 +12,7 @@ from typing import Callable
 
 from rag_cli.config import Settings
 from rag_cli.errors import InputError, ModelLoadError, GenerationError
-from rag_cli.generate.answering import attribute, clean_citations, is_refusal, route
+from rag_cli.generate.answering import clean_citations, is_refusal, route, tidy, verify_citations
 from rag_cli.generate.llama import Generator, LlamaCppGenerator
 from rag_cli.generate.narrowing import narrow
 from rag_cli.generate.packing import merge_neighbours, pack
@@ -132,7 +132,8 @@ class Asker:
         if s.retrieval.sentences > 0:
             t_n = time.perf_counter()
             sources = narrow(question, sources, self.searcher.embedder, keep=s.retrieval.sentences,
-                             neighbours=s.retrieval.sentence_neighbours)
+                             neighbours=s.retrieval.sentence_neighbours,
+                             per_source=s.retrieval.sentences_per_source)
             timings["narrow"] = time.perf_counter() - t_n
         try:
             generator = self.generator(chosen)
@@ -152,9 +153,9 @@ class Asker:
             return done(answer=s.prompt.refusal, refused=True, refusal_reason="model",
                         citations=_citations(given, set()), model=gen.model, route=why,
                         prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens)
-        text, cited, removed = clean_citations(gen.text, len(given))
-        if not cited:  # small models often forget to cite: credit the sources that hold the answer
-            cited = attribute(text, [g.text for g in given])
+        text, cited, removed = clean_citations(tidy(gen.text), len(given))
+        # Small models forget to cite, or cite the wrong number: credit the sources that hold the answer.
+        cited = verify_citations(text, [g.text for g in given], cited)
         return done(answer=text, citations=_citations(given, cited), model=gen.model, route=why,
                     prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens,
                     removed_citations=removed)

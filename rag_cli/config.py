@@ -80,8 +80,10 @@ class RetrievalSettings:
                       min=1)
     top_k: int = _opt(5, "Chunks retrieved for a question (neighbouring chunks are merged into one source).",
                       min=1)
-    sentences: int = _opt(2, "Narrow the sources to the sentences most similar to the question, this many "
+    sentences: int = _opt(0, "Narrow the sources to the sentences most similar to the question, this many "
                           "in all (0: give the model the whole chunks).", min=0)
+    sentences_per_source: bool = _opt(False, "With `sentences`, keep that many sentences in each source "
+                                      "instead of in all.")
     sentence_neighbours: int = _opt(1, "With `sentences`, also keep this many sentences on each side of a "
                                     "kept one.", min=0)
     min_score: float = _opt(0.35, "Refuse without calling the model when no chunk's cosine similarity to "

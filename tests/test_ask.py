@@ -226,3 +226,27 @@ def test_on_a_terminal_the_answer_streams_and_sources_follow(tmp_path: Path, sam
     screen = b"".join(chunks).decode("utf-8", "replace")
     assert proc.returncode == 0, proc.stderr.read()
     assert "Sources" in screen and "guides/starter.md" in screen
+
+
+@pytest.mark.slow
+def test_sec_filing_and_page_are_cited(tmp_path: Path, real_embedder) -> None:
+    """Apple's 10-Q filings look alike to vectors; the question names the quarter's end date,
+    which the keyword side of hybrid search finds."""
+    docs = tmp_path / "sec"
+    docs.mkdir()
+    for name in ("2023 Q1 AAPL.pdf", "2023 Q2 AAPL.pdf", "2023 Q3 AAPL.pdf"):
+        shutil.copy(SHARED_EVAL / "sec10q" / "docs" / name, docs / name)
+    settings = settings_in(tmp_path)
+    index_paths(settings, [docs], embedder=real_embedder)
+    from rag_cli.retrieve.search import Searcher
+
+    asker = Asker(settings, searcher=Searcher(settings, embedder=real_embedder))
+    question = "What were Apple's total net sales for the quarter ended April 1, 2023?"
+    top = asker.ask(question, retrieve_only=True).passages[0]
+    # Pages 4 (statement of operations) and 10 (net sales by category) both state the total.
+    assert top["doc_id"] == "2023 Q2 AAPL.pdf" and top["page_start"] in (4, 10) and "94,836" in top["text"]
+    answer = asker.ask(question, use_cache=False)
+    assert not answer.refused and answer.error is None
+    cited = [c for c in answer.citations if c.cited]
+    assert cited and all(c.doc_id == "2023 Q2 AAPL.pdf" for c in cited)
+    assert any(c.page_start in (4, 10) for c in cited) and "94,836" in answer.answer

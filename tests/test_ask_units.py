@@ -101,6 +101,25 @@ def test_attribution_credits_the_source_that_holds_the_answer() -> None:
     assert attribute("Something entirely different", texts) == set()
 
 
+def test_wrong_citations_are_moved_to_the_supporting_source() -> None:
+    from rag_cli.generate.answering import verify_citations
+
+    texts = ["Total net sales 94,836 for the quarter ended April 1, 2023.", "Mac net sales 7,168."]
+    assert verify_citations("Total net sales were 94,836 [2].", texts, {2}) == {1}
+    assert verify_citations("Total net sales were 94,836 [1].", texts, {1}) == {1}
+    assert verify_citations("Nothing of the kind.", texts, {2}) == {2}  # no better source: left alone
+    assert verify_citations("Mac sales 7,168", texts, set()) == {2}
+
+
+def test_tidy_drops_the_answer_preamble_only() -> None:
+    from rag_cli.generate.answering import tidy
+
+    assert tidy("The answer is: **once every 24 hours**") == "**once every 24 hours**"
+    assert tidy("Answer: Denver [1]") == "Denver [1]"
+    assert tidy("The answer lies in the oven.") == "The answer lies in the oven."
+    assert tidy("The answer is:") == "The answer is:"
+
+
 def test_routing_rule() -> None:
     kw = dict(fast="small.gguf", strong="big.gguf", max_words=6, min_score=0.5)
     assert route("Who won?", 0.7, **kw) == ("small.gguf", "easy")

@@ -46,6 +46,15 @@ def clean_citations(answer: str, sources: int) -> tuple[str, set[int], int]:
     return re.sub(r"[ \t]{2,}", " ", text).strip(), cited, removed
 
 
+_PREAMBLE = re.compile(r"^\s*(?:the\s+)?(?:short\s+)?answer(?:\s+is)?\s*:\s*", re.I)
+
+
+def tidy(answer: str) -> str:
+    """The answer without a leading "The answer is:" (a habit of small models)."""
+    stripped = _PREAMBLE.sub("", answer, count=1)
+    return stripped if stripped.strip() else answer
+
+
 def route(question: str, top_score: float, *, fast: str, strong: str, max_words: int,
           min_score: float) -> tuple[str, str]:
     """(model, reason): a short question with a confident retrieval is easy and goes to the fast
@@ -69,14 +78,29 @@ def content_words(text: str) -> list[str]:
             if w not in _STOPWORDS and (len(w) > 2 or w.isdigit())]
 
 
-def attribute(answer: str, texts: list[str], *, min_support: float = 0.5) -> set[int]:
-    """1-based numbers of the sources that best support an answer that cites none: those
-    holding the largest share (at least ``min_support``) of the answer's content words."""
+def support(answer: str, texts: list[str]) -> list[float]:
+    """For each source text, the share of the answer's content words it contains."""
     words = set(content_words(answer))
     if not words:
-        return set()
-    shares = [len(words & set(content_words(t))) / len(words) for t in texts]
+        return [0.0 for _ in texts]
+    return [len(words & set(content_words(t))) / len(words) for t in texts]
+
+
+def attribute(answer: str, texts: list[str], *, min_support: float = 0.5) -> set[int]:
+    """1-based numbers of the sources that best support an answer: those holding the largest
+    share (at least ``min_support``) of the answer's content words."""
+    shares = support(answer, texts)
     best = max(shares, default=0.0)
     if best < min_support:
         return set()
     return {i + 1 for i, share in enumerate(shares) if share == best}
+
+
+def verify_citations(answer: str, texts: list[str], cited: set[int], *, min_support: float = 0.5) -> set[int]:
+    """The citations, checked against the sources: when the answer cites nothing, or cites
+    sources that hold less of it than another source does, credit the best-supporting ones."""
+    shares = support(answer, texts)
+    best = max(shares, default=0.0)
+    if cited and max(shares[n - 1] for n in cited) >= best:
+        return cited
+    return attribute(answer, texts, min_support=min_support) or cited

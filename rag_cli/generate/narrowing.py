@@ -13,19 +13,25 @@ from rag_cli.store.embedders import Embedder
 
 
 def narrow(question: str, sources: Sequence[Source], embedder: Embedder, *, keep: int,
-           neighbours: int = 0) -> list[Source]:
-    """The sources cut down to their ``keep`` best sentences overall (plus ``neighbours``
-    sentences on each side of a kept one), in document order; sources left empty are dropped
-    and the rest renumbered. ``keep`` <= 0 returns the sources unchanged."""
+           neighbours: int = 0, per_source: bool = False) -> list[Source]:
+    """The sources cut down to their ``keep`` best sentences (overall, or in each source with
+    ``per_source``), plus ``neighbours`` sentences on each side of a kept one, in document
+    order; sources left empty are dropped and the rest renumbered. ``keep`` <= 0 returns the
+    sources unchanged."""
     if keep <= 0 or not sources:
         return list(sources)
     pieces = [(i, s, e) for i, src in enumerate(sources) for s, e in splitting.sentences(src.text, 0, len(src.text))]
-    if len(pieces) <= keep:
+    if len(pieces) <= keep or (per_source and all(
+            sum(1 for p in pieces if p[0] == i) <= keep for i in range(len(sources)))):
         return list(sources)
     q = embedder.embed_query(question)
     vectors = embedder.embed_documents([sources[i].text[s:e] for i, s, e in pieces])
     scores = [sum(a * b for a, b in zip(q, v)) for v in vectors]
-    best = sorted(range(len(pieces)), key=lambda k: scores[k], reverse=True)[:keep]
+    order = sorted(range(len(pieces)), key=lambda k: scores[k], reverse=True)
+    if per_source:
+        best = [k for i in range(len(sources)) for k in [k for k in order if pieces[k][0] == i][:keep]]
+    else:
+        best = order[:keep]
     chosen = set()
     for k in best:
         for j in range(k - neighbours, k + neighbours + 1):
