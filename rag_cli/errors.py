@@ -21,6 +21,7 @@ class ExitCode(IntEnum):
     MODEL = 5  # a model could not be loaded or failed
     REFUSED = 6  # `rag ask`: the documents do not hold the answer
     BUSY = 7  # another `rag index` holds the index lock
+    GATE = 8  # `rag eval --baseline`: a metric fell by more than --max-drop
     INTERRUPTED = 130  # Ctrl-C
 
 

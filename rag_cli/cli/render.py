@@ -198,3 +198,80 @@ def render_answer(env: Env, answer: Any, *, as_json: bool, streamed: bool) -> No
             env.out.print(Text.assemble((f"[{c['number']}] ", "bold cyan"), _where(c),
                                         (f"  score {c['score']:.2f}", "dim")))
             env.out.print(Text("    " + _snippet(c["text"]), style="dim"))
+
+
+# -- rag eval ---------------------------------------------------------------------------
+
+def _fmt(value: Any) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def _bar(value: float, scale: float, width: int = 30) -> str:
+    filled = 0 if scale <= 0 else int(round(width * min(value, scale) / scale))
+    return "█" * filled + "·" * (width - filled)
+
+
+def render_eval(env: Env, reports: list[Any], comparison: list[Any] | None, ks: tuple[int, ...]) -> None:
+    """One report: metrics, latency and small charts. Several: side by side with the change."""
+    first = reports[0]
+    note = f"{first.counts.get('questions', 0)} questions from {shown_path(first.questions_file)}"
+    if first.interrupted:
+        note += " (interrupted: results so far)"
+    if comparison is not None:
+        labels = [r.label for r in reports]
+        if env.rich_stdout:
+            table = Table(show_edge=False, header_style="bold")
+            table.add_column("metric")
+            for label in labels:
+                table.add_column(Text(label), justify="right")
+            table.add_column("change", justify="right")
+            for name, values, delta in comparison:
+                style = "" if delta is None or abs(delta) < 1e-9 else ("green" if delta > 0 else "red")
+                table.add_row(name, *[_fmt(v) for v in values], Text("—" if delta is None else f"{delta:+.3f}",
+                                                                     style=style))
+            for stage in ("retrieve", "generate", "total"):
+                vals = [r.latency.get(stage, {}).get("p50") for r in reports]
+                if any(v is not None for v in vals):
+                    table.add_row(f"{stage} p50 (s)", *[_fmt(v) for v in vals], "")
+            env.out.print(Text(note, style="bold"))
+            env.out.print(table)
+        else:
+            env.line(note)
+            env.line("metric\t" + "\t".join(labels) + "\tchange")
+            for name, values, delta in comparison:
+                env.line(f"{name}\t" + "\t".join(_fmt(v) for v in values) + f"\t{'—' if delta is None else f'{delta:+.3f}'}")
+        return
+    rep = first
+    rows = [(k, v) for k, v in rep.metrics.items()]
+    lat = [(stage, d["p50"], d["p95"]) for stage, d in rep.latency.items()]
+    if env.rich_stdout:
+        env.out.print(Text(note, style="bold"))
+        table = Table(show_edge=False, header_style="bold")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for name, value in rows:
+            table.add_row(name, _fmt(value))
+        env.out.print(table)
+        recalls = [(k, rep.metrics.get(f"recall@{k}")) for k in ks if rep.metrics.get(f"recall@{k}") is not None]
+        if recalls:
+            env.out.print(Text("\nrecall@k", style="bold"))
+            for k, value in recalls:
+                env.out.print(Text(f"  @{k:<3} {_bar(value, 1.0)} {value:.3f}"))
+        if lat:
+            env.out.print(Text("\nlatency (s): p50 █, p95 ·", style="bold"))
+            top = max(p95 for _, _, p95 in lat) or 1.0
+            for stage, p50, p95 in lat:
+                bar = _bar(p50, top)
+                tail = _bar(p95, top)
+                env.out.print(Text(f"  {stage:<9}{bar[: bar.count('█')]}{tail[bar.count('█'): tail.count('█')].replace('█', '·')}"
+                                   f"  {p50:.3f} / {p95:.3f}"))
+        if rep.models:
+            env.out.print(Text("models: " + ", ".join(f"{k} ({v})" for k, v in rep.models.items()), style="dim"))
+    else:
+        env.line(note)
+        for name, value in rows:
+            env.line(f"{name}\t{_fmt(value)}")
+        for stage, p50, p95 in lat:
+            env.line(f"latency.{stage}\tp50 {p50:.3f}\tp95 {p95:.3f}")
+        if rep.models:
+            env.line("models\t" + ", ".join(f"{k} ({v})" for k, v in rep.models.items()))

@@ -1,0 +1,93 @@
+"""`rag eval QUESTIONS.jsonl`"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rag_cli.cli.app import boundary, env_of
+from rag_cli.cli.options import Json
+from rag_cli.cli.progress import RichProgress
+from rag_cli.cli.render import render_eval
+from rag_cli.errors import ExitCode, InputError
+
+
+def eval_command(
+    ctx: typer.Context,
+    questions: Annotated[Path, typer.Argument(help="Question file (JSONL: id, question, answers, relevant, "
+                                              "answerable).", show_default=False)],
+    docs: Annotated[list[Path] | None, typer.Option("--docs", help="Index these documents into an eval "
+                                                    "cache instead of using the current index (repeatable).")] = None,
+    retrieval_only: Annotated[bool, typer.Option("--retrieval-only", help="Skip generation.")] = False,
+    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N questions.")] = None,
+    sample: Annotated[int | None, typer.Option("--sample", help="A random sample of N questions.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for --sample.")] = 0,
+    config: Annotated[list[Path] | None, typer.Option("--config", help="A settings file to evaluate; "
+                                                      "repeat to compare configurations.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="KEY=VALUE setting for every "
+                                                   "configuration (repeatable).")] = None,
+    ks: Annotated[str, typer.Option("--k", help="Cut-offs for hit@k, recall@k, context recall.")] = "1,5,10,20",
+    as_json: Json = False,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the whole report as JSON here.")] = None,
+    details: Annotated[Path | None, typer.Option("--details", help="Write one JSON line per question here.")] = None,
+    baseline: Annotated[Path | None, typer.Option("--baseline", help="A saved report to compare against.")] = None,
+    max_drop: Annotated[float, typer.Option("--max-drop", help="With --baseline: fail (exit 8) when a "
+                                            "metric falls by more than this.")] = 0.02,
+) -> None:
+    """Measure retrieval and answers on a question file; compare configurations; gate regressions."""
+    env = env_of(ctx)
+    from rag_cli.evaluate.configs import configurations, with_eval_index
+    from rag_cli.evaluate.dataset import load_questions, select
+    from rag_cli.evaluate.runner import compare, gate, run_eval
+
+    try:
+        cutoffs = tuple(sorted({int(k) for k in ks.split(",") if k.strip()}))
+    except ValueError:
+        raise InputError(f"--k {ks!r}: expected numbers like 1,5,10") from None
+    if not cutoffs or cutoffs[0] < 1:
+        raise InputError("--k needs positive cut-offs")
+    chosen = select(load_questions(questions), limit=limit, sample=sample, seed=seed)
+    reports = []
+    for label, settings in configurations(Path.cwd(), config or [], set_ or [], env.config_file):
+        with RichProgress(env) as progress:
+            if docs:
+                settings = with_eval_index(settings, docs, progress)
+            report = run_eval(settings, chosen, label=label, questions_file=str(questions),
+                              retrieval_only=retrieval_only, ks=cutoffs, progress=progress)
+        reports.append(report)
+        if report.interrupted:
+            break
+    if details:
+        with details.open("w", encoding="utf-8") as fh:
+            for report in reports:
+                for row in report.rows:
+                    fh.write(json.dumps({"config": report.label, **row}, ensure_ascii=False) + "\n")
+    document = reports[0].to_dict() if len(reports) == 1 else {
+        "schema": "rag-cli/eval-comparison/v1", "reports": [r.to_dict() for r in reports]}
+    if out:
+        out.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    failures = []
+    if baseline:
+        try:
+            saved = json.loads(baseline.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InputError(f"{baseline}: not a saved report ({exc})") from None
+        saved = saved["reports"][0] if "reports" in saved else saved
+        failures = gate(reports[-1], saved, max_drop)
+    if as_json:
+        env.print_json(document)
+    else:
+        render_eval(env, reports, compare(reports) if len(reports) > 1 else None, cutoffs)
+    for failure in failures:
+        env.error(f"regression: {failure}")
+    if reports[-1].interrupted:
+        raise typer.Exit(int(ExitCode.INTERRUPTED))
+    if failures:
+        raise typer.Exit(int(ExitCode.GATE))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(boundary(eval_command))

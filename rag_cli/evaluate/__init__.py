@@ -1,0 +1,1 @@
+"""`rag eval`: question files, metrics, runs, comparisons and gates."""
