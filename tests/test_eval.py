@@ -130,13 +130,18 @@ def test_cli_compare_gate_and_details(tmp_path: Path, samples: Path) -> None:
     (tmp_path / "small.toml").write_text("[chunking]\nsize = 64\noverlap = 8\n")
     (tmp_path / "large.toml").write_text("[chunking]\nsize = 200\n")
     result = cli(["eval", str(qfile), "--docs", str(samples), "--retrieval-only", "--config", "small.toml",
-                  "--config", "large.toml", "--json", "--details", "d.jsonl", "--out", "r.json"], tmp_path)
+                  "--config", "large.toml", "--json", "--details", "d.jsonl", "--out", "r.json", "--plot", "p.svg"], tmp_path)
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["schema"] == "rag-cli/eval-comparison/v1" and [r["label"] for r in doc["reports"]] == ["small", "large"]
     assert all("ndcg@10" in r["metrics"] for r in doc["reports"])
     assert len((tmp_path / "d.jsonl").read_text().splitlines()) == 6
     assert json.loads((tmp_path / "r.json").read_text()) == doc
+    svg = (tmp_path / "p.svg").read_text()
+    assert svg.startswith("<svg") and svg.count("<polyline") == 2 and ">small</text>" in svg
+    import xml.etree.ElementTree as ET
+
+    ET.fromstring(svg)  # well-formed
 
     plain = cli(["eval", str(qfile), "--docs", str(samples), "--retrieval-only", "--config", "small.toml",
                  "--config", "large.toml"], tmp_path)

@@ -33,6 +33,8 @@ def eval_command(
     as_json: Json = False,
     out: Annotated[Path | None, typer.Option("--out", help="Write the whole report as JSON here.")] = None,
     details: Annotated[Path | None, typer.Option("--details", help="Write one JSON line per question here.")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write an SVG chart of recall@k and latency "
+                                              "here.")] = None,
     baseline: Annotated[Path | None, typer.Option("--baseline", help="A saved report to compare against.")] = None,
     max_drop: Annotated[float, typer.Option("--max-drop", help="With --baseline: fail (exit 8) when a "
                                             "metric falls by more than this.")] = 0.02,
@@ -67,6 +69,10 @@ def eval_command(
                     fh.write(json.dumps({"config": report.label, **row}, ensure_ascii=False) + "\n")
     document = reports[0].to_dict() if len(reports) == 1 else {
         "schema": "rag-cli/eval-comparison/v1", "reports": [r.to_dict() for r in reports]}
+    if plot:
+        from rag_cli.evaluate.plot import eval_svg
+
+        plot.write_text(eval_svg(reports, cutoffs), encoding="utf-8")
     if out:
         out.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     failures = []
