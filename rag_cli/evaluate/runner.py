@@ -10,6 +10,7 @@ from typing import Any, Callable, Sequence
 
 from rag_cli.ask import Asker
 from rag_cli.config import Settings
+from rag_cli.errors import RagError
 from rag_cli.evaluate import metrics as m
 from rag_cli.evaluate.dataset import Question
 from rag_cli.generate.answering import support
@@ -66,6 +67,7 @@ def run_eval(settings: Settings, questions: Sequence[Question], *, label: str = 
         "chunking": f"{settings.chunking.strategy}/{settings.chunking.size}/{settings.chunking.overlap}",
         "llm.model": None if retrieval_only else settings.llm.model})
     depth = max(ks) * 3  # chunks, so that max(ks) distinct documents are usually there
+    _warm_up(searcher, asker, settings)  # so that model loading does not count as question latency
     started = time.perf_counter()
     progress.update("questions", total=len(questions))
     try:
@@ -80,6 +82,18 @@ def run_eval(settings: Settings, questions: Sequence[Question], *, label: str = 
     report.seconds = time.perf_counter() - started
     _aggregate(report, ks)
     return report
+
+
+def _warm_up(searcher: Searcher, asker: Asker | None, settings: Settings) -> None:
+    warm = getattr(searcher.embedder, "warm_up", None)
+    if warm:
+        warm()
+    if asker is not None:
+        try:
+            generator = asker.generator(settings.llm.model)
+            getattr(generator, "warm_up", lambda: None)()
+        except RagError:
+            pass  # a model that cannot load shows up in every row's error
 
 
 def _evaluate_one(q: Question, searcher: Searcher, asker: Asker | None, depth: int, ks: Sequence[int],
