@@ -39,3 +39,19 @@ def index_state(settings: Settings, *, complete: bool = True) -> dict[str, str]:
     else:
         assert set(ids) <= registered, f"orphan chunks: {sorted(set(ids) - registered)[:5]}"
     return hashes
+
+
+def invoke(args: list[str], cwd: Path, input: str | None = None, **env: str):
+    """`rag ARGS` through CliRunner in ``cwd``, with the fast hash embedder unless ``env`` says otherwise."""
+    import os
+
+    from typer.testing import CliRunner
+
+    from rag_cli.cli.app import app
+
+    old = Path.cwd()
+    os.chdir(cwd)
+    try:
+        return CliRunner().invoke(app, args, input=input, env={"RAG_EMBEDDING_BACKEND": "hash", **env})
+    finally:
+        os.chdir(old)

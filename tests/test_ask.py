@@ -10,16 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from rag_cli.ask import Asker
-from rag_cli.cli.app import app
 from rag_cli.errors import ExitCode, IndexNotFound, InputError, ModelLoadError
 from rag_cli.indexer import index_paths
 from rag_cli.retrieve.filters import parse_where
 from rag_cli.testing.fakes import ScriptedGenerator
 from tests.conftest import SHARED_EVAL
-from tests.indexing_helpers import settings_in
+from tests.indexing_helpers import invoke as cli, settings_in
 
 QUESTION = "How often should I feed my starter?"
 
@@ -104,15 +102,6 @@ def test_no_index_and_empty_question(tmp_path: Path, hash_index) -> None:
 
 
 # -- the command line -------------------------------------------------------------------
-
-def cli(args: list[str], cwd: Path, input: str | None = None, **env: str):
-    old = Path.cwd()
-    os.chdir(cwd)
-    try:
-        return CliRunner().invoke(app, args, input=input, env={"RAG_EMBEDDING_BACKEND": "hash", **env})
-    finally:
-        os.chdir(old)
-
 
 def test_cli_json_shape_is_pinned(tmp_path: Path, samples: Path) -> None:
     assert cli(["index", str(samples)], tmp_path).exit_code == 0

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from rag_cli.cli.app import app
 from rag_cli.errors import ExitCode, InputError
 from rag_cli.evaluate import metrics as m
 from rag_cli.evaluate.dataset import load_questions, select
@@ -18,7 +15,7 @@ from rag_cli.evaluate.runner import gate, run_eval
 from rag_cli.ask import Asker
 from rag_cli.indexer import index_paths
 from rag_cli.testing.fakes import ScriptedGenerator
-from tests.indexing_helpers import settings_in
+from tests.indexing_helpers import invoke as cli, settings_in
 
 
 def test_retrieval_metrics_by_hand() -> None:
@@ -114,15 +111,6 @@ def test_gate_flags_drops_beyond_the_allowance() -> None:
     baseline = {"metrics": {"ndcg@10": 0.73, "recall@5": 0.80, "refused_answerable": 0.1}}
     failures = gate(report, baseline, 0.02)
     assert [f.split(":")[0] for f in failures] == ["ndcg@10", "refused_answerable"]
-
-
-def cli(args: list[str], cwd: Path):
-    old = Path.cwd()
-    os.chdir(cwd)
-    try:
-        return CliRunner().invoke(app, args, env={"RAG_EMBEDDING_BACKEND": "hash"})
-    finally:
-        os.chdir(old)
 
 
 def test_cli_compare_gate_and_details(tmp_path: Path, samples: Path) -> None:

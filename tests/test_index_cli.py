@@ -11,23 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from rag_cli.cli.app import app
 from rag_cli.errors import ExitCode
 from rag_cli.index_dir import IndexLock, IndexPaths
-from tests.indexing_helpers import index_state, settings_in
+from tests.indexing_helpers import invoke as run, index_state, settings_in
 
 pytestmark = pytest.mark.slow
-
-
-def run(args: list[str], cwd: Path, **env: str):
-    old = Path.cwd()
-    os.chdir(cwd)
-    try:
-        return CliRunner().invoke(app, args, env={"RAG_EMBEDDING_BACKEND": "hash", **env})
-    finally:
-        os.chdir(old)
 
 
 def test_json_summary_shape(tmp_path: Path, samples: Path) -> None:
