@@ -142,3 +142,15 @@ def test_cli_compare_gate_and_details(tmp_path: Path, samples: Path) -> None:
 
     bad = write(tmp_path / "bad.jsonl", ["{oops"])
     assert cli(["eval", str(bad), "--retrieval-only"], tmp_path).exit_code == ExitCode.USAGE
+
+
+def test_ctrl_c_keeps_the_results_so_far(tmp_path: Path, samples: Path) -> None:
+    settings = settings_in(tmp_path, embedding__backend="hash")
+    index_paths(settings, [samples])
+    qs = load_questions(write(tmp_path / "q.jsonl", QUESTIONS))
+
+    def interrupt(row):
+        raise KeyboardInterrupt
+
+    report = run_eval(settings, qs, retrieval_only=True, on_row=interrupt)
+    assert report.interrupted and report.counts["questions"] == 1 and "ndcg@10" in report.metrics
