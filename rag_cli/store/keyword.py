@@ -11,18 +11,27 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 FILTER_KEYS = ("doc_id", "source", "kind", "page_start", "page_end")
+ANALYZER = "bm25s-en-stopwords+snowball-english"  # a saved index made another way is rebuilt
+
+
+@lru_cache(maxsize=1)
+def _stemmer() -> Callable[[list[str]], list[str]]:
+    import Stemmer
+
+    return Stemmer.Stemmer("english").stemWords
 
 
 def _tokens(texts: Sequence[str]) -> list[list[str]]:
     import bm25s
 
-    return bm25s.tokenize(list(texts), stopwords="en", return_ids=False, show_progress=False)
+    return bm25s.tokenize(list(texts), stopwords="en", stemmer=_stemmer(), return_ids=False, show_progress=False)
 
 
 def keyword_text(text: str, meta: dict[str, Any]) -> str:
@@ -55,7 +64,8 @@ class KeywordIndex:
         tmp.mkdir(parents=True)
         if self.ids:
             self.retriever.save(str(tmp / "bm25"), show_progress=False)
-        (tmp / "chunks.json").write_text(json.dumps({"tag": self.tag, "ids": self.ids, "metas": self.metas}))
+        (tmp / "chunks.json").write_text(json.dumps({"analyzer": ANALYZER, "tag": self.tag, "ids": self.ids,
+                                                     "metas": self.metas}))
         old = folder.with_name(folder.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
         if folder.exists():
@@ -67,6 +77,8 @@ class KeywordIndex:
     def load(cls, folder: Path) -> "KeywordIndex | None":
         try:
             data = json.loads((folder / "chunks.json").read_text())
+            if data.get("analyzer") != ANALYZER:
+                return None
             retriever = None
             if data["ids"]:
                 import bm25s
