@@ -267,3 +267,20 @@ def test_a_stale_keyword_index_is_not_used(tmp_path: Path, samples: Path) -> Non
     searcher = Searcher(settings)
     kw = searcher.keyword_index()
     assert kw.tag == "dirty:1" and set(kw.ids) == set(index_state(settings))
+
+
+def test_a_keyword_index_built_another_way_is_not_loaded(tmp_path: Path, samples: Path) -> None:
+    import json
+
+    from rag_cli.store.keyword import KeywordIndex
+
+    settings = settings_in(tmp_path, embedding__backend="hash")
+    index_paths(settings, [samples])
+    folder = IndexPaths(settings.index_dir).keyword
+    assert KeywordIndex.load(folder) is not None
+    data = json.loads((folder / "chunks.json").read_text())
+    data["analyzer"] = "some older tokenizer"
+    (folder / "chunks.json").write_text(json.dumps(data))
+    assert KeywordIndex.load(folder) is None
+    index_paths(settings, [samples])  # nothing changed, but the keyword index is rebuilt
+    assert KeywordIndex.load(folder) is not None
