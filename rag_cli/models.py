@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass, field
 from enum import Enum
+from functools import cached_property
 from typing import Any
 
 
@@ -73,10 +75,9 @@ class Chunk:
     def chunk_id(self) -> str:
         return f"{self.doc_id}::{self.index}"
 
-    @property
+    @cached_property
     def content_hash(self) -> str:
-        import hashlib
-
+        """sha256 of what is embedded: equal hashes mean the stored vector is still right."""
         return hashlib.sha256(self.embed_text.encode("utf-8")).hexdigest()[:32]
 
 
