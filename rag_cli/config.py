@@ -101,7 +101,8 @@ class LlmSettings:
     route_min_score: float = _opt(0.5, "Routing: the retrieval score an easy question needs.", min=-1.0)
     context_size: int = _opt(2048, "Context window in tokens (capped at what the model was trained for).",
                              min=256)
-    max_tokens: int = _opt(160, "Most tokens in an answer.", min=1)
+    max_tokens: int = _opt(48, "Most tokens in an answer (the prompt asks for one or two short sentences).",
+                           min=1)
     temperature: float = _opt(0.0, "Sampling temperature; 0 is deterministic.", min=0.0)
     threads: int = _opt(0, "CPU threads for llama.cpp; 0: all cores.", min=0)
 

@@ -240,6 +240,10 @@ def render_eval(env: Env, reports: list[Any], comparison: list[Any] | None, ks: 
             env.line("metric\t" + "\t".join(labels) + "\tchange")
             for name, values, delta in comparison:
                 env.line(f"{name}\t" + "\t".join(_fmt(v) for v in values) + f"\t{'—' if delta is None else f'{delta:+.3f}'}")
+            for stage in ("retrieve", "generate", "total"):
+                vals = [r.latency.get(stage, {}).get("p50") for r in reports]
+                if any(v is not None for v in vals):
+                    env.line(f"{stage} p50 (s)\t" + "\t".join(_fmt(v) for v in vals) + "\t")
         return
     rep = first
     rows = [(k, v) for k, v in rep.metrics.items()]
