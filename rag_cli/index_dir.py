@@ -47,10 +47,11 @@ def build_record(settings: Settings, model_name: str, dimension: int, size: int)
 
 
 def check_build(recorded: dict[str, Any] | None, current: dict[str, Any], index_dir: Path) -> None:
-    """Refuse to mix vectors or chunkings: raise IndexMismatch naming every difference."""
+    """Refuse to mix vectors or chunkings: raise IndexMismatch naming every difference between
+    the recorded build and ``current`` (all of a build record, or only the keys a reader needs)."""
     if not recorded:
         return
-    if recorded.get("schema_version") != current["schema_version"]:
+    if "schema_version" in current and recorded.get("schema_version") != current["schema_version"]:
         raise IndexMismatch(
             f"the index in {index_dir} has schema version {recorded.get('schema_version')}; this rag-cli "
             f"writes version {current['schema_version']}", hint="run `rag index --rebuild` to rebuild it")

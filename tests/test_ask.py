@@ -239,3 +239,13 @@ def test_sec_filing_and_page_are_cited(tmp_path: Path, real_embedder) -> None:
     cited = [c for c in answer.citations if c.cited]
     assert cited and all(c.doc_id == "2023 Q2 AAPL.pdf" for c in cited)
     assert any(c.page_start in (4, 10) for c in cited) and "94,836" in answer.answer
+
+
+def test_asking_with_another_embedding_setup_is_refused(hash_index) -> None:
+    from rag_cli.errors import IndexMismatch
+    from rag_cli.retrieve.search import Searcher
+
+    with pytest.raises(IndexMismatch, match="embedding.query_prefix") as err:
+        Searcher(hash_index.with_values({"embedding.query_prefix": "query: "}, "test"))
+    assert "rag index --rebuild" in (err.value.hint or "")
+    Searcher(hash_index.with_values({"chunking.size": 100}, "test"))  # chunking does not matter to a search

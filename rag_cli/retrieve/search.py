@@ -8,17 +8,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from rag_cli.config import Settings
-from rag_cli.errors import IndexMismatch
-from rag_cli.index_dir import IndexPaths
+from rag_cli.index_dir import IndexPaths, check_build
 from rag_cli.retrieve.filters import Filter
 from rag_cli.store.chroma import ChromaStore, StoredChunk
 from rag_cli.store.embedders import Embedder, make_embedder
 from rag_cli.store.keyword import KeywordIndex
 
 log = logging.getLogger(__name__)
-
-_QUERY_KEYS = ("embedding.backend", "embedding.model", "embedding.dimension", "embedding.query_prefix",
-               "embedding.document_prefix")
 
 
 @dataclass(frozen=True)
@@ -74,12 +70,7 @@ class Searcher:
         current = {"embedding.backend": e.backend, "embedding.model": self.embedder.name,
                    "embedding.dimension": self.embedder.dimension, "embedding.query_prefix": e.query_prefix,
                    "embedding.document_prefix": e.document_prefix}
-        diffs = [f"{k}: index has {recorded.get(k)!r}, settings say {current[k]!r}"
-                 for k in _QUERY_KEYS if recorded and recorded.get(k) != current[k]]
-        if diffs:
-            raise IndexMismatch(f"the index in {self.paths.root} was built with another embedding setup "
-                                f"({'; '.join(diffs)})",
-                                hint="run `rag index --rebuild` to rebuild it, or set the values it was built with")
+        check_build(recorded, current, self.paths.root)  # searching needs only the embedding to match
         self.store = ChromaStore(self.paths.chroma)
         self.fingerprint = f"{self.updated}:{len(self._documents)}"
         self._keyword: KeywordIndex | None = None
