@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sqlite3
 import time
 from dataclasses import asdict, replace
@@ -12,16 +13,18 @@ from typing import Callable
 
 from rag_cli.config import Settings
 from rag_cli.errors import InputError, ModelLoadError, GenerationError
-from rag_cli.generate.answering import clean_citations, is_refusal, route, tidy, verify_citations
+from rag_cli.generate.answering import clean_citations, is_refusal, route, support, tidy, verify_citations
 from rag_cli.generate.llama import Generator, LlamaCppGenerator
-from rag_cli.generate.narrowing import narrow
+from rag_cli.generate.narrowing import best_sentence, narrow
 from rag_cli.generate.packing import merge_neighbours, pack
 from rag_cli.generate.prompts import PromptTemplates
 from rag_cli.models import Answer, Citation
 from rag_cli.retrieve.filters import Filter
-from rag_cli.retrieve.search import Searcher
+from rag_cli.retrieve.search import Searcher, with_neighbours
 
 ANSWER_CACHE = "answers.sqlite3"
+
+log = logging.getLogger(__name__)
 
 
 class AnswerCache:
@@ -47,7 +50,7 @@ class AnswerCache:
 
 def cache_key(settings: Settings, question: str, where: Filter | None, index_state: str) -> str:
     material = {
-        "question": question.strip(), "where": list(where.source) if where else [], "index": index_state,
+        "question": question.strip(), "where": repr(where.resolved()) if where else "", "index": index_state,
         "retrieval": asdict(settings.retrieval), "llm": asdict(settings.llm), "prompt": asdict(settings.prompt),
         "embedding": asdict(settings.embedding),
     }
@@ -128,7 +131,10 @@ class Asker:
         else:
             chosen, why = route(question, hits[0].score, fast=s.llm.model, strong=s.llm.strong_model,
                                 max_words=s.llm.route_max_words, min_score=s.llm.route_min_score)
-        sources = merge_neighbours(hits)
+        context = hits
+        if s.retrieval.neighbours:
+            context = with_neighbours(self.searcher.store, hits, s.retrieval.neighbours)
+        sources = merge_neighbours(context)
         if s.retrieval.sentences > 0:
             t_n = time.perf_counter()
             sources = narrow(question, sources, self.searcher.embedder, keep=s.retrieval.sentences,
@@ -154,11 +160,25 @@ class Asker:
                         citations=_citations(given, set()), model=gen.model, route=why,
                         prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens)
         text, cited, removed = clean_citations(tidy(gen.text), len(given))
+        texts = [g.text for g in given]
+        extracted = False
+        if s.ask.min_support and max(support(text, texts), default=0.0) < s.ask.min_support:
+            # Not grounded in the sources (a small model can drift into anything): answer with
+            # the sources' own sentence closest to the question instead, and say so.
+            t_x = time.perf_counter()
+            best = best_sentence(question, given, self.searcher.embedder)
+            timings["extract"] = time.perf_counter() - t_x
+            if best is not None:
+                number, sentence = best
+                log.info("generated answer not supported by the sources (%r); extracted a sentence instead",
+                         text[:80])
+                text, cited, extracted = sentence, {number}, True
         # Small models forget to cite, or cite the wrong number: credit the sources that hold the answer.
-        cited = verify_citations(text, [g.text for g in given], cited)
+        if not extracted:
+            cited = verify_citations(text, texts, cited)
         return done(answer=text, citations=_citations(given, cited), model=gen.model, route=why,
                     prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens,
-                    removed_citations=removed)
+                    removed_citations=removed, extracted=extracted)
 
 
 def ask(settings: Settings, question: str, **options) -> Answer:

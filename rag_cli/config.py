@@ -53,8 +53,10 @@ class EmbeddingSettings:
                       "all-MiniLM-L6-v2, a local folder, or a hub name (needs internet once).")
     batch_size: int = _opt(32, "Chunks embedded per batch.", min=1)
     device: str = _opt("cpu", "Torch device for embedding (cpu, cuda, mps).")
-    query_prefix: str = _opt("", "Text put before every query (e5: 'query: ').")
-    document_prefix: str = _opt("", "Text put before every chunk when it is embedded (e5: 'passage: ').")
+    query_prefix: str = _opt("auto", "Text put before every query (e5: 'query: '); auto: the model's own "
+                             "(its folder's prompts, or known models: e5, bge-*-en, nomic, mxbai, arctic).")
+    document_prefix: str = _opt("auto", "Text put before every chunk when it is embedded (e5: 'passage: '); "
+                                "auto: as for query_prefix.")
 
 
 @dataclass(frozen=True)
@@ -73,11 +75,23 @@ class ChunkingSettings:
 
 @dataclass(frozen=True)
 class RetrievalSettings:
-    mode: str = _opt("hybrid", "dense (vectors), keyword (BM25) or hybrid (both, reciprocal-rank fusion).",
+    mode: str = _opt("hybrid", "dense (vectors), keyword (BM25) or hybrid (both, fused).",
                      choices=("dense", "keyword", "hybrid"))
-    candidates: int = _opt(30, "hybrid: candidates taken from each search before fusion.", min=1)
-    rrf_k: int = _opt(60, "hybrid: the reciprocal-rank-fusion constant (score = sum of 1/(rrf_k + rank)).",
-                      min=1)
+    fusion: str = _opt("weighted", "hybrid: weighted (z-normalised scores, weighted sum) or rrf "
+                       "(reciprocal-rank fusion).", choices=("weighted", "rrf"))
+    candidates: int = _opt(50, "hybrid: candidates taken from each search before fusion.", min=1)
+    dense_weight: float = _opt(0.5, "weighted fusion: weight of the vector score; the keyword score "
+                               "gets 1 - this.", min=0.0, max=1.0)
+    document_weight: float = _opt(0.3, "weighted fusion: weight of the BM25 score of the chunk's whole "
+                                  "document (0: chunks only).", min=0.0)
+    rrf_k: int = _opt(60, "rrf fusion: the constant (score = sum of 1/(rrf_k + rank)).", min=1)
+    reranker: str = _opt("", "Cross-encoder that reorders the fused candidates: a local folder or a "
+                         "hub name (needs internet once); empty: none.")
+    rerank_candidates: int = _opt(20, "With a reranker: how many fused candidates it scores.", min=1)
+    diversity: float = _opt(0.0, "Maximal marginal relevance: 0 ranks by relevance only; towards 1 "
+                            "prefers chunks unlike those already picked.", min=0.0, max=1.0)
+    neighbours: int = _opt(0, "Give the model this many chunks before and after each retrieved one "
+                           "(same document) as context.", min=0)
     top_k: int = _opt(5, "Chunks retrieved for a question (neighbouring chunks are merged into one source).",
                       min=1)
     sentences: int = _opt(0, "Narrow the sources to the sentences most similar to the question, this many "
@@ -117,6 +131,9 @@ class PromptSettings:
 @dataclass(frozen=True)
 class AskSettings:
     cache: bool = _opt(True, "Answer repeated questions from a cache (invalidated by any index change).")
+    min_support: float = _opt(0.3, "A generated answer whose content words are less than this share in the "
+                              "sources is not trusted: the sources' sentence closest to the question is "
+                              "given instead, marked extracted (0: off).", min=0.0, max=1.0)
 
 
 SECTIONS: dict[str, type] = {
@@ -244,6 +261,8 @@ def _coerce(key: str, raw: Any, source: str, *, parse_text: bool = False) -> Any
         raise ConfigError(f"{source}: {key} must be {type_name}, got {raw!r}") from None
     if "choices" in meta and value not in meta["choices"]:
         raise ConfigError(f"{source}: {key} = {value!r} is not one of {', '.join(meta['choices'])}")
+    if "max" in meta and value > meta["max"]:
+        raise ConfigError(f"{source}: {key} = {value!r} is above the maximum {meta['max']}")
     if "min" in meta and value < meta["min"]:
         raise ConfigError(f"{source}: {key} must be at least {meta['min']}, got {value!r}")
     return value

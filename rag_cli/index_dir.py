@@ -27,17 +27,19 @@ from rag_cli.ingest.manifest import Manifest
 SCHEMA_VERSION = 1
 
 
-def build_record(settings: Settings, model_name: str, dimension: int, size: int) -> dict[str, Any]:
+def build_record(settings: Settings, model_name: str, dimension: int, size: int,
+                 prefixes: tuple[str, str] = ("", "")) -> dict[str, Any]:
     """What an index must agree with to be searched or extended: anything that changes vectors
-    or chunk boundaries. ``size`` is the effective chunk size (after the model's cap)."""
+    or chunk boundaries. ``size`` is the effective chunk size (after the model's cap);
+    ``prefixes`` the (query, document) prefixes in effect."""
     c = settings.chunking
     return {
         "schema_version": SCHEMA_VERSION,
         "embedding.backend": settings.embedding.backend,
         "embedding.model": model_name,
         "embedding.dimension": dimension,
-        "embedding.document_prefix": settings.embedding.document_prefix,
-        "embedding.query_prefix": settings.embedding.query_prefix,
+        "embedding.document_prefix": prefixes[1],
+        "embedding.query_prefix": prefixes[0],
         "chunking.strategy": c.strategy,
         "chunking.size": size,
         "chunking.overlap": c.overlap,

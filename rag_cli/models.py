@@ -229,6 +229,7 @@ class Answer:
     removed_citations: int = 0
     cached: bool = False
     error: str | None = None
+    extracted: bool = False  # the answer is a sentence of the sources, not the model's text
 
     SCHEMA = "rag-cli/answer/v1"
 
@@ -249,6 +250,7 @@ class Answer:
             "removed_citations": self.removed_citations,
             "cached": self.cached,
             "error": self.error,
+            "extracted": self.extracted,
         }
 
     @classmethod
@@ -260,4 +262,5 @@ class Answer:
                    refusal_reason=data["refusal_reason"] or "", citations=cites, passages=tuple(data["passages"]),
                    model=data["model"], route=data["route"] or "", prompt_tokens=data["tokens"]["prompt"],
                    completion_tokens=data["tokens"]["completion"], timings=dict(data["timings"]),
-                   removed_citations=data["removed_citations"], cached=data["cached"], error=data["error"])
+                   removed_citations=data["removed_citations"], cached=data["cached"], error=data["error"],
+                   extracted=bool(data.get("extracted", False)))

@@ -9,6 +9,7 @@ from rag_cli.errors import DocumentError, InputError
 from rag_cli.ingest.chunkers import make_chunker
 from rag_cli.ingest.loaders import SUPPORTED_SUFFIXES, loader_for
 from rag_cli.ingest.tokens import load_token_counter
+from rag_cli.model_files import embedding_prefixes
 from rag_cli.models import ChunkPreview
 
 
@@ -29,7 +30,8 @@ def preview_chunks(settings: Settings, path: Path) -> ChunkPreview:
     c, e = settings.chunking, settings.embedding
     counter = load_token_counter(e.model, str(settings.base_dir))
     chunker = make_chunker(c.strategy, counter, size=c.size, overlap=c.overlap, min_size=c.min_size,
-                           context_header=c.context_header, document_prefix=e.document_prefix)
+                           context_header=c.context_header,
+                           document_prefix=embedding_prefixes(e, settings.base_dir)[1])
     chunks = tuple(chunk for doc in loaded.documents for chunk in chunker.chunk(doc))
     return ChunkPreview(path=str(path), strategy=chunker.strategy, size=chunker.size, overlap=chunker.overlap,
                         tokenizer=counter.name, documents=len(loaded.documents), chunks=chunks)

@@ -31,7 +31,8 @@ def hash_index(tmp_path: Path, samples: Path):
 
 def test_answer_cites_existing_sources_and_drops_invented_ones(hash_index) -> None:
     gen = ScriptedGenerator("Feed it once every 24 hours [1], weekly in the fridge [9].")
-    answer = Asker(hash_index, generators={"bundled": gen}).ask(QUESTION, use_cache=False)
+    settings = hash_index.with_values({"ask.min_support": 0.0}, "test")  # the support check is tested below
+    answer = Asker(settings, generators={"bundled": gen}).ask(QUESTION, use_cache=False)
     assert not answer.refused and answer.error is None
     assert answer.answer == "Feed it once every 24 hours [1], weekly in the fridge."
     assert answer.removed_citations == 1
@@ -40,6 +41,21 @@ def test_answer_cites_existing_sources_and_drops_invented_ones(hash_index) -> No
     assert set(answer.timings) >= {"embed", "retrieve", "generate", "total"}
     system, user = gen.calls[0]
     assert QUESTION in user["content"] and '<source id="1"' in user["content"]
+
+
+def test_an_answer_the_sources_do_not_support_is_replaced_by_their_closest_sentence(hash_index) -> None:
+    gen = ScriptedGenerator('<script type="text/javascript"></script>')  # what SmolLM2 once produced
+    answer = Asker(hash_index, generators={"bundled": gen}).ask(QUESTION, use_cache=False)
+    assert answer.extracted and not answer.refused and answer.error is None
+    cited = [c for c in answer.citations if c.cited]
+    assert len(cited) == 1 and " ".join(cited[0].text.split()).find(answer.answer) >= 0  # a sentence of it
+    assert "extract" in answer.timings and answer.to_dict()["extracted"] is True
+    grounded = Asker(hash_index, generators={"bundled": ScriptedGenerator(cited[0].text[:200])}).ask(
+        QUESTION, use_cache=False)
+    assert not grounded.extracted  # text taken from the sources is kept as the model wrote it
+    off = hash_index.with_values({"ask.min_support": 0.0}, "test")
+    kept = Asker(off, generators={"bundled": ScriptedGenerator("<script></script>")}).ask(QUESTION, use_cache=False)
+    assert kept.answer == "<script></script>" and not kept.extracted
 
 
 def test_low_retrieval_scores_refuse_without_calling_the_model(tmp_path: Path, samples: Path) -> None:
@@ -110,7 +126,8 @@ def test_cli_json_shape_is_pinned(tmp_path: Path, samples: Path) -> None:
     data = json.loads(result.stdout)
     assert data["schema"] == "rag-cli/answer/v1"
     assert set(data) == {"schema", "question", "answer", "refused", "refusal_reason", "citations", "sources",
-                         "passages", "model", "route", "tokens", "timings", "removed_citations", "cached", "error"}
+                         "passages", "model", "route", "tokens", "timings", "removed_citations", "cached", "error",
+                         "extracted"}
     assert set(data["passages"][0]) == {"chunk_id", "doc_id", "path", "kind", "page_start", "page_end", "heading",
                                         "score", "text"}
     assert set(data["tokens"]) == {"prompt", "completion"} and set(data["timings"]) >= {"embed", "retrieve", "total"}
@@ -249,3 +266,24 @@ def test_asking_with_another_embedding_setup_is_refused(hash_index) -> None:
         Searcher(hash_index.with_values({"embedding.query_prefix": "query: "}, "test"))
     assert "rag index --rebuild" in (err.value.hint or "")
     Searcher(hash_index.with_values({"chunking.size": 100}, "test"))  # chunking does not matter to a search
+
+
+def test_cached_answers_follow_file_dates(tmp_path: Path, samples: Path) -> None:
+    """A `modified` filter depends on file mtimes: re-dating a file (content unchanged) must not
+    serve an answer cached before."""
+    import datetime
+    import os
+
+    from rag_cli.retrieve.filters import parse_where
+
+    settings = settings_in(tmp_path, embedding__backend="hash", retrieval__min_score=0.0)
+    index_paths(settings, [samples])
+    where = parse_where(["modified<=2001-02-03"])
+    gen = ScriptedGenerator("Feed it daily.")
+    first = Asker(settings, generators={"bundled": gen}).ask(QUESTION, where=where)
+    assert first.refused and first.refusal_reason == "no_passages"
+    noon = datetime.datetime(2001, 2, 3, 12).timestamp()
+    os.utime(samples / "faq.txt", (noon, noon))
+    index_paths(settings, [samples])
+    second = Asker(settings, generators={"bundled": gen}).ask(QUESTION, where=where)
+    assert not second.cached and second.passages and {p["doc_id"] for p in second.passages} == {"faq.txt"}

@@ -180,7 +180,12 @@ def render_answer(env: Env, answer: Any, *, as_json: bool, streamed: bool) -> No
     if not env.rich_stdout:
         env.line(answer.answer)  # piped: only the answer
         return
-    if streamed:
+    if streamed and answer.extracted:
+        env.line()
+        env.err.print(Text("(the model's answer is not supported by the sources; the closest sentence of "
+                           "the sources instead:)", style="dim"))
+        env.out.print(Text(answer.answer))
+    elif streamed:
         env.line()
         if answer.refused or answer.removed_citations:
             # What streamed is the model's raw text; say what the checks made of it.

@@ -50,3 +50,17 @@ def narrow(question: str, sources: Sequence[Source], embedder: Embedder, *, keep
             last_end = e
         out.append(replace(src, number=len(out) + 1, text="".join(parts)))
     return out
+
+
+def best_sentence(question: str, sources: Sequence[Source], embedder: Embedder) -> tuple[int, str] | None:
+    """(source number, sentence) of the sentence of ``sources`` closest to the question; None
+    when the sources hold no sentence."""
+    pieces = [(src.number, " ".join(src.text[s:e].split())) for src in sources
+              for s, e in splitting.sentences(src.text, 0, len(src.text))]
+    pieces = [(n, text) for n, text in pieces if any(ch.isalnum() for ch in text)]
+    if not pieces:
+        return None
+    q = embedder.embed_query(question)
+    vectors = embedder.embed_documents([text for _, text in pieces])
+    scores = [sum(a * b for a, b in zip(q, v)) for v in vectors]
+    return pieces[max(range(len(pieces)), key=lambda k: (scores[k], -k))]

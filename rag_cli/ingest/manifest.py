@@ -123,6 +123,11 @@ class Manifest:
         """(doc id, source path) of every document in the index."""
         return list(self._db.execute("SELECT DISTINCT doc_id, path FROM chunks ORDER BY doc_id"))
 
+    def document_table(self) -> list[tuple[str, str, int | None]]:
+        """(doc id, source path, the file's mtime in ns) of every document in the index."""
+        return list(self._db.execute("SELECT DISTINCT c.doc_id, c.path, f.mtime_ns FROM chunks c "
+                                     "LEFT JOIN files f ON f.path = c.path ORDER BY c.doc_id"))
+
     def chunk_count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0])
 

@@ -1,23 +1,45 @@
-"""`--where` filters, turned into a vector-store `where` clause so that they apply inside the
-search (top-k stays full) rather than after it.
+"""`--where` filters, applied inside both searches (top-k stays full) rather than after them.
 
 Syntax (repeat --where to combine; all must hold):
 
-    path=GLOB        document id or source path matches the glob (guides/*.md, *2023*)
-    type=KIND        markdown, text, pdf or jsonl (comma-separated for several)
-    page=N | N-M     chunks on page N, or overlapping pages N to M
-    FIELD=VALUE      a JSONL metadata field equals VALUE (numbers compare as numbers)
+    path=GLOB          document id or source path matches the glob (guides/*.md, *2023*)
+    type=KIND          markdown, text, pdf or jsonl (comma-separated for several)
+    page=N | N-M       chunks on page N, or overlapping pages N to M
+    modified>=DATE     the file was modified on or after DATE (also >, <=, <, = for that day);
+                       DATE is YYYY-MM-DD, an ISO date-time, or Nd / Nw / Nh ago (30d)
+    FIELD=VALUE        a JSONL metadata field equals VALUE (numbers compare as numbers);
+                       FIELD>=N, >, <=, < compare numbers
+
+A filter is first *bound* to the index's document table (:meth:`Filter.bind`): path globs
+and dates are properties of files, so they become a set of allowed document ids. The bound
+filter gives the vector store's ``where`` clause and the same test in Python for the keyword
+index.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import re
+import time
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, Iterable
 
 from rag_cli.errors import ConfigError
 
 KINDS = ("markdown", "text", "pdf", "jsonl")
+_OPS = {">=": "$gte", "<=": "$lte", ">": "$gt", "<": "$lt", "=": "$eq"}
+_EXPR = re.compile(r"^\s*([^<>=]+?)\s*(>=|<=|>|<|=)\s*(.*?)\s*$")
+_RELATIVE = re.compile(r"^(\d+)\s*([hdw])$")
+
+
+@dataclass(frozen=True)
+class DocumentInfo:
+    """What a filter may ask about a document: its id, its file and the file's mtime."""
+
+    doc_id: str
+    path: str
+    mtime_ns: int | None = None
 
 
 @dataclass(frozen=True)
@@ -25,51 +47,78 @@ class Filter:
     path_globs: tuple[str, ...] = ()
     kinds: tuple[str, ...] = ()
     pages: tuple[int, int] | None = None
-    fields: tuple[tuple[str, Any], ...] = ()
+    modified: tuple[tuple[str, int], ...] = ()  # (operator, nanoseconds since the epoch)
+    fields: tuple[tuple[str, str, Any], ...] = ()  # (field, operator, value)
     source: tuple[str, ...] = field(default=(), compare=False)  # the expressions, for messages
 
     @property
     def empty(self) -> bool:
-        return not (self.path_globs or self.kinds or self.pages or self.fields)
+        return not (self.path_globs or self.kinds or self.pages or self.modified or self.fields)
 
-    def to_where(self, doc_ids: Iterable[str] | None = None) -> dict[str, Any] | None:
-        """The Chroma where clause. ``doc_ids`` (all ids in the index, with their sources as
-        ``id\\0source``) are needed to turn path globs into an id list."""
+    def resolved(self) -> tuple[Any, ...]:
+        """What the filter means, with relative dates already turned into instants (a cache key)."""
+        return (self.path_globs, self.kinds, self.pages, self.modified, self.fields)
+
+    def bind(self, documents: Iterable[DocumentInfo]) -> "BoundFilter":
+        allowed: frozenset[str] | None = None
+        if self.path_globs or self.modified:
+            allowed = frozenset(d.doc_id for d in documents
+                                if (not self.path_globs or _path_match(d, self.path_globs))
+                                and all(_compare(d.mtime_ns, op, ns) for op, ns in self.modified))
+        return BoundFilter(self, allowed)
+
+
+@dataclass(frozen=True)
+class BoundFilter:
+    filter: Filter
+    allowed_docs: frozenset[str] | None  # None: documents are not restricted
+
+    @property
+    def where(self) -> dict[str, Any] | None:
+        """The Chroma where clause."""
+        f = self.filter
         clauses: list[dict[str, Any]] = []
-        if self.path_globs:
-            matched = sorted({d.split("\0", 1)[0] for d in (doc_ids or ()) if _path_match(d, self.path_globs)})
-            clauses.append({"doc_id": {"$in": matched or ["\0no match\0"]}})
-        if self.kinds:
-            clauses.append({"kind": {"$in": list(self.kinds)}})
-        if self.pages:
-            lo, hi = self.pages
+        if self.allowed_docs is not None:
+            clauses.append({"doc_id": {"$in": sorted(self.allowed_docs) or ["\0no match\0"]}})
+        if f.kinds:
+            clauses.append({"kind": {"$in": list(f.kinds)}})
+        if f.pages:
+            lo, hi = f.pages
             clauses.append({"page_start": {"$lte": hi}})
             clauses.append({"page_end": {"$gte": lo}})
-        for key, value in self.fields:
-            clauses.append({f"meta_{key}": {"$eq": value}})
+        for key, op, value in f.fields:
+            clauses.append({f"meta_{key}": {_OPS[op]: value}})
         if not clauses:
             return None
         return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
-
     def matches(self, meta: dict[str, Any]) -> bool:
-        """The same test in Python, for the keyword index (chunk metadata as stored)."""
-        if self.path_globs and not _path_match(f"{meta.get('doc_id', '')}\0{meta.get('source', '')}",
-                                               self.path_globs):
+        """The same test in Python, on a chunk's stored metadata."""
+        f = self.filter
+        if self.allowed_docs is not None and meta.get("doc_id") not in self.allowed_docs:
             return False
-        if self.kinds and meta.get("kind") not in self.kinds:
+        if f.kinds and meta.get("kind") not in f.kinds:
             return False
-        if self.pages:
+        if f.pages:
             start, end = meta.get("page_start"), meta.get("page_end")
-            if start is None or end is None or start > self.pages[1] or end < self.pages[0]:
+            if start is None or end is None or start > f.pages[1] or end < f.pages[0]:
                 return False
-        return all(meta.get(f"meta_{key}") == value for key, value in self.fields)
+        return all(_compare(meta.get(f"meta_{key}"), op, value) for key, op, value in f.fields)
 
 
-def _path_match(entry: str, globs: tuple[str, ...]) -> bool:
-    doc_id, _, source = entry.partition("\0")
-    return any(fnmatch.fnmatch(doc_id, g) or (source and fnmatch.fnmatch(source, g))
-               or (source and fnmatch.fnmatch(source, "*/" + g.lstrip("/"))) for g in globs)
+def _compare(have: Any, op: str, want: Any) -> bool:
+    if have is None:
+        return False
+    if op == "=":  # as Chroma: a boolean never equals a number
+        return isinstance(have, bool) == isinstance(want, bool) and have == want
+    if isinstance(have, bool) or not isinstance(have, (int, float)):
+        return False  # Chroma compares only numbers with < and >
+    return {">=": have >= want, "<=": have <= want, ">": have > want, "<": have < want}[op]
+
+
+def _path_match(doc: DocumentInfo, globs: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatch(doc.doc_id, g) or (doc.path and fnmatch.fnmatch(doc.path, g))
+               or (doc.path and fnmatch.fnmatch(doc.path, "*/" + g.lstrip("/"))) for g in globs)
 
 
 def _number(text: str) -> Any:
@@ -83,19 +132,57 @@ def _number(text: str) -> Any:
     return text
 
 
+def parse_date(text: str, *, now: float | None = None) -> tuple[int, int]:
+    """The span [start, end) in ns that DATE covers: a whole day for YYYY-MM-DD, an instant
+    for a date-time or a relative 'Nd' / 'Nw' / 'Nh' (ago). Local time. ValueError if unparsable."""
+    rel = _RELATIVE.match(text.strip().lower())
+    if rel:
+        amount, unit = int(rel.group(1)), rel.group(2)
+        seconds = amount * {"h": 3600, "d": 86400, "w": 7 * 86400}[unit]
+        instant = int(((now if now is not None else time.time()) - seconds) * 1e9)
+        return instant, instant
+    moment = datetime.fromisoformat(text.strip())
+    start = int(moment.timestamp() * 1e9)
+    if len(text.strip()) == 10:  # a day
+        return start, int((moment + timedelta(days=1)).timestamp() * 1e9)
+    return start, start
+
+
+def _date_bounds(op: str, text: str, expr: str) -> tuple[tuple[str, int], ...]:
+    try:
+        start, end = parse_date(text)
+    except ValueError:
+        raise ConfigError(f"--where {expr!r}: {text!r} is not a date",
+                          hint="use YYYY-MM-DD, an ISO date-time, or 30d / 2w / 12h for that long ago") from None
+    day = end > start
+    if op == "=":
+        if not day:
+            raise ConfigError(f"--where {expr!r}: '=' needs a day (YYYY-MM-DD); use >= or <= with a time")
+        return ((">=", start), ("<", end))
+    if op == ">":
+        return ((">=", end),) if day else ((">", start),)
+    if op == "<=":
+        return (("<", end),) if day else (("<=", start),)
+    return ((op, start),)  # >= and <: from the start of the day or instant
+
+
 def parse_where(expressions: Iterable[str]) -> Filter:
     """A Filter from ``key=value`` expressions; a malformed one is a ConfigError (exit 2)."""
     globs: list[str] = []
     kinds: list[str] = []
     pages: tuple[int, int] | None = None
-    fields: list[tuple[str, Any]] = []
+    modified: list[tuple[str, int]] = []
+    fields: list[tuple[str, str, Any]] = []
     exprs = tuple(expressions)
     for expr in exprs:
-        key, sep, value = expr.partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep or not key or not value:
-            raise ConfigError(f"--where {expr!r}: expected KEY=VALUE",
-                              hint="e.g. --where 'path=guides/*' --where type=pdf --where page=2-4")
+        match = _EXPR.match(expr)
+        if not match or not match.group(3):
+            raise ConfigError(f"--where {expr!r}: expected KEY=VALUE (or KEY>=VALUE, KEY<VALUE, ...)",
+                              hint="e.g. --where 'path=guides/*' --where type=pdf --where page=2-4 "
+                                   "--where modified>=2024-01-01")
+        key, op, value = match.groups()
+        if key in ("path", "type", "page") and op != "=":
+            raise ConfigError(f"--where {expr!r}: {key} takes '=', not {op!r}")
         if key == "path":
             globs.append(value)
         elif key == "type":
@@ -114,6 +201,11 @@ def parse_where(expressions: Iterable[str]) -> Filter:
             if lo < 1 or hi < lo:
                 raise ConfigError(f"--where {expr!r}: pages start at 1 and N-M needs N <= M")
             pages = (lo, hi)
+        elif key == "modified":
+            modified.extend(_date_bounds(op, value, expr))
         else:
-            fields.append((key, _number(value)))
-    return Filter(tuple(globs), tuple(kinds), pages, tuple(fields), exprs)
+            number = _number(value)
+            if op != "=" and (isinstance(number, bool) or not isinstance(number, (int, float))):
+                raise ConfigError(f"--where {expr!r}: {op} compares numbers; {value!r} is not one")
+            fields.append((key, op, number))
+    return Filter(tuple(globs), tuple(kinds), pages, tuple(modified), tuple(fields), exprs)

@@ -1,15 +1,29 @@
-"""Retrieval: embed the question with the index's model, search the vector store with filters."""
+"""Retrieval: embed the question with the index's model, search the vector store and the keyword
+index (filters applied inside both), fuse, then optionally rerank and diversify.
+
+    question --embed--> dense top-N (Chroma, cosine)  --\\
+             --BM25---> keyword top-N (chunks)          ---> fusion ---> [cross-encoder] ---> [MMR] ---> top-k
+             --BM25---> document scores (documents)   --/
+
+Hybrid fusion is ``weighted`` by default: each signal is z-normalised over the candidates and
+summed with its weight (dense, keyword = 1 - dense, document). ``rrf`` (reciprocal-rank fusion)
+is the alternative. The choice and the weights come from `rag eval` on the shared data
+(README, Retrieval).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
 import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Mapping, Sequence
 
 from rag_cli.config import Settings
 from rag_cli.index_dir import IndexPaths, check_build
-from rag_cli.retrieve.filters import Filter
+from rag_cli.model_files import embedding_prefixes
+from rag_cli.retrieve.filters import BoundFilter, DocumentInfo, Filter
 from rag_cli.store.chroma import ChromaStore, StoredChunk
 from rag_cli.store.embedders import Embedder, make_embedder
 from rag_cli.store.keyword import KeywordIndex
@@ -54,26 +68,30 @@ class Hit:
 class Searcher:
     """Opens an index for reading and answers searches. The embedding model loads on first use."""
 
-    def __init__(self, settings: Settings, *, embedder: Embedder | None = None) -> None:
+    def __init__(self, settings: Settings, *, embedder: Embedder | None = None, reranker: Any = None) -> None:
         self.settings = settings
         self.paths = IndexPaths(settings.index_dir)
         manifest = self.paths.open_manifest()  # IndexNotFound when there is none
         try:
             recorded = manifest.get_meta("build") or {}
             self.updated = manifest.get_meta("updated")
-            self._documents = [f"{d}\0{p}" for d, p in manifest.documents()]
+            self.documents = [DocumentInfo(d, p, t) for d, p, t in manifest.document_table()]
         finally:
             manifest.close()
         e = settings.embedding
+        query_prefix, document_prefix = embedding_prefixes(e, settings.base_dir)
         self.embedder = embedder or make_embedder(e.backend, e.model, base_dir=settings.base_dir, device=e.device,
-                                                  batch_size=e.batch_size, query_prefix=e.query_prefix)
+                                                  batch_size=e.batch_size, query_prefix=query_prefix)
         current = {"embedding.backend": e.backend, "embedding.model": self.embedder.name,
-                   "embedding.dimension": self.embedder.dimension, "embedding.query_prefix": e.query_prefix,
-                   "embedding.document_prefix": e.document_prefix}
+                   "embedding.dimension": self.embedder.dimension, "embedding.query_prefix": query_prefix,
+                   "embedding.document_prefix": document_prefix}
         check_build(recorded, current, self.paths.root)  # searching needs only the embedding to match
         self.store = ChromaStore(self.paths.chroma)
-        self.fingerprint = f"{self.updated}:{len(self._documents)}"
+        # Changes with any index run that changed something, and with a file's mtime (filters use it).
+        table = hashlib.sha256(repr(self.documents).encode()).hexdigest()[:16]
+        self.fingerprint = f"{self.updated}:{len(self.documents)}:{table}"
         self._keyword: KeywordIndex | None = None
+        self._reranker = reranker
 
     def keyword_index(self) -> KeywordIndex:
         """The saved keyword index when it matches the store, else one built now in memory."""
@@ -88,50 +106,166 @@ class Searcher:
                 self._keyword = KeywordIndex.build(ids, texts, metas, tag=self.updated)
         return self._keyword
 
+    def reranker(self) -> Any:
+        if self._reranker is None and self.settings.retrieval.reranker:
+            from rag_cli.retrieve.rerank import CrossEncoderReranker
+
+            r = self.settings.retrieval
+            self._reranker = CrossEncoderReranker(r.reranker, base_dir=self.settings.base_dir,
+                                                  device=self.settings.embedding.device)
+        return self._reranker
+
     def search(self, question: str, k: int, where: Filter | None = None,
                mode: str | None = None) -> tuple[list[Hit], dict[str, float]]:
         """The best ``k`` chunks for ``question``. Every hit's ``score`` is its cosine similarity
         to the question, whatever the mode; the order is the mode's."""
         r = self.settings.retrieval
         mode = mode or r.mode
+        timings: dict[str, float] = {}
         t0 = time.perf_counter()
         vector = self.embedder.embed_query(question)
         t1 = time.perf_counter()
-        where = where if where and not where.empty else None
-        depth = max(k, r.candidates) if mode == "hybrid" else k
+        timings["embed"] = t1 - t0
+        bound = where.bind(self.documents) if where is not None and not where.empty else None
+        reranker = self.reranker()
+        depth = k
+        if mode == "hybrid":  # the same candidates whatever k (up to 2 x candidates): top-5 is top-5 of top-50
+            depth = max(r.candidates, -(-k // 2))
+        if reranker is not None:
+            depth = max(depth, r.rerank_candidates)
+        if r.diversity > 0:
+            depth = max(depth, min(r.candidates, 4 * k))
         dense: list[StoredChunk] = []
         if mode in ("dense", "hybrid"):
-            dense = self.store.query(vector, depth, where.to_where(self._documents) if where else None)
+            dense = self.store.query(vector, depth, bound.where if bound else None,
+                                     with_vectors=r.diversity > 0)
         keyword: list[tuple[str, float]] = []
         if mode in ("keyword", "hybrid"):
-            keyword = self.keyword_index().search(question, depth, where.matches if where else None)
+            keyword = self.keyword_index().search(question, depth, bound.matches if bound else None)
+        chunks = {s.chunk_id: s for s in dense}
         if mode == "dense":
-            ranked = [s.chunk_id for s in dense]
+            ranked = [(s.chunk_id, 1.0 - float(s.distance or 0.0)) for s in dense]
         elif mode == "keyword":
-            ranked = [cid for cid, _ in keyword]
-        else:
+            ranked = keyword
+        elif r.fusion == "rrf":
             ranked = reciprocal_rank_fusion([[s.chunk_id for s in dense], [cid for cid, _ in keyword]], r.rrf_k)
-        ranked = ranked[:k]
-        by_id = {s.chunk_id: s for s in dense}
-        missing = [cid for cid in ranked if cid not in by_id]
+        else:
+            doc_of = {s.chunk_id: s.metadata.get("doc_id", "") for s in dense}
+            doc_scores: dict[str, float] = {}
+            if r.document_weight and keyword:
+                kw = self.keyword_index()
+                doc_of.update((cid, kw.doc_id_of(cid)) for cid, _ in keyword)
+                doc_scores = kw.document_scores(question, sorted(set(doc_of.values())))
+            ranked = weighted_fusion([(s.chunk_id, 1.0 - float(s.distance or 0.0)) for s in dense], keyword,
+                                     r.dense_weight, doc_of, doc_scores, r.document_weight)
+        vectors = {s.chunk_id: s.vector for s in dense if s.vector is not None}
+        keep = max(k, r.rerank_candidates) if reranker is not None else depth if r.diversity > 0 else k
+        ranked = ranked[:keep]
+        missing = [cid for cid, _ in ranked if cid not in chunks]
         if missing:  # keyword-only hits: fetch text and vector to give them a cosine score
             for cid, (stored, vec) in self.store.fetch(missing).items():
-                by_id[cid] = StoredChunk(cid, stored.text, stored.metadata, 1.0 - _dot(vector, vec))
-        hits = [Hit.from_stored(i + 1, by_id[cid]) for i, cid in enumerate(c for c in ranked if c in by_id)]
+                chunks[cid] = StoredChunk(cid, stored.text, stored.metadata, 1.0 - _dot(vector, vec), vec)
+                vectors[cid] = vec
+        ranked = [(cid, score) for cid, score in ranked if cid in chunks]
         t2 = time.perf_counter()
-        return hits, {"embed": t1 - t0, "retrieve": t2 - t1}
+        timings["retrieve"] = t2 - t1
+        if reranker is not None and ranked:
+            scores = reranker.score(question, [chunks[cid].text for cid, _ in ranked])
+            ranked = sorted(zip((cid for cid, _ in ranked), scores), key=lambda p: -p[1])
+            timings["rerank"] = time.perf_counter() - t2
+        if r.diversity > 0 and len(ranked) > 1:
+            ranked = maximal_marginal_relevance(ranked, vectors, k, 1.0 - r.diversity)
+        hits = [Hit.from_stored(i + 1, chunks[cid]) for i, (cid, _) in enumerate(ranked[:k])]
+        return hits, timings
 
 
-def reciprocal_rank_fusion(rankings: list[list[str]], k: int) -> list[str]:
-    """Ids ordered by the sum of 1 / (k + rank) over the rankings they appear in (rank from 1);
-    ties keep the order of first appearance."""
+def with_neighbours(store: ChromaStore, hits: Sequence[Hit], n: int) -> list[Hit]:
+    """``hits`` followed by the chunks up to ``n`` positions before and after each of them in the
+    same document (not already there), each carrying the score of the hit it neighbours."""
+    if n <= 0 or not hits:
+        return list(hits)
+    have = {h.chunk_id for h in hits}
+    out = list(hits)
+    for hit in hits:
+        wanted = [i for i in range(hit.index - n, hit.index + n + 1) if i >= 0 and i != hit.index]
+        for stored in sorted(store.chunks_at(hit.doc_id, wanted), key=lambda c: c.metadata.get("index", 0)):
+            if stored.chunk_id not in have:
+                have.add(stored.chunk_id)
+                out.append(replace(Hit.from_stored(len(out) + 1, stored), score=hit.score))
+    return out
+
+
+def reciprocal_rank_fusion(rankings: Sequence[Sequence[str]], k: int) -> list[tuple[str, float]]:
+    """(id, score) ordered by the sum of 1 / (k + rank) over the rankings the id appears in (rank
+    from 1); ties keep the order of first appearance."""
     scores: dict[str, float] = {}
     for ranking in rankings:
         for rank, cid in enumerate(ranking, start=1):
             scores[cid] = scores.get(cid, 0.0) + 1.0 / (k + rank)
     order = {cid: i for i, cid in enumerate(dict.fromkeys(c for ranking in rankings for c in ranking))}
-    return sorted(scores, key=lambda c: (-scores[c], order[c]))
+    return [(c, scores[c]) for c in sorted(scores, key=lambda c: (-scores[c], order[c]))]
 
 
-def _dot(a: list[float], b: list[float]) -> float:
+def _zscores(values: Sequence[float]) -> list[float]:
+    if not values:
+        return []
+    mean = sum(values) / len(values)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+    return [(v - mean) / sd if sd > 0 else 0.0 for v in values]
+
+
+def weighted_fusion(dense: Sequence[tuple[str, float]], keyword: Sequence[tuple[str, float]], dense_weight: float,
+                    doc_of: Mapping[str, str] | None = None, doc_scores: Mapping[str, float] | None = None,
+                    document_weight: float = 0.0) -> list[tuple[str, float]]:
+    """(id, score) of every candidate, best first. Each signal is z-normalised over the union of
+    candidates (a candidate missing from one list gets that list's lowest score) and the score is
+    ``dense_weight * dense + (1 - dense_weight) * keyword + document_weight * document``, where
+    ``document`` is the BM25 score of the candidate's whole document. Ties keep first appearance
+    (dense candidates first)."""
+    ids = list(dict.fromkeys([c for c, _ in dense] + [c for c, _ in keyword]))
+    if not ids:
+        return []
+    d, kw = dict(dense), dict(keyword)
+    d_fill = min(d.values()) if d else 0.0
+    k_fill = min(kw.values()) if kw else 0.0
+    dz = _zscores([d.get(c, d_fill) for c in ids])
+    kz = _zscores([kw.get(c, k_fill) for c in ids])
+    scores = [dense_weight * a + (1.0 - dense_weight) * b for a, b in zip(dz, kz)]
+    if document_weight and doc_of is not None and doc_scores:
+        docz = _zscores([doc_scores.get(doc_of.get(c, ""), 0.0) for c in ids])
+        scores = [s + document_weight * z for s, z in zip(scores, docz)]
+    order = sorted(range(len(ids)), key=lambda i: (-scores[i], i))
+    return [(ids[i], scores[i]) for i in order]
+
+
+def maximal_marginal_relevance(ranked: Sequence[tuple[str, float]], vectors: Mapping[str, Sequence[float]],
+                               k: int, relevance_weight: float) -> list[tuple[str, float]]:
+    """Greedy MMR: pick, one at a time, the candidate with the best ``relevance_weight *
+    relevance - (1 - relevance_weight) * (its highest cosine to an already picked one)``;
+    relevance is the ranking's score scaled to [0, 1]. Candidates without a vector keep their
+    relevance only. The first ``k`` picks, then the rest in their original order."""
+    import numpy as np
+
+    if not ranked:
+        return []
+    scores = np.array([s for _, s in ranked], dtype=np.float64)
+    span = scores.max() - scores.min()
+    rel = (scores - scores.min()) / span if span > 0 else np.ones_like(scores)
+    dim = len(next(iter(vectors.values()))) if vectors else 0
+    has = np.array([cid in vectors for cid, _ in ranked])
+    mat = np.array([vectors[cid] if cid in vectors else [0.0] * dim for cid, _ in ranked], dtype=np.float64)
+    closest = np.zeros(len(ranked))
+    left = np.ones(len(ranked), dtype=bool)
+    picked: list[int] = []
+    while left.any() and len(picked) < k:
+        value = np.where(left, relevance_weight * rel - (1 - relevance_weight) * closest, -np.inf)
+        best = int(np.argmax(value))  # the first of equal values: the better-ranked one
+        picked.append(best)
+        left[best] = False
+        if has[best] and dim:
+            closest = np.where(has, np.maximum(closest, mat @ mat[best]), closest)
+    return [ranked[i] for i in picked] + [ranked[i] for i in range(len(ranked)) if left[i]]
+
+
+def _dot(a: Sequence[float], b: Sequence[float]) -> float:
     return float(sum(x * y for x, y in zip(a, b)))

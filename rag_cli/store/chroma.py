@@ -28,6 +28,7 @@ class StoredChunk:
     text: str
     metadata: dict[str, Any]
     distance: float | None = None
+    vector: list[float] | None = None
 
 
 class VectorStore(Protocol):
@@ -45,7 +46,8 @@ class VectorStore(Protocol):
         """Remove every chunk."""
         ...
 
-    def query(self, embedding: Sequence[float], k: int, where: dict[str, Any] | None = None) -> list[StoredChunk]: ...
+    def query(self, embedding: Sequence[float], k: int, where: dict[str, Any] | None = None,
+              with_vectors: bool = False) -> list[StoredChunk]: ...
 
 
 def chunk_metadata(chunk: Chunk) -> dict[str, Any]:
@@ -128,12 +130,15 @@ class ChromaStore:
         self._call("delete_collection", self._client.delete_collection, self.collection_name)
         self._collection = self._call("create_collection", self._open)
 
-    def query(self, embedding: Sequence[float], k: int, where: dict[str, Any] | None = None) -> list[StoredChunk]:
+    def query(self, embedding: Sequence[float], k: int, where: dict[str, Any] | None = None,
+              with_vectors: bool = False) -> list[StoredChunk]:
+        include = ["documents", "metadatas", "distances"] + (["embeddings"] if with_vectors else [])
         res = self._call("query", self._collection.query, query_embeddings=[list(embedding)], n_results=k,
-                         where=where or None, include=["documents", "metadatas", "distances"])
-        return [StoredChunk(cid, doc or "", meta or {}, dist)
-                for cid, doc, meta, dist in zip(res["ids"][0], res["documents"][0], res["metadatas"][0],
-                                                res["distances"][0])]
+                         where=where or None, include=include)
+        vectors = res["embeddings"][0] if with_vectors else [None] * len(res["ids"][0])
+        return [StoredChunk(cid, doc or "", meta or {}, dist, None if vec is None else [float(x) for x in vec])
+                for cid, doc, meta, dist, vec in zip(res["ids"][0], res["documents"][0], res["metadatas"][0],
+                                                     res["distances"][0], vectors)]
 
     def all_chunks(self) -> tuple[list[str], list[str], list[dict[str, Any]]]:
         """Every chunk's id, text and metadata (for building the keyword index)."""
@@ -158,6 +163,15 @@ class ChromaStore:
             for cid, doc, meta, vec in zip(got["ids"], got["documents"], got["metadatas"], got["embeddings"]):
                 out[cid] = (StoredChunk(cid, doc or "", meta or {}), [float(x) for x in vec])
         return out
+
+    def chunks_at(self, doc_id: str, indices: Sequence[int]) -> list[StoredChunk]:
+        """The chunks of ``doc_id`` at these positions (those that exist)."""
+        if not indices:
+            return []
+        got = self._call("get", self._collection.get, include=["documents", "metadatas"],
+                         where={"$and": [{"doc_id": doc_id}, {"index": {"$in": sorted(set(indices))}}]})
+        return [StoredChunk(cid, doc or "", meta or {}) for cid, doc, meta in
+                zip(got["ids"], got["documents"], got["metadatas"])]
 
     def all_ids(self) -> list[str]:
         return list(self._call("get", self._collection.get, include=[])["ids"])

@@ -1,5 +1,10 @@
 """The keyword index: BM25 (bm25s) over the same chunks as the vector store.
 
+Beside the chunk-level index there is a document-level one (each document's chunks joined):
+hybrid search adds a chunk's *document* score to its own, which tells apart chunks that read
+alike but come from different documents (one company's filing from another's, one article from
+another) and measured better on all three shared data sets (README, Retrieval).
+
 It lives in ``.rag/keyword/`` and is rebuilt from the vector store's own chunks at the end of
 every `rag index` run that changed something, tagged with the manifest's ``updated`` value.
 A reader whose tag does not match (a run was interrupted, or is running now) builds it in
@@ -18,7 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 FILTER_KEYS = ("doc_id", "source", "kind", "page_start", "page_end")
-ANALYZER = "bm25s-en-stopwords+snowball-english"  # a saved index made another way is rebuilt
+ANALYZER = "bm25s-en-stopwords+snowball-english;documents"  # a saved index made another way is rebuilt
 
 
 @lru_cache(maxsize=1)
@@ -39,22 +44,57 @@ def keyword_text(text: str, meta: dict[str, Any]) -> str:
     return " ".join(p for p in (meta.get("title", ""), meta.get("heading", ""), text) if p)
 
 
+def document_texts(texts: Sequence[str], metas: Sequence[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """Document ids and what BM25 sees of each document: its title once, then its chunks in
+    order, each heading once."""
+    parts: dict[str, list[tuple[int, str, str, str]]] = {}
+    for text, meta in zip(texts, metas):
+        parts.setdefault(meta.get("doc_id", ""), []).append(
+            (int(meta.get("index", 0)), meta.get("title", ""), meta.get("heading", ""), text))
+    doc_ids, doc_texts = [], []
+    for doc_id, chunks in parts.items():
+        chunks.sort(key=lambda c: c[0])
+        words = [chunks[0][1]] if chunks[0][1] else []
+        heading = ""
+        for _, _, head, text in chunks:
+            if head and head != heading:
+                words.append(head)
+                heading = head
+            words.append(text)
+        doc_ids.append(doc_id)
+        doc_texts.append(" ".join(words))
+    return doc_ids, doc_texts
+
+
 class KeywordIndex:
-    def __init__(self, ids: list[str], metas: list[dict[str, Any]], retriever: Any, tag: Any) -> None:
+    def __init__(self, ids: list[str], metas: list[dict[str, Any]], retriever: Any, tag: Any,
+                 doc_ids: list[str] | None = None, doc_retriever: Any = None) -> None:
         self.ids = ids
         self.metas = metas
         self.retriever = retriever
         self.tag = tag
+        self.doc_ids = doc_ids or []
+        self.doc_retriever = doc_retriever
+        self._doc_pos = {d: i for i, d in enumerate(self.doc_ids)}
+        self._chunk_doc: dict[str, str] | None = None
+
+    def doc_id_of(self, chunk_id: str) -> str:
+        if self._chunk_doc is None:
+            self._chunk_doc = {cid: m.get("doc_id", "") for cid, m in zip(self.ids, self.metas)}
+        return self._chunk_doc.get(chunk_id, "")
 
     @classmethod
     def build(cls, ids: list[str], texts: list[str], metas: list[dict[str, Any]], tag: Any) -> "KeywordIndex":
         import bm25s
 
-        retriever = bm25s.BM25()
+        retriever, doc_retriever = bm25s.BM25(), bm25s.BM25()
+        doc_ids: list[str] = []
         if ids:
             retriever.index(_tokens([keyword_text(t, m) for t, m in zip(texts, metas)]), show_progress=False)
+            doc_ids, doc_texts = document_texts(texts, metas)
+            doc_retriever.index(_tokens(doc_texts), show_progress=False)
         slim = [{k: v for k, v in m.items() if k in FILTER_KEYS or k.startswith("meta_")} for m in metas]
-        return cls(ids, slim, retriever, tag)
+        return cls(ids, slim, retriever, tag, doc_ids, doc_retriever)
 
     # -- persistence ----------------------------------------------------------------------
     def save(self, folder: Path) -> None:
@@ -64,8 +104,9 @@ class KeywordIndex:
         tmp.mkdir(parents=True)
         if self.ids:
             self.retriever.save(str(tmp / "bm25"), show_progress=False)
+            self.doc_retriever.save(str(tmp / "bm25_documents"), show_progress=False)
         (tmp / "chunks.json").write_text(json.dumps({"analyzer": ANALYZER, "tag": self.tag, "ids": self.ids,
-                                                     "metas": self.metas}))
+                                                     "metas": self.metas, "documents": self.doc_ids}))
         old = folder.with_name(folder.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
         if folder.exists():
@@ -79,12 +120,13 @@ class KeywordIndex:
             data = json.loads((folder / "chunks.json").read_text())
             if data.get("analyzer") != ANALYZER:
                 return None
-            retriever = None
+            retriever = doc_retriever = None
             if data["ids"]:
                 import bm25s
 
                 retriever = bm25s.BM25.load(str(folder / "bm25"), show_progress=False)
-            return cls(data["ids"], data["metas"], retriever, data["tag"])
+                doc_retriever = bm25s.BM25.load(str(folder / "bm25_documents"), show_progress=False)
+            return cls(data["ids"], data["metas"], retriever, data["tag"], data["documents"], doc_retriever)
         except (OSError, ValueError, KeyError):
             return None
 
@@ -105,3 +147,15 @@ class KeywordIndex:
         docs, scores = self.retriever.retrieve(tokens, k=min(k, len(self.ids)), show_progress=False,
                                                weight_mask=mask, n_threads=1)
         return [(self.ids[int(d)], float(s)) for d, s in zip(docs[0], scores[0]) if s > 0]
+
+    def document_scores(self, query: str, doc_ids: Sequence[str]) -> dict[str, float]:
+        """The BM25 score of each of ``doc_ids`` for ``query`` at the document level (0 for a
+        document the index does not know or no query word occurs in)."""
+        if not self.doc_ids or self.doc_retriever is None:
+            return {d: 0.0 for d in doc_ids}
+        tokens = _tokens([query])
+        ids = self.doc_retriever.get_tokens_ids(tokens[0]) if tokens and tokens[0] else []
+        if not ids:
+            return {d: 0.0 for d in doc_ids}
+        scores = self.doc_retriever.get_scores(ids)
+        return {d: float(scores[self._doc_pos[d]]) if d in self._doc_pos else 0.0 for d in doc_ids}
