@@ -118,6 +118,10 @@ def test_tidy_drops_the_answer_preamble_only() -> None:
     assert tidy("Answer: Denver [1]") == "Denver [1]"
     assert tidy("The answer lies in the oven.") == "The answer lies in the oven."
     assert tidy("The answer is:") == "The answer is:"
+    # an echoed source tag (SmolLM2 does this) is not part of the answer
+    assert tidy('<source id="5" from="06_Martin_Luther.md, Martin Luther"> This means that for Luther') == \
+        "This means that for Luther"
+    assert tidy("Denver [1]</source>") == "Denver [1]"
 
 
 def test_routing_rule() -> None:

@@ -49,8 +49,14 @@ def clean_citations(answer: str, sources: int) -> tuple[str, set[int], int]:
 _PREAMBLE = re.compile(r"^\s*(?:the\s+)?(?:short\s+)?answer(?:\s+is)?\s*:\s*", re.I)
 
 
+_SOURCE_TAG = re.compile(r"</?\s*source\b[^>]*>", re.I)
+
+
 def tidy(answer: str) -> str:
-    """The answer without a leading "The answer is:" (a habit of small models)."""
+    """The answer without a leading "The answer is:" and without echoed ``<source ...>`` tags
+    (habits of small models)."""
+    untagged = _SOURCE_TAG.sub("", answer).strip()
+    answer = untagged if untagged else answer
     stripped = _PREAMBLE.sub("", answer, count=1)
     return stripped if stripped.strip() else answer
 
