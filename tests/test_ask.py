@@ -58,6 +58,19 @@ def test_an_answer_the_sources_do_not_support_is_replaced_by_their_closest_sente
     assert kept.answer == "<script></script>" and not kept.extracted
 
 
+def test_a_completion_model_gets_one_prompt_and_its_answer_is_credited(hash_index) -> None:
+    # a base model continues the text: here it copies the first words of the first source
+    gen = ScriptedGenerator(lambda messages: " ".join(messages[0]["content"].split()[:8]), style="completion")
+    answer = Asker(hash_index, generators={"bundled": gen}).ask(QUESTION, use_cache=False)
+    (prompt,) = gen.calls[0]
+    assert prompt["role"] == "prompt" and prompt["content"].endswith("Short answer:")
+    assert "<source" not in prompt["content"] and QUESTION in prompt["content"]
+    assert len(answer.citations) == hash_index.prompt.completion_sources
+    first = answer.citations[0]
+    assert not answer.extracted and answer.answer == " ".join(first.text.split()[:8])
+    assert first.cited  # no [n] in a completion answer: credited to the source that holds it
+
+
 def test_low_retrieval_scores_refuse_without_calling_the_model(tmp_path: Path, samples: Path) -> None:
     settings = settings_in(tmp_path, embedding__backend="hash", retrieval__min_score=0.99)
     index_paths(settings, [samples])
@@ -287,3 +300,19 @@ def test_cached_answers_follow_file_dates(tmp_path: Path, samples: Path) -> None
     index_paths(settings, [samples])
     second = Asker(settings, generators={"bundled": gen}).ask(QUESTION, where=where)
     assert not second.cached and second.passages and {p["doc_id"] for p in second.passages} == {"faq.txt"}
+
+
+@pytest.mark.slow
+def test_real_base_model_answers_with_a_completion_prompt(tmp_path: Path, samples: Path, real_embedder) -> None:
+    """Gemma 3 270M base (no chat template) is driven with the completion prompt."""
+    from rag_cli.generate.llama import LlamaCppGenerator
+    from rag_cli.retrieve.search import Searcher
+
+    settings = settings_in(tmp_path, llm__model="gemma-270m")
+    index_paths(settings, [samples], embedder=real_embedder)
+    asker = Asker(settings, searcher=Searcher(settings, embedder=real_embedder))
+    answer = asker.ask(QUESTION, use_cache=False)
+    generator = asker.generators["gemma-270m"]
+    assert isinstance(generator, LlamaCppGenerator) and generator.style == "completion"
+    assert answer.error is None and answer.model == "gemma-3-270m-q4_k_m.gguf" and answer.completion_tokens > 0
+    assert answer.answer and "\n" not in answer.answer and len(answer.citations) <= 2

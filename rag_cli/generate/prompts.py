@@ -21,6 +21,10 @@ DEFAULT_SYSTEM = (
 
 DEFAULT_USER = "Sources:\n{sources}\n\nQuestion: {question}\nAnswer (cite sources as [n]):"
 
+# For base (completion) models, which continue text rather than follow instructions: the
+# sources as plain text, then a question and an answer cue; generation stops at the line end.
+DEFAULT_COMPLETION = "{sources}\n\nQuestion: {question}\nShort answer:"
+
 
 @dataclass(frozen=True)
 class Source:
@@ -47,8 +51,10 @@ class Source:
         return ", ".join(parts)
 
 
-def render_source(source: Source, text: str | None = None) -> str:
+def render_source(source: Source, text: str | None = None, style: str = "chat") -> str:
     body = (source.text if text is None else text).replace("</source>", "</ source>")
+    if style == "completion":
+        return body
     return f'<source id="{source.number}" from="{source.label()}">\n{body}\n</source>'
 
 
@@ -57,10 +63,12 @@ class PromptTemplates:
     system: str = DEFAULT_SYSTEM
     user: str = DEFAULT_USER
     refusal: str = DEFAULT_REFUSAL
+    completion: str = DEFAULT_COMPLETION
 
     def __post_init__(self) -> None:
-        for name, template, needed in (("prompt.system", self.system, ()), ("prompt.user", self.user,
-                                                                          ("{sources}", "{question}"))):
+        for name, template, needed in (("prompt.system", self.system, ()),
+                                       ("prompt.user", self.user, ("{sources}", "{question}")),
+                                       ("prompt.completion", self.completion, ("{sources}", "{question}"))):
             missing = [p for p in needed if p not in template]
             if missing:
                 raise ConfigError(f"{name} must contain {', '.join(missing)}")
@@ -70,7 +78,11 @@ class PromptTemplates:
                 raise ConfigError(f"{name}: bad placeholder ({exc}); use {{refusal}}, {{sources}}, {{question}} "
                                   "and double braces for literal ones") from None
 
-    def messages(self, question: str, sources_text: str) -> list[dict[str, str]]:
+    def messages(self, question: str, sources_text: str, style: str = "chat") -> list[dict[str, str]]:
+        """Chat messages; for a completion model, one message of role ``prompt``: the text to continue."""
+        if style == "completion":
+            return [{"role": "prompt", "content": self.completion.format(sources=sources_text,
+                                                                         question=question.strip(), refusal="")}]
         return [
             {"role": "system", "content": self.system.format(refusal=self.refusal, sources="", question="")},
             {"role": "user", "content": self.user.format(sources=sources_text, question=question.strip(),

@@ -46,8 +46,9 @@ class ScriptedGenerator:
     """
 
     def __init__(self, reply="The answer is in the documents [1].", *, context_size: int = 2048,
-                 name: str = "scripted", fail: Exception | None = None) -> None:
+                 name: str = "scripted", fail: Exception | None = None, style: str = "chat") -> None:
         self.reply = reply
+        self.style = style
         self.context_size = context_size
         self.name = name
         self.fail = fail
