@@ -35,7 +35,7 @@ def _version(value: bool) -> None:
 def _global(
     ctx: typer.Context,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details and per-stage timings to stderr.")] = False,
-    config: Annotated[Path | None, typer.Option("--config", help="Settings file to use instead of the nearest "
+    config: Annotated[Path | None, typer.Option("--config", metavar="FILE", help="Settings file to use instead of the nearest "
                                                  ".rag.toml (also RAG_CONFIG).")] = None,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,

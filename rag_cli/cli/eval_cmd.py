@@ -19,24 +19,24 @@ def eval_command(
     ctx: typer.Context,
     questions: Annotated[Path, typer.Argument(help="Question file (JSONL: id, question, answers, relevant, "
                                               "answerable).", show_default=False)],
-    docs: Annotated[list[Path] | None, typer.Option("--docs", help="Index these documents into an eval "
+    docs: Annotated[list[Path] | None, typer.Option("--docs", metavar="PATH", help="Index these documents into an eval "
                                                     "cache instead of using the current index (repeatable).")] = None,
     retrieval_only: Annotated[bool, typer.Option("--retrieval-only", help="Skip generation.")] = False,
-    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N questions.")] = None,
-    sample: Annotated[int | None, typer.Option("--sample", help="A random sample of N questions.")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for --sample.")] = 0,
-    config: Annotated[list[Path] | None, typer.Option("--config", help="A settings file to evaluate; "
+    limit: Annotated[int | None, typer.Option("--limit", metavar="N", help="Only the first N questions.")] = None,
+    sample: Annotated[int | None, typer.Option("--sample", metavar="N", help="A random sample of N questions.")] = None,
+    seed: Annotated[int, typer.Option("--seed", metavar="N", help="Seed for --sample.")] = 0,
+    config: Annotated[list[Path] | None, typer.Option("--config", metavar="FILE", help="A settings file to evaluate; "
                                                       "repeat to compare configurations.")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="KEY=VALUE setting for every "
+    set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="KEY=VALUE setting for every "
                                                    "configuration (repeatable).")] = None,
-    ks: Annotated[str, typer.Option("--k", help="Cut-offs for hit@k, recall@k, context recall.")] = "1,5,10,20",
+    ks: Annotated[str, typer.Option("--k", metavar="K,K,...", help="Cut-offs for hit@k, recall@k, context recall.")] = "1,5,10,20",
     as_json: Json = False,
-    out: Annotated[Path | None, typer.Option("--out", help="Write the whole report as JSON here.")] = None,
-    details: Annotated[Path | None, typer.Option("--details", help="Write one JSON line per question here.")] = None,
-    plot: Annotated[Path | None, typer.Option("--plot", help="Write an SVG chart of recall@k and latency "
+    out: Annotated[Path | None, typer.Option("--out", metavar="FILE", help="Write the whole report as JSON here.")] = None,
+    details: Annotated[Path | None, typer.Option("--details", metavar="FILE", help="Write one JSON line per question here.")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", metavar="FILE", help="Write an SVG chart of recall@k and latency "
                                               "here.")] = None,
-    baseline: Annotated[Path | None, typer.Option("--baseline", help="A saved report to compare against.")] = None,
-    max_drop: Annotated[float, typer.Option("--max-drop", help="With --baseline: fail (exit 8) when a "
+    baseline: Annotated[Path | None, typer.Option("--baseline", metavar="FILE", help="A saved report to compare against.")] = None,
+    max_drop: Annotated[float, typer.Option("--max-drop", metavar="X", help="With --baseline: fail (exit 8) when a "
                                             "metric falls by more than this.")] = 0.02,
 ) -> None:
     """Measure retrieval and answers on a question file; compare configurations; gate regressions."""

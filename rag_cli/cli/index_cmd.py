@@ -18,13 +18,13 @@ def index(
     ctx: typer.Context,
     paths: Annotated[list[Path] | None, typer.Argument(help="Folders and files to index; none: every folder "
                                                        "indexed before.", show_default=False)] = None,
-    include: Annotated[list[str] | None, typer.Option("--include", help="Only files matching this glob "
+    include: Annotated[list[str] | None, typer.Option("--include", metavar="GLOB", help="Only files matching this glob "
                                                       "(repeatable; replaces index.include).")] = None,
-    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Skip files and folders matching "
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", metavar="GLOB", help="Skip files and folders matching "
                                                       "this glob (repeatable; replaces index.exclude).")] = None,
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Drop the index and build it again "
                                           "(needed after changing the model or the chunking).")] = False,
-    wait: Annotated[float | None, typer.Option("--wait", help="Seconds to wait for another `rag index` on "
+    wait: Annotated[float | None, typer.Option("--wait", metavar="SECONDS", help="Seconds to wait for another `rag index` on "
                                                "the same index (default: index.lock_timeout).")] = None,
     strategy: Strategy = None,
     size: Size = None,
