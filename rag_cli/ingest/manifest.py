@@ -119,10 +119,6 @@ class Manifest:
                 found.setdefault(doc, owner)
         return found
 
-    def documents(self) -> list[tuple[str, str]]:
-        """(doc id, source path) of every document in the index."""
-        return list(self._db.execute("SELECT DISTINCT doc_id, path FROM chunks ORDER BY doc_id"))
-
     def document_table(self) -> list[tuple[str, str, int | None]]:
         """(doc id, source path, the file's mtime in ns) of every document in the index."""
         return list(self._db.execute("SELECT DISTINCT c.doc_id, c.path, f.mtime_ns FROM chunks c "
