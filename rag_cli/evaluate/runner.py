@@ -3,7 +3,6 @@ whole answer pipeline), metrics per question, then aggregates. Ctrl-C keeps what
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -13,12 +12,11 @@ from rag_cli.config import Settings
 from rag_cli.errors import RagError
 from rag_cli.evaluate import metrics as m
 from rag_cli.evaluate.dataset import Question
-from rag_cli.generate.answering import support
+from rag_cli.generate.answering import strip_citations, support
 from rag_cli.progress import NullProgress, Progress
 from rag_cli.retrieve.search import Searcher
 
 DEFAULT_KS = (1, 5, 10, 20)
-_CITATIONS = re.compile(r"\[\d+(?:\s*,\s*\d+)*\]")
 STAGES = ("embed", "retrieve", "generate", "total")
 LOWER_IS_BETTER = ("refused_answerable",)
 SHORT_ANSWER_TOKENS = 12  # longer gold answers are scored by token recall, not EM/F1/containment
@@ -125,7 +123,7 @@ def _evaluate_one(q: Question, searcher: Searcher, asker: Asker | None, depth: i
     row["timings"] = {**timings, **{k: v for k, v in answer.timings.items() if k not in timings}}
     row["timings"]["total"] = answer.timings.get("total", 0.0)
     if q.answerable and q.answers:
-        said = "" if answer.refused else _CITATIONS.sub("", answer.answer)  # [n] markers are not the answer
+        said = "" if answer.refused else strip_citations(answer.answer)  # [n] markers are not the answer
         if short:
             row.update(em=m.exact_match(said, q.answers), f1=m.token_f1(said, q.answers),
                        contains=m.contains(said, q.answers))

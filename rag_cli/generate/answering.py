@@ -46,6 +46,11 @@ def clean_citations(answer: str, sources: int) -> tuple[str, set[int], int]:
     return re.sub(r"[ \t]{2,}", " ", text).strip(), cited, removed
 
 
+def strip_citations(answer: str) -> str:
+    """The answer without its [n] markers (what is scored against gold answers)."""
+    return _CITATION.sub("", answer)
+
+
 _PREAMBLE = re.compile(r"^\s*(?:the\s+)?(?:short\s+)?answer(?:\s+is)?\s*:\s*", re.I)
 
 
