@@ -165,8 +165,9 @@ class Asker:
                         prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens)
         text, cited, removed = clean_citations(tidy(gen.text), len(given))
         texts = [g.text for g in given]
+        shares = support(text, texts)
         extracted = False
-        if s.ask.min_support and max(support(text, texts), default=0.0) < s.ask.min_support:
+        if s.ask.min_support and max(shares, default=0.0) < s.ask.min_support:
             # Not grounded in the sources (a small model can drift into anything): answer with
             # the sources' own sentence closest to the question instead, and say so.
             t_x = time.perf_counter()
@@ -179,7 +180,7 @@ class Asker:
                 text, cited, extracted = sentence, {number}, True
         # Small models forget to cite, or cite the wrong number: credit the sources that hold the answer.
         if not extracted:
-            cited = verify_citations(text, texts, cited)
+            cited = verify_citations(text, texts, cited, shares=shares)
         return done(answer=text, citations=_citations(given, cited), model=gen.model, route=why,
                     prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens,
                     removed_citations=removed, extracted=extracted)

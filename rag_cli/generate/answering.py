@@ -97,21 +97,25 @@ def support(answer: str, texts: list[str]) -> list[float]:
     return [len(words & set(content_words(t))) / len(words) for t in texts]
 
 
-def attribute(answer: str, texts: list[str], *, min_support: float = 0.5) -> set[int]:
-    """1-based numbers of the sources that best support an answer: those holding the largest
-    share (at least ``min_support``) of the answer's content words."""
-    shares = support(answer, texts)
+def _best_supported(shares: list[float], min_support: float) -> set[int]:
     best = max(shares, default=0.0)
     if best < min_support:
         return set()
     return {i + 1 for i, share in enumerate(shares) if share == best}
 
 
-def verify_citations(answer: str, texts: list[str], cited: set[int], *, min_support: float = 0.5) -> set[int]:
+def attribute(answer: str, texts: list[str], *, min_support: float = 0.5) -> set[int]:
+    """1-based numbers of the sources that best support an answer: those holding the largest
+    share (at least ``min_support``) of the answer's content words."""
+    return _best_supported(support(answer, texts), min_support)
+
+
+def verify_citations(answer: str, texts: list[str], cited: set[int], *, min_support: float = 0.5,
+                     shares: list[float] | None = None) -> set[int]:
     """The citations, checked against the sources: when the answer cites nothing, or cites
-    sources that hold less of it than another source does, credit the best-supporting ones."""
-    shares = support(answer, texts)
-    best = max(shares, default=0.0)
-    if cited and max(shares[n - 1] for n in cited) >= best:
+    sources that hold less of it than another source does, credit the best-supporting ones.
+    ``shares`` is ``support(answer, texts)`` when the caller has it already."""
+    shares = support(answer, texts) if shares is None else shares
+    if cited and max(shares[n - 1] for n in cited) >= max(shares, default=0.0):
         return cited
-    return attribute(answer, texts, min_support=min_support) or cited
+    return _best_supported(shares, min_support) or cited
