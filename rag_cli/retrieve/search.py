@@ -143,8 +143,9 @@ class Searcher:
         if mode in ("keyword", "hybrid"):
             keyword = self.keyword_index().search(question, depth, bound.matches if bound else None)
         chunks = {s.chunk_id: s for s in dense}
+        cosines = [(s.chunk_id, 1.0 - float(s.distance or 0.0)) for s in dense]
         if mode == "dense":
-            ranked = [(s.chunk_id, 1.0 - float(s.distance or 0.0)) for s in dense]
+            ranked = cosines
         elif mode == "keyword":
             ranked = keyword
         elif r.fusion == "rrf":
@@ -156,8 +157,7 @@ class Searcher:
                 kw = self.keyword_index()
                 doc_of.update((cid, kw.doc_id_of(cid)) for cid, _ in keyword)
                 doc_scores = kw.document_scores(question, sorted(set(doc_of.values())))
-            ranked = weighted_fusion([(s.chunk_id, 1.0 - float(s.distance or 0.0)) for s in dense], keyword,
-                                     r.dense_weight, doc_of, doc_scores, r.document_weight)
+            ranked = weighted_fusion(cosines, keyword, r.dense_weight, doc_of, doc_scores, r.document_weight)
         vectors = {s.chunk_id: s.vector for s in dense if s.vector is not None}
         keep = max(k, r.rerank_candidates) if reranker is not None else depth if r.diversity > 0 else k
         ranked = ranked[:keep]
