@@ -148,10 +148,10 @@ class Asker:
             t0 = time.perf_counter()
             generator.warm_up()  # type: ignore[attr-defined]
             timings["load"] = time.perf_counter() - t0
-            style = getattr(generator, "style", "chat")
+            completion = generator.style == "completion"  # known once the model is loaded
             messages, given = pack(question, sources, self.templates, context_size=generator.context_size,
-                                   max_tokens=s.llm.max_tokens, count=generator.count_tokens, style=style,
-                                   max_sources=s.prompt.completion_sources if style == "completion" else 0)
+                                   max_tokens=s.llm.max_tokens, count=generator.count_tokens, style=generator.style,
+                                   max_sources=s.prompt.completion_sources if completion else 0)
             t1 = time.perf_counter()
             gen = generator.generate(messages, max_tokens=s.llm.max_tokens, temperature=s.llm.temperature,
                                      on_text=on_text)
