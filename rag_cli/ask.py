@@ -125,7 +125,7 @@ class Asker:
             return done()
         if not hits:
             return done(answer=s.prompt.refusal, refused=True, refusal_reason="no_passages")
-        if hits[0].score < s.retrieval.min_score:
+        if self.searcher.evidence(question, hits[0]) < s.retrieval.min_score:
             return done(answer=s.prompt.refusal, refused=True, refusal_reason="low_score")
 
         if model_flag:

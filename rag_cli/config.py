@@ -100,9 +100,13 @@ class RetrievalSettings:
                                       "instead of in all.")
     sentence_neighbours: int = _opt(1, "With `sentences`, also keep this many sentences on each side of a "
                                     "kept one.", min=0)
-    min_score: float = _opt(0.35, "Refuse without calling the model when no chunk's cosine similarity to "
-                            "the question reaches this (calibrated: bench/calibrate_refusal.py).", min=-1.0)
-
+    min_score: float = _opt(0.81, "Refuse without calling the model when the best chunk's evidence, its cosine "
+                            "similarity to the question plus coverage_weight x the share of the question's "
+                            "words it holds, is below this (calibrated: bench/calibrate_refusal.py).", min=-1.0)
+    coverage_weight: float = _opt(1.0, "Weight, in the evidence min_score tests, of the share of the question's "
+                                  "words (weighted by rarity, IDF) that the best chunk holds, so a question about a "
+                                  "name the documents never mention is refused; 0: cosine similarity alone.",
+                                  min=0.0)
 
 @dataclass(frozen=True)
 class LlmSettings:

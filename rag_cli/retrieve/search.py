@@ -26,7 +26,7 @@ from rag_cli.model_files import embedding_prefixes
 from rag_cli.retrieve.filters import BoundFilter, DocumentInfo, Filter
 from rag_cli.store.chroma import ChromaStore, StoredChunk
 from rag_cli.store.embedders import Embedder, make_embedder
-from rag_cli.store.keyword import KeywordIndex
+from rag_cli.store.keyword import KeywordIndex, keyword_text
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,21 @@ class Searcher:
                 ids, texts, metas = self.store.all_chunks()
                 self._keyword = KeywordIndex.build(ids, texts, metas, tag=self.updated)
         return self._keyword
+
+    def coverage(self, question: str, hit: Hit) -> float | None:
+        """The share of the question's words (weighted by rarity) that the hit's chunk holds, as
+        BM25 sees the chunk (title and heading too); None when it cannot be told."""
+        return self.keyword_index().coverage(question, keyword_text(hit.text, {"title": hit.title,
+                                                                              "heading": hit.heading}))
+
+    def evidence(self, question: str, hit: Hit) -> float:
+        """How strongly ``hit`` bears on the question, the value `retrieval.min_score` tests: its
+        cosine similarity plus `retrieval.coverage_weight` x its coverage of the question."""
+        weight = self.settings.retrieval.coverage_weight
+        if weight <= 0:
+            return hit.score
+        covered = self.coverage(question, hit)
+        return hit.score + weight * (1.0 if covered is None else covered)
 
     def reranker(self) -> Any:
         if self._reranker is None and self.settings.retrieval.reranker:

@@ -14,6 +14,7 @@ memory from the store instead, so keyword results never disagree with the vector
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from functools import lru_cache
@@ -37,6 +38,15 @@ def _tokens(texts: Sequence[str]) -> list[list[str]]:
     import bm25s
 
     return bm25s.tokenize(list(texts), stopwords="en", stemmer=_stemmer(), return_ids=False, show_progress=False)
+
+
+@lru_cache(maxsize=1)
+def _question_stopwords() -> frozenset[str]:
+    """Words that tell how a question is asked, not what about ("how", "should", "my"): BM25
+    keeps them (its list is short), and in a small folder they would count as rare."""
+    from bm25s.stopwords import STOPWORDS_EN_PLUS
+
+    return frozenset(w for words in _tokens(list(STOPWORDS_EN_PLUS)) for w in words) | frozenset(STOPWORDS_EN_PLUS)
 
 
 def keyword_text(text: str, meta: dict[str, Any]) -> str:
@@ -159,3 +169,26 @@ class KeywordIndex:
             return {d: 0.0 for d in doc_ids}
         scores = self.doc_retriever.get_scores(ids)
         return {d: float(scores[self._doc_pos[d]]) if d in self._doc_pos else 0.0 for d in doc_ids}
+
+    def coverage(self, query: str, text: str) -> float | None:
+        """The share of the query's words found in ``text``, each weighted by its rarity in the
+        chunks (BM25's IDF, so a name counts far more than "often"; question words like "how" do
+        not count); a word no chunk holds weighs most. None when the query has no word to weigh
+        or the index is empty."""
+        if not self.ids or self.retriever is None:
+            return None
+        query_words = set(_tokens([query])[0]) - _question_stopwords()
+        if not query_words:
+            return None
+        found = set(_tokens([text])[0])
+        indptr = self.retriever.scores["indptr"]
+        n = int(self.retriever.scores["num_docs"])
+
+        def idf(word: str) -> float:
+            i = self.retriever.vocab_dict.get(word)
+            df = int(indptr[i + 1] - indptr[i]) if i is not None and i + 1 < len(indptr) else 0
+            return math.log(1 + (n - df + 0.5) / (df + 0.5))
+
+        weights = {w: idf(w) for w in query_words}
+        total = sum(weights.values())
+        return sum(weights[w] for w in query_words if w in found) / total if total > 0 else None
