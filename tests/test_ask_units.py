@@ -147,3 +147,54 @@ def test_routing_rule() -> None:
     assert route("Who won?", 0.3, **kw) == ("big.gguf", "hard")
     assert route("Explain in detail why the game was moved to another city", 0.9, **kw) == ("big.gguf", "hard")
     assert route("Who won?", 0.1, fast="small.gguf", strong="", max_words=6, min_score=0.5) == ("small.gguf", "default")
+
+
+def test_short_answers_snap_to_the_sources_exact_words() -> None:
+    from rag_cli.generate.answering import snap_to_span
+
+    texts = ["Berengaria of Navarre married Richard the Lion-Heart in 1191.",
+             "The committee raised over $40 million, a record for the host city."]
+    # A near-copy becomes the span it copies, from the text that holds it.
+    assert snap_to_span("Richard the Lion-hearted.", texts) == (0, "Richard the Lion-Heart")
+    assert snap_to_span("$40 million.", texts) == (1, "$40 million")
+    assert snap_to_span("over $40 million", texts) == (1, "over $40 million")
+    assert snap_to_span("liquid", ["It is a liquid, then a gas."]) == (0, "liquid")  # punctuation dropped
+    # Of equally close spans the shortest wins: no trailing words ride along.
+    assert snap_to_span("1191", texts) == (0, "1191")
+    assert snap_to_span("Richard the Lion-hearted [1]", texts) == (0, "Richard the Lion-Heart")  # markers
+    # Nothing close enough (token F1 below 0.6), too long an answer, or no answer: left alone.
+    assert snap_to_span("Philip of France", texts) is None
+    assert snap_to_span("Raymond Calvel [1]", ["Feed it 1:1 by weight."]) is None  # not "1"
+    assert snap_to_span("Philip of Navarre", texts) is None  # one word of three: F1 0.5
+    assert snap_to_span("The committee raised a record sum of money for the host city that year, "
+                        "more than ever before", texts) is None
+    assert snap_to_span("", texts) is None and snap_to_span("Denver", []) is None
+
+
+@given(st.lists(st.text(alphabet=st.sampled_from("ab c,.-'$"), max_size=40), min_size=1, max_size=3),
+       st.text(alphabet=st.sampled_from("ab c,.-'$"), max_size=20))
+@settings(max_examples=200, deadline=None)
+def test_a_snapped_span_is_always_a_substring_of_its_source(texts: list[str], answer: str) -> None:
+    from rag_cli.generate.answering import snap_to_span
+
+    snapped = snap_to_span(answer, texts)
+    if snapped is not None:
+        index, span = snapped
+        assert 0 <= index < len(texts) and span in texts[index]
+
+
+def test_narrowing_adds_the_share_of_question_words_a_sentence_holds() -> None:
+    from rag_cli.generate.narrowing import narrow
+    from rag_cli.generate.prompts import Source
+    from rag_cli.testing.fakes import HashEmbedder
+
+    text = "Alpha one here. Beta two there. Gamma three now."
+    source = Source(number=1, doc_id="d", path="d", text=text, score=0.5, chunk_ids=("d::0",))
+    embedder = HashEmbedder()
+    plain = narrow("question", [source], embedder, keep=1)
+    # A lexical score that favours the sentence with "Beta" decides the pick when it weighs enough.
+    favour = {"Beta two there.": 1.0}
+    picked = narrow("question", [source], embedder, keep=1,
+                    lexical=lambda s: favour.get(s, 0.0), lexical_weight=10.0)
+    assert [s.text for s in picked] == ["Beta two there."]
+    assert len(plain) == 1 and plain[0].text in ("Alpha one here.", "Beta two there.", "Gamma three now.")

@@ -100,6 +100,10 @@ def test_run_with_a_scripted_model(tmp_path: Path, samples: Path) -> None:
     assert report.metrics["refused_answerable"] == 0.0
     assert 0.0 <= report.metrics["ndcg@10"] <= 1.0 and "recall@5" in report.metrics
     assert report.metrics["citation_validity"] == pytest.approx(0.5)  # one kept, one removed per answer
+    # The right document cited: autolyse's answer is the glossary's own words; feed's (the same
+    # reply) is not in the starter guide, so the guide's sentence closest to the question stands in.
+    assert rows["autolyse"]["cited_relevant"] == 1.0 and rows["autolyse"]["answer"] == "Raymond Calvel"
+    assert "cited_relevant" not in rows["none"]
     assert set(report.latency) >= {"embed", "retrieve", "generate", "total"}
     assert report.to_dict()["schema"] == "rag-cli/eval-report/v1"
 

@@ -342,6 +342,38 @@ def test_document_scores() -> None:
     assert kw.metas[0] == {"doc_id": "a", "kind": "markdown"} and kw.metas[1]["meta_lang"] == "en"
 
 
+def test_coverage_weighs_question_words_by_rarity() -> None:
+    kw = KeywordIndex.build(KW_IDS, KW_TEXTS, KW_METAS, tag=1.5)
+    # 4 chunks (titles included); BM25's IDF ln(1 + (N - df + 0.5) / (df + 0.5)): "feed" and
+    # "starter" are in 2 chunks (ln 2 each), "often" in none (ln 10); "how", "do", "I" are
+    # question words and do not count.
+    idf2, idf0 = math.log(2), math.log(10)
+    question = "How often do I feed the starter?"
+    assert kw.coverage(question, "Feed the starter") == pytest.approx(2 * idf2 / (2 * idf2 + idf0))
+    assert kw.coverage(question, "How often? Feeding starters, often.") == pytest.approx(1.0)  # stems match
+    assert kw.coverage(question, "Cool the bread on a rack.") == 0.0
+    # "bread" (1 chunk: ln(1 + 3.5 / 1.5)) is found, "quasar" (no chunk: ln 10) is not.
+    idf1 = math.log(1 + 3.5 / 1.5)
+    assert kw.coverage("bread quasar", "the bread") == pytest.approx(idf1 / (idf1 + idf0))
+    assert kw.coverage("how do I", "anything") is None  # nothing to weigh
+    assert KeywordIndex.build([], [], [], tag=None).coverage("starter", "starter") is None
+
+
+def test_evidence_adds_weighted_coverage_to_the_cosine(tmp_path: Path, samples: Path) -> None:
+    settings = settings_in(tmp_path, embedding__backend="hash")
+    index_paths(settings, [samples])
+    searcher = Searcher(settings)
+    hit = searcher.search("How often should I feed my starter?", 1)[0][0]
+    covered = searcher.coverage("How often should I feed my starter?", hit)
+    assert covered is not None and 0.0 < covered <= 1.0
+    assert searcher.evidence("How often should I feed my starter?", hit) == pytest.approx(
+        hit.score + settings.retrieval.coverage_weight * covered)
+    plain = Searcher(settings.with_values({"retrieval.coverage_weight": 0.0}, "test"))
+    assert plain.evidence("How often should I feed my starter?", hit) == hit.score
+    # A question about a name no document mentions covers nothing.
+    assert searcher.coverage("Who founded Zyxwvut Quasarcorp?", hit) == 0.0
+
+
 def test_empty_keyword_index() -> None:
     kw = KeywordIndex.build([], [], [], tag=None)
     assert kw.search("starter", 5) == [] and kw.document_scores("starter", ["a"]) == {"a": 0.0}

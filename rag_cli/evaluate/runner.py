@@ -129,6 +129,8 @@ def _evaluate_one(q: Question, searcher: Searcher, asker: Asker | None, depth: i
                        contains=m.contains(said, q.answers))
         else:  # long reference answers: how much of them the answer covers
             row["token_recall"] = m.token_recall(said, q.answers)
+    if q.answerable and relevant:  # the right document cited (a refusal cites none)
+        row["cited_relevant"] = float(any(c.cited and c.doc_id in relevant for c in answer.citations))
     if not answer.refused and answer.error is None:
         cited = [c.text for c in answer.citations if c.cited]
         row["faithfulness"] = support(answer.answer, ["\n".join(cited)])[0] if cited else 0.0
@@ -141,7 +143,7 @@ def _aggregate(report: EvalReport, ks: Sequence[int]) -> None:
     rows = report.rows
     names = [f"hit@{k}" for k in ks] + [f"recall@{k}" for k in ks] + ["mrr@10", "ndcg@10"] + \
         [f"context_recall@{k}" for k in ks] + ["em", "f1", "contains", "token_recall", "faithfulness",
-                                               "citation_validity"]
+                                               "citation_validity", "cited_relevant"]
     for name in names:
         value = m.mean(r[name] for r in rows if r.get(name) is not None)
         if value is not None:

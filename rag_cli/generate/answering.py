@@ -119,3 +119,42 @@ def verify_citations(answer: str, texts: list[str], cited: set[int], *, min_supp
     if cited and max(shares[n - 1] for n in cited) >= max(shares, default=0.0):
         return cited
     return _best_supported(shares, min_support) or cited
+
+
+def _span_tokens(text: str) -> list[tuple[int, int]]:
+    return [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
+
+
+def snap_to_span(answer: str, texts: list[str], *, max_words: int = 12,
+                 min_f1: float = 0.6) -> tuple[int, str] | None:
+    """(index of the text, span) of the span of ``texts`` closest to a short ``answer`` by
+    token F1 (SQuAD's measure), so a small model's near-copy becomes the sources' exact words;
+    None when the answer is longer than ``max_words`` or no span reaches ``min_f1``. ``[n]``
+    citation markers are not part of the answer. Spans are at most a few words longer than
+    the answer; the shortest of equal F1 wins."""
+    from collections import Counter
+
+    want = _norm(strip_citations(answer)).split()
+    if not want or len(want) > max_words:
+        return None
+    wanted = Counter(want)
+    best: tuple[float, int, int, str] = (0.0, 0, 0, "")
+    for t, text in enumerate(texts):
+        spans = _span_tokens(text)
+        words = [_norm(text[a:b]) for a, b in spans]
+        for i in range(len(spans)):
+            if not any(w in wanted and w not in _STOPWORDS for w in words[i].split()):
+                continue  # a span starts on a content word of the answer ("of" alone is no answer)
+            got: Counter[str] = Counter()
+            for j in range(i, min(len(spans), i + len(want) + 4)):
+                got.update(words[j].split())
+                common = sum((got & wanted).values())
+                if common == 0:
+                    continue
+                precision, recall = common / sum(got.values()), common / len(want)
+                f1 = 2 * precision * recall / (precision + recall)
+                if f1 > best[0] + 1e-9:
+                    best = (f1, t, j - i, text[spans[i][0]:spans[j][1]])
+    if best[0] < min_f1:
+        return None
+    return best[1], best[3].strip(" \t\n,.;:!?\"'()[]*_`")

@@ -5,7 +5,7 @@ and what it reads matters."""
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Sequence
+from typing import Callable, Sequence
 
 from rag_cli.generate.prompts import Source
 from rag_cli.ingest import splitting
@@ -13,11 +13,13 @@ from rag_cli.store.embedders import Embedder
 
 
 def narrow(question: str, sources: Sequence[Source], embedder: Embedder, *, keep: int,
-           neighbours: int = 0, per_source: bool = False) -> list[Source]:
+           neighbours: int = 0, per_source: bool = False, lexical: Callable[[str], float] | None = None,
+           lexical_weight: float = 0.5) -> list[Source]:
     """The sources cut down to their ``keep`` best sentences (overall, or in each source with
     ``per_source``), plus ``neighbours`` sentences on each side of a kept one, in document
-    order; sources left empty are dropped and the rest renumbered. ``keep`` <= 0 returns the
-    sources unchanged."""
+    order; sources left empty are dropped and the rest renumbered. A sentence scores its cosine
+    similarity to the question, plus ``lexical_weight`` x ``lexical(sentence)`` when given (the
+    share of the question's words it holds). ``keep`` <= 0 returns the sources unchanged."""
     if keep <= 0 or not sources:
         return list(sources)
     pieces = [(i, s, e) for i, src in enumerate(sources) for s, e in splitting.sentences(src.text, 0, len(src.text))]
@@ -27,6 +29,8 @@ def narrow(question: str, sources: Sequence[Source], embedder: Embedder, *, keep
     q = embedder.embed_query(question)
     vectors = embedder.embed_documents([sources[i].text[s:e] for i, s, e in pieces])
     scores = [sum(a * b for a, b in zip(q, v)) for v in vectors]
+    if lexical is not None:
+        scores = [score + lexical_weight * lexical(sources[i].text[s:e]) for score, (i, s, e) in zip(scores, pieces)]
     order = sorted(range(len(pieces)), key=lambda k: scores[k], reverse=True)
     if per_source:
         best = [k for i in range(len(sources)) for k in [k for k in order if pieces[k][0] == i][:keep]]
