@@ -18,7 +18,7 @@ from rag_cli.generate.answering import (clean_citations, is_refusal, route, snap
 from rag_cli.generate.llama import Generator, LlamaCppGenerator
 from rag_cli.generate.narrowing import best_sentence, narrow
 from rag_cli.generate.packing import merge_neighbours, pack
-from rag_cli.generate.prompts import PromptTemplates
+from rag_cli.generate.prompts import PromptTemplates, plain_text
 from rag_cli.models import Answer, Citation
 from rag_cli.retrieve.filters import Filter
 from rag_cli.retrieve.search import Searcher, with_neighbours
@@ -138,15 +138,19 @@ class Asker:
         if s.retrieval.neighbours:
             context = with_neighbours(self.searcher.store, hits, s.retrieval.neighbours)
         sources = merge_neighbours(context)
+        keywords = self.searcher.keyword_index()
+
+        def covers(text: str) -> float:  # the share of the question's words a sentence holds
+            return keywords.coverage(question, text) or 0.0
+
         narrowed = s.retrieval.sentences > 0
         if narrowed:
             t_n = time.perf_counter()
-            keywords = self.searcher.keyword_index()
             sources = narrow(question, sources, self.searcher.embedder, keep=s.retrieval.sentences,
                              neighbours=s.retrieval.sentence_neighbours,
-                             per_source=s.retrieval.sentences_per_source,
-                             lexical=lambda text: keywords.coverage(question, text) or 0.0,
-                             lexical_weight=s.retrieval.sentence_coverage_weight)
+                             per_source=s.retrieval.sentences_per_source, lexical=covers,
+                             lexical_weight=s.retrieval.sentence_coverage_weight,
+                             best_first=s.retrieval.sentences_best_first)
             timings["narrow"] = time.perf_counter() - t_n
         try:
             generator = self.generator(chosen)
@@ -171,16 +175,20 @@ class Asker:
         text, cited, removed = clean_citations(tidy(gen.text), len(given))
         texts = [g.text for g in given]
         if s.ask.snap_to_span:
+            generated = text
             span = snap_to_span(text, texts)
             if span is not None:  # the sources' own words for a short answer, cited where they stand
-                text, cited = span[1], {given[span[0]].number}
+                text, cited = plain_text(span[1]), {given[span[0]].number}
+                if generated[:1].isupper():  # "Feed your starter …" stays capitalised
+                    text = text[:1].upper() + text[1:]
         shares = support(text, texts)
         extracted = False
         if s.ask.min_support and max(shares, default=0.0) < s.ask.min_support:
             # Not grounded in the sources (a small model can drift into anything): answer with
             # the sources' own sentence closest to the question instead, and say so.
             t_x = time.perf_counter()
-            best = best_sentence(question, given, self.searcher.embedder)
+            best = best_sentence(question, given, self.searcher.embedder, lexical=covers,
+                                 lexical_weight=s.retrieval.sentence_coverage_weight)
             timings["extract"] = time.perf_counter() - t_x
             if best is not None:
                 number, sentence = best

@@ -101,6 +101,8 @@ class RetrievalSettings:
     sentence_coverage_weight: float = _opt(0.5, "With `sentences`, a sentence scores its cosine similarity to the "
                                            "question plus this x the share of the question's words it holds.",
                                            min=0.0)
+    sentences_best_first: bool = _opt(True, "With `sentences`, give the sources in the order of their best "
+                                      "sentence (else in retrieval order).")
     sentence_neighbours: int = _opt(0, "With `sentences`, also keep this many sentences on each side of a "
                                     "kept one.", min=0)
     min_score: float = _opt(0.81, "Refuse without calling the model when the best chunk's evidence, its cosine "

@@ -14,12 +14,13 @@ from rag_cli.store.embedders import Embedder
 
 def narrow(question: str, sources: Sequence[Source], embedder: Embedder, *, keep: int,
            neighbours: int = 0, per_source: bool = False, lexical: Callable[[str], float] | None = None,
-           lexical_weight: float = 0.5) -> list[Source]:
+           lexical_weight: float = 0.5, best_first: bool = False) -> list[Source]:
     """The sources cut down to their ``keep`` best sentences (overall, or in each source with
     ``per_source``), plus ``neighbours`` sentences on each side of a kept one, in document
     order; sources left empty are dropped and the rest renumbered. A sentence scores its cosine
     similarity to the question, plus ``lexical_weight`` x ``lexical(sentence)`` when given (the
-    share of the question's words it holds). ``keep`` <= 0 returns the sources unchanged."""
+    share of the question's words it holds). With ``best_first`` the sources come in the order
+    of their best kept sentence, else in their own. ``keep`` <= 0 returns the sources unchanged."""
     if keep <= 0 or not sources:
         return list(sources)
     pieces = [(i, s, e) for i, src in enumerate(sources) for s, e in splitting.sentences(src.text, 0, len(src.text))]
@@ -41,8 +42,12 @@ def narrow(question: str, sources: Sequence[Source], embedder: Embedder, *, keep
         for j in range(k - neighbours, k + neighbours + 1):
             if 0 <= j < len(pieces) and pieces[j][0] == pieces[k][0]:
                 chosen.add(j)
+    best_of = {i: max((scores[k] for k in best if pieces[k][0] == i), default=float("-inf"))
+               for i in range(len(sources))}
+    order_of_sources = sorted(range(len(sources)), key=lambda i: -best_of[i]) if best_first else range(len(sources))
     out: list[Source] = []
-    for i, src in enumerate(sources):
+    for i in order_of_sources:
+        src = sources[i]
         kept = [pieces[k] for k in sorted(chosen) if pieces[k][0] == i]
         if not kept:
             continue
@@ -56,9 +61,11 @@ def narrow(question: str, sources: Sequence[Source], embedder: Embedder, *, keep
     return out
 
 
-def best_sentence(question: str, sources: Sequence[Source], embedder: Embedder) -> tuple[int, str] | None:
-    """(source number, sentence) of the sentence of ``sources`` closest to the question; None
-    when the sources hold no sentence."""
+def best_sentence(question: str, sources: Sequence[Source], embedder: Embedder, *,
+                  lexical: Callable[[str], float] | None = None,
+                  lexical_weight: float = 0.5) -> tuple[int, str] | None:
+    """(source number, sentence) of the sentence of ``sources`` closest to the question, scored
+    as ``narrow`` scores them; None when the sources hold no sentence."""
     pieces = [(src.number, " ".join(src.text[s:e].split())) for src in sources
               for s, e in splitting.sentences(src.text, 0, len(src.text))]
     pieces = [(n, text) for n, text in pieces if any(ch.isalnum() for ch in text)]
@@ -67,4 +74,6 @@ def best_sentence(question: str, sources: Sequence[Source], embedder: Embedder) 
     q = embedder.embed_query(question)
     vectors = embedder.embed_documents([text for _, text in pieces])
     scores = [sum(a * b for a, b in zip(q, v)) for v in vectors]
+    if lexical is not None:
+        scores = [score + lexical_weight * lexical(text) for score, (_, text) in zip(scores, pieces)]
     return pieces[max(range(len(pieces)), key=lambda k: (scores[k], -k))]

@@ -6,6 +6,7 @@ Templates can be overridden in settings (`prompt.system`, `prompt.user`). Placeh
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from rag_cli.errors import ConfigError
@@ -51,10 +52,18 @@ class Source:
         return ", ".join(parts)
 
 
+_EMPHASIS = re.compile(r"(\*\*|__|`+)")
+
+
+def plain_text(text: str) -> str:
+    """Text as a base model reads it best: one line, no Markdown emphasis or code marks."""
+    return " ".join(_EMPHASIS.sub("", text).split())
+
+
 def render_source(source: Source, text: str | None = None, style: str = "chat") -> str:
     body = (source.text if text is None else text).replace("</source>", "</ source>")
     if style == "completion":
-        return body
+        return plain_text(body)
     return f'<source id="{source.number}" from="{source.label()}">\n{body}\n</source>'
 
 
