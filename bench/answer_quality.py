@@ -9,7 +9,7 @@ SQuAD: a fixed sample, the 500 answerable questions `random.Random(0).sample` dr
 Each set is indexed once with the default settings into WORK/.rag-eval/ and answered in each
 configuration:
 
-- default: the settings as shipped (Gemma 3 270M base; 3 narrowed sentences; answers snapped to
+- default: the settings as shipped (Gemma 3 270M base; 2 narrowed sentences; answers snapped to
   the sources' words; refusal on cosine + coverage);
 - baseline: the same model and retrieval with a plain prompt: the top-5 chunks as they are,
   "Question: ... Answer:", the cosine threshold alone for refusals, the model's words as they come;

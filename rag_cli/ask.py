@@ -197,7 +197,8 @@ class Asker:
                 text, cited, extracted = sentence, {number}, True
         # Small models forget to cite, or cite the wrong number: credit the sources that hold the answer.
         if not extracted:
-            cited = verify_citations(text, texts, cited, shares=shares)
+            # An answer trusted on ask.min_support is credited to the source that supports it most.
+            cited = verify_citations(text, texts, cited, shares=shares, min_support=s.ask.min_support or 0.5)
         return done(answer=text, citations=_citations(given, cited), model=gen.model, route=why,
                     prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens,
                     removed_citations=removed, extracted=extracted)

@@ -94,7 +94,7 @@ class RetrievalSettings:
                            "(same document) as context.", min=0)
     top_k: int = _opt(5, "Chunks retrieved for a question (neighbouring chunks are merged into one source).",
                       min=1)
-    sentences: int = _opt(3, "Narrow the sources to the sentences most similar to the question, this many "
+    sentences: int = _opt(2, "Narrow the sources to the sentences most similar to the question, this many "
                           "in all (0: give the model the whole chunks).", min=0)
     sentences_per_source: bool = _opt(False, "With `sentences`, keep that many sentences in each source "
                                       "instead of in all.")
