@@ -139,6 +139,10 @@ def test_tidy_drops_the_answer_preamble_only() -> None:
     assert tidy('<source id="5" from="06_Martin_Luther.md, Martin Luther"> This means that for Luther') == \
         "This means that for Luther"
     assert tidy("Denver [1]</source>") == "Denver [1]"
+    # base models continue with list marks and inline HTML
+    assert tidy("Answer: <b>Dior</b>") == "Dior"
+    assert tidy("1. Teacher enthusiasm") == "Teacher enthusiasm" and tidy("- alcohols") == "alcohols"
+    assert tidy("1998 was the year.") == "1998 was the year." and tidy("E. coli") == "E. coli"
 
 
 def test_routing_rule() -> None:

@@ -55,14 +55,16 @@ _PREAMBLE = re.compile(r"^\s*(?:the\s+)?(?:short\s+)?answer(?:\s+is)?\s*:\s*", r
 
 
 _SOURCE_TAG = re.compile(r"</?\s*source\b[^>]*>", re.I)
+_INLINE_TAG = re.compile(r"</?(?:b|i|em|strong|u|sub|sup|span|p)\s*>", re.I)
+_LIST_MARK = re.compile(r"^\s*(?:\d{1,2}[.)]|[-*•])\s+")  # not "A.": that may be a name ("E. coli")
 
 
 def tidy(answer: str) -> str:
-    """The answer without a leading "The answer is:" and without echoed ``<source ...>`` tags
-    (habits of small models)."""
-    untagged = _SOURCE_TAG.sub("", answer).strip()
+    """The answer without a leading "The answer is:" or list mark ("1.", "-"), and without
+    echoed ``<source ...>`` or inline HTML tags (habits of small models)."""
+    untagged = _INLINE_TAG.sub("", _SOURCE_TAG.sub("", answer)).strip()
     answer = untagged if untagged else answer
-    stripped = _PREAMBLE.sub("", answer, count=1)
+    stripped = _LIST_MARK.sub("", _PREAMBLE.sub("", answer, count=1), count=1)
     return stripped if stripped.strip() else answer
 
 

@@ -175,11 +175,12 @@ class LlamaCppGenerator:
         assert self._llm is not None
         started = time.perf_counter()
         pieces: list[str] = []
+        completion = bool(messages) and messages[0]["role"] == "prompt"
         try:
-            if messages and messages[0]["role"] == "prompt":
+            if completion:
                 stream: Iterable[dict] = self._llm.create_completion(
                     prompt=messages[0]["content"], max_tokens=max_tokens, temperature=temperature, stream=True,
-                    seed=self.seed, repeat_penalty=1.1, stop=["\n"])
+                    seed=self.seed, repeat_penalty=1.1)
             else:
                 stream = self._llm.create_chat_completion(
                     messages=list(messages), max_tokens=max_tokens, temperature=temperature, stream=True,
@@ -187,6 +188,20 @@ class LlamaCppGenerator:
             for event in stream:
                 choice = event["choices"][0]
                 delta = choice.get("text") or choice.get("delta", {}).get("content") or ""
+                if completion:
+                    # A base model's answer is its first non-empty line: it often starts with a
+                    # line break ("Short answer:\n…"), and after the line it goes on with more text.
+                    if not "".join(pieces).strip():
+                        delta = delta.lstrip()
+                    if "\n" in delta:
+                        delta = delta.split("\n", 1)[0]
+                        if delta:
+                            pieces.append(delta)
+                            if on_text:
+                                on_text(delta)
+                        if "".join(pieces).strip():
+                            break
+                        continue
                 if delta:
                     pieces.append(delta)
                     if on_text:
