@@ -140,7 +140,8 @@ class PromptSettings:
     user: str = _opt(DEFAULT_USER, "User prompt; must contain {sources} and {question}.")
     refusal: str = _opt(DEFAULT_REFUSAL, "The exact answer when the documents do not hold one.")
     completion: str = _opt(DEFAULT_COMPLETION, "Completion prompt for base models (llm.prompt_style); must "
-                           "contain {sources} (the chunk texts) and {question}; generation stops at the line end.")
+                           "contain {sources} (the chunk texts) and {question}; the answer is the first "
+                           "non-empty line.")
     completion_sources: int = _opt(2, "Most sources in a completion prompt when they are whole chunks "
                                    "(retrieval.sentences = 0; measured: base models answer best from few).",
                                    min=1)

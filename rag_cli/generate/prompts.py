@@ -23,7 +23,7 @@ DEFAULT_SYSTEM = (
 DEFAULT_USER = "Sources:\n{sources}\n\nQuestion: {question}\nAnswer (cite sources as [n]):"
 
 # For base (completion) models, which continue text rather than follow instructions: the
-# sources as plain text, then a question and an answer cue; generation stops at the line end.
+# sources as plain text, then a question and an answer cue; the answer is the first non-empty line.
 DEFAULT_COMPLETION = "{sources}\n\nQuestion: {question}\nShort answer:"
 
 
