@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 from rag_cli.config import Settings
 from rag_cli.index_dir import IndexPaths, check_build
 from rag_cli.model_files import embedding_prefixes
-from rag_cli.retrieve.filters import BoundFilter, DocumentInfo, Filter
+from rag_cli.retrieve.filters import DocumentInfo, Filter
 from rag_cli.store.chroma import ChromaStore, StoredChunk
 from rag_cli.store.embedders import Embedder, make_embedder
 from rag_cli.store.keyword import KeywordIndex, keyword_text
