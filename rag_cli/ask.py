@@ -49,11 +49,17 @@ class AnswerCache:
         self._db.close()
 
 
+# Bumped when the way answers are made changes (a cached answer of an older rag-cli is not reused):
+# 2 = "bundled" became Gemma 3 270M, with narrowing, snapping and the evidence refusal.
+ANSWER_LOGIC = 2
+
+
 def cache_key(settings: Settings, question: str, where: Filter | None, index_state: str) -> str:
     material = {
         "question": question.strip(), "where": repr(where.resolved()) if where else "", "index": index_state,
         "retrieval": asdict(settings.retrieval), "llm": asdict(settings.llm), "prompt": asdict(settings.prompt),
-        "embedding": asdict(settings.embedding),
+        "embedding": asdict(settings.embedding), "logic": ANSWER_LOGIC,
+        "ask": {k: v for k, v in asdict(settings.ask).items() if k != "cache"},
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 

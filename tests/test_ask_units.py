@@ -202,3 +202,16 @@ def test_narrowing_adds_the_share_of_question_words_a_sentence_holds() -> None:
                     lexical=lambda s: favour.get(s, 0.0), lexical_weight=10.0)
     assert [s.text for s in picked] == ["Beta two there."]
     assert len(plain) == 1 and plain[0].text in ("Alpha one here.", "Beta two there.", "Gamma three now.")
+
+
+def test_the_answer_cache_key_follows_every_answer_setting() -> None:
+    from rag_cli.ask import cache_key
+    from rag_cli.config import Settings
+
+    base = Settings()
+    key = cache_key(base, "Q?", None, "state")
+    assert key == cache_key(base, " Q? ", None, "state")
+    for change in ({"ask.snap_to_span": False}, {"ask.min_support": 0.0}, {"retrieval.coverage_weight": 0.0},
+                   {"retrieval.sentences": 0}, {"llm.model": "smollm2"}):
+        assert cache_key(base.with_values(change, "test"), "Q?", None, "state") != key, change
+    assert cache_key(base.with_values({"ask.cache": False}, "test"), "Q?", None, "state") == key
