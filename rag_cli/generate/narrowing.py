@@ -12,6 +12,17 @@ from rag_cli.ingest import splitting
 from rag_cli.store.embedders import Embedder
 
 
+def sentence_scores(question: str, sentences: Sequence[str], embedder: Embedder,
+                    lexical: Callable[[str], float] | None = None, lexical_weight: float = 0.5) -> list[float]:
+    """Each sentence's cosine similarity to the question, plus ``lexical_weight`` x
+    ``lexical(sentence)`` when given: how `narrow` and `best_sentence` rank sentences."""
+    q = embedder.embed_query(question)
+    scores = [sum(a * b for a, b in zip(q, v)) for v in embedder.embed_documents(list(sentences))]
+    if lexical is not None:
+        scores = [score + lexical_weight * lexical(text) for score, text in zip(scores, sentences)]
+    return scores
+
+
 def narrow(question: str, sources: Sequence[Source], embedder: Embedder, *, keep: int,
            neighbours: int = 0, per_source: bool = False, lexical: Callable[[str], float] | None = None,
            lexical_weight: float = 0.5, best_first: bool = False) -> list[Source]:
@@ -27,11 +38,7 @@ def narrow(question: str, sources: Sequence[Source], embedder: Embedder, *, keep
     if len(pieces) <= keep or (per_source and all(
             sum(1 for p in pieces if p[0] == i) <= keep for i in range(len(sources)))):
         return list(sources)
-    q = embedder.embed_query(question)
-    vectors = embedder.embed_documents([sources[i].text[s:e] for i, s, e in pieces])
-    scores = [sum(a * b for a, b in zip(q, v)) for v in vectors]
-    if lexical is not None:
-        scores = [score + lexical_weight * lexical(sources[i].text[s:e]) for score, (i, s, e) in zip(scores, pieces)]
+    scores = sentence_scores(question, [sources[i].text[s:e] for i, s, e in pieces], embedder, lexical, lexical_weight)
     order = sorted(range(len(pieces)), key=lambda k: scores[k], reverse=True)
     if per_source:
         best = [k for i in range(len(sources)) for k in [k for k in order if pieces[k][0] == i][:keep]]
@@ -71,9 +78,5 @@ def best_sentence(question: str, sources: Sequence[Source], embedder: Embedder, 
     pieces = [(n, text) for n, text in pieces if any(ch.isalnum() for ch in text)]
     if not pieces:
         return None
-    q = embedder.embed_query(question)
-    vectors = embedder.embed_documents([text for _, text in pieces])
-    scores = [sum(a * b for a, b in zip(q, v)) for v in vectors]
-    if lexical is not None:
-        scores = [score + lexical_weight * lexical(text) for score, (_, text) in zip(scores, pieces)]
+    scores = sentence_scores(question, [text for _, text in pieces], embedder, lexical, lexical_weight)
     return pieces[max(range(len(pieces)), key=lambda k: (scores[k], -k))]
