@@ -144,10 +144,10 @@ class Asker:
         if s.retrieval.neighbours:
             context = with_neighbours(self.searcher.store, hits, s.retrieval.neighbours)
         sources = merge_neighbours(context)
-        keywords = self.searcher.keyword_index()
+        covered = self.searcher.keyword_index().coverer(question)
 
         def covers(text: str) -> float:  # the share of the question's words a sentence holds
-            return keywords.coverage(question, text) or 0.0
+            return covered(text) or 0.0
 
         narrowed = s.retrieval.sentences > 0
         if narrowed:

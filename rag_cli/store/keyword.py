@@ -175,20 +175,25 @@ class KeywordIndex:
         chunks (BM25's IDF, so a name counts far more than "often"; question words like "how" do
         not count); a word no chunk holds weighs most. None when the query has no word to weigh
         or the index is empty."""
-        if not self.ids or self.retriever is None:
-            return None
-        query_words = set(_tokens([query])[0]) - _question_stopwords()
-        if not query_words:
-            return None
-        found = set(_tokens([text])[0])
-        indptr = self.retriever.scores["indptr"]
-        n = int(self.retriever.scores["num_docs"])
+        return self.coverer(query)(text)
 
-        def idf(word: str) -> float:
-            i = self.retriever.vocab_dict.get(word)
-            df = int(indptr[i + 1] - indptr[i]) if i is not None and i + 1 < len(indptr) else 0
-            return math.log(1 + (n - df + 0.5) / (df + 0.5))
-
-        weights = {w: idf(w) for w in query_words}
+    def coverer(self, query: str) -> Callable[[str], float | None]:
+        """``coverage`` for one query over many texts: the query's words and weights are worked
+        out once."""
+        weights: dict[str, float] = {}
+        if self.ids and self.retriever is not None:
+            indptr = self.retriever.scores["indptr"]
+            n = int(self.retriever.scores["num_docs"])
+            for word in set(_tokens([query])[0]) - _question_stopwords():
+                i = self.retriever.vocab_dict.get(word)
+                df = int(indptr[i + 1] - indptr[i]) if i is not None and i + 1 < len(indptr) else 0
+                weights[word] = math.log(1 + (n - df + 0.5) / (df + 0.5))
         total = sum(weights.values())
-        return sum(weights[w] for w in query_words if w in found) / total if total > 0 else None
+        if total <= 0:
+            return lambda text: None
+
+        def covers(text: str) -> float:
+            found = set(_tokens([text])[0])
+            return sum(weight for word, weight in weights.items() if word in found) / total
+
+        return covers
