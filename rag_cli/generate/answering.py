@@ -140,7 +140,7 @@ def snap_to_span(answer: str, texts: list[str], *, max_words: int = 12,
     if not want or len(want) > max_words:
         return None
     wanted = Counter(want)
-    best: tuple[float, int, int, str] = (0.0, 0, 0, "")
+    best: tuple[float, int, str] = (0.0, 0, "")  # F1, text, span
     for t, text in enumerate(texts):
         spans = _span_tokens(text)
         words = [_norm(text[a:b]) for a, b in spans]
@@ -156,7 +156,7 @@ def snap_to_span(answer: str, texts: list[str], *, max_words: int = 12,
                 precision, recall = common / sum(got.values()), common / len(want)
                 f1 = 2 * precision * recall / (precision + recall)
                 if f1 > best[0] + 1e-9:
-                    best = (f1, t, j - i, text[spans[i][0]:spans[j][1]])
+                    best = (f1, t, text[spans[i][0]:spans[j][1]])
     if best[0] < min_f1:
         return None
-    return best[1], best[3].strip(" \t\n,.;:!?\"'()[]*_`")
+    return best[1], best[2].strip(" \t\n,.;:!?\"'()[]*_`")

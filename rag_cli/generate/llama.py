@@ -188,24 +188,20 @@ class LlamaCppGenerator:
             for event in stream:
                 choice = event["choices"][0]
                 delta = choice.get("text") or choice.get("delta", {}).get("content") or ""
+                line_ends = False
                 if completion:
                     # A base model's answer is its first non-empty line: it often starts with a
                     # line break ("Short answer:\n…"), and after the line it goes on with more text.
-                    if not "".join(pieces).strip():
+                    if not pieces:
                         delta = delta.lstrip()
-                    if "\n" in delta:
-                        delta = delta.split("\n", 1)[0]
-                        if delta:
-                            pieces.append(delta)
-                            if on_text:
-                                on_text(delta)
-                        if "".join(pieces).strip():
-                            break
-                        continue
+                    delta, newline, _ = delta.partition("\n")
+                    line_ends = bool(newline)
                 if delta:
                     pieces.append(delta)
                     if on_text:
                         on_text(delta)
+                if line_ends and pieces:
+                    break
         except RagError:
             raise
         except Exception as exc:
