@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,9 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Derived files (the ONNX export of the embedding model) go to a cache of this test session,
+# never the developer's; subprocesses of the installed `rag` inherit it.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="rag-tests-cache-")
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples"

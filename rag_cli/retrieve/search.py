@@ -81,11 +81,15 @@ class Searcher:
         e = settings.embedding
         query_prefix, document_prefix = embedding_prefixes(e, settings.base_dir)
         self.embedder = embedder or make_embedder(e.backend, e.model, base_dir=settings.base_dir, device=e.device,
-                                                  batch_size=e.batch_size, query_prefix=query_prefix)
+                                                  batch_size=e.batch_size, query_prefix=query_prefix,
+                                                  query_runtime=e.query_runtime)
         current = {"embedding.backend": e.backend, "embedding.model": self.embedder.name,
                    "embedding.dimension": self.embedder.dimension, "embedding.query_prefix": query_prefix,
                    "embedding.document_prefix": document_prefix}
         check_build(recorded, current, self.paths.root)  # searching needs only the embedding to match
+        start = getattr(self.embedder, "start_query_runtime", None)
+        if start is not None:
+            start()  # the query model loads in the background while Chroma opens
         self.store = ChromaStore(self.paths.chroma)
         # Changes with any index run that changed something, and with a file's mtime (filters use it).
         table = hashlib.sha256(repr(self.documents).encode()).hexdigest()[:16]

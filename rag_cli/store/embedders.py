@@ -2,18 +2,26 @@
 
 Construction is cheap and never imports torch; the model loads on first use
 (``warm_up``), so that commands which only need to know the model's name and dimension
-(the index's build check) stay fast.
+(the index's build check) stay fast. Questions, and the few sentences `rag ask` ranks, are
+embedded with an ONNX export of the model when one is cached (`onnx_query`), so `rag ask`
+never imports torch.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence, TypeVar
 
 from rag_cli.errors import ConfigError, ModelLoadError
 from rag_cli.model_files import EmbeddingModelFiles, resolve_embedding_model
+from rag_cli.store.onnx_query import OnnxQueryEncoder, export
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+ONNX_MAX_TEXTS = 64  # up to this many texts embed with the ONNX export when torch is not loaded
 
 
 class Embedder(Protocol):
@@ -29,8 +37,10 @@ class SentenceTransformerEmbedder:
     """A sentence-transformers model from a local folder (the bundled MiniLM by default)."""
 
     def __init__(self, files: EmbeddingModelFiles, *, device: str = "cpu", batch_size: int = 32,
-                 query_prefix: str = "") -> None:
+                 query_prefix: str = "", query_runtime: str = "auto") -> None:
         self.files = files
+        self.query_runtime = query_runtime
+        self._query_encoder: OnnxQueryEncoder | None = None
         self.name = files.name
         self.device = device
         self.batch_size = batch_size
@@ -59,6 +69,8 @@ class SentenceTransformerEmbedder:
             raise ModelLoadError(f"cannot load embedding model {self.files.path}: {type(exc).__name__}: {exc}") from None
         model.max_seq_length = self.files.max_seq_length
         self._model = model
+        if self.query_runtime == "auto" and self.device == "cpu":
+            export(model, self.files, query_prefix=self.query_prefix)  # once per model: later questions skip torch
         get_dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         self.dimension = int(get_dimension() or self.dimension)
 
@@ -70,10 +82,37 @@ class SentenceTransformerEmbedder:
         return vectors.tolist()
 
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
-        return self._encode(texts) if texts else []
+        if not texts:
+            return []
+        if len(texts) <= ONNX_MAX_TEXTS:  # a few sentences to rank, a small index update: no torch
+            vectors = self._onnx(lambda encoder: encoder.embed_many(texts))
+            if vectors is not None:
+                return vectors
+        return self._encode(texts)
 
     def embed_query(self, text: str) -> list[float]:
-        return self._encode([self.query_prefix + text])[0]
+        vector = self._onnx(lambda encoder: encoder.embed(self.query_prefix + text))
+        return vector if vector is not None else self._encode([self.query_prefix + text])[0]
+
+    def start_query_runtime(self) -> None:
+        """Begin loading the ONNX export in the background, if one is cached and torch is not
+        loaded (then it would be slower to use two models)."""
+        if self.query_runtime == "auto" and self._model is None and self._query_encoder is None:
+            self._query_encoder = OnnxQueryEncoder.available(self.files)
+            if self._query_encoder is not None:
+                self._query_encoder.start()
+
+    def _onnx(self, work: Callable[[OnnxQueryEncoder], T]) -> T | None:
+        """``work`` done by the ONNX export, or None when there is none (or torch is loaded anyway)."""
+        self.start_query_runtime()
+        if self._query_encoder is None or self._model is not None:
+            return None
+        try:
+            return work(self._query_encoder)
+        except Exception as exc:  # a damaged cache file: torch still works
+            log.warning("ONNX embedding failed (%s: %s); using sentence-transformers", type(exc).__name__, exc)
+            self._query_encoder = None
+            return None
 
 
 def _dimension_from_files(path: Path) -> int | None:
@@ -92,11 +131,12 @@ EMBEDDERS = ("sentence-transformers", "hash")
 
 
 def make_embedder(backend: str, model: str, *, base_dir: Path | None = None, device: str = "cpu",
-                  batch_size: int = 32, query_prefix: str = "") -> Embedder:
+                  batch_size: int = 32, query_prefix: str = "", query_runtime: str = "auto") -> Embedder:
     """The embedder registered under ``backend``; ``hash`` is the fast fake used by unit tests."""
     if backend == "sentence-transformers":
         files = resolve_embedding_model(model, base_dir)
-        return SentenceTransformerEmbedder(files, device=device, batch_size=batch_size, query_prefix=query_prefix)
+        return SentenceTransformerEmbedder(files, device=device, batch_size=batch_size, query_prefix=query_prefix,
+                                           query_runtime=query_runtime)
     if backend == "hash":
         from rag_cli.testing.fakes import HashEmbedder
 
