@@ -87,9 +87,6 @@ class Searcher:
                    "embedding.dimension": self.embedder.dimension, "embedding.query_prefix": query_prefix,
                    "embedding.document_prefix": document_prefix}
         check_build(recorded, current, self.paths.root)  # searching needs only the embedding to match
-        start = getattr(self.embedder, "start_query_runtime", None)
-        if start is not None:
-            start()  # the query model loads in the background while Chroma opens
         self.store = ChromaStore(self.paths.chroma)
         # Changes with any index run that changed something, and with a file's mtime (filters use it).
         table = hashlib.sha256(repr(self.documents).encode()).hexdigest()[:16]

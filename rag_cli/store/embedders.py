@@ -41,6 +41,7 @@ class SentenceTransformerEmbedder:
         self.files = files
         self.query_runtime = query_runtime
         self._query_encoder: OnnxQueryEncoder | None = None
+        self._onnx_looked = False  # looked for a cached export once
         self.name = files.name
         self.device = device
         self.batch_size = batch_size
@@ -94,19 +95,18 @@ class SentenceTransformerEmbedder:
         vector = self._onnx(lambda encoder: encoder.embed(self.query_prefix + text))
         return vector if vector is not None else self._encode([self.query_prefix + text])[0]
 
-    def start_query_runtime(self) -> None:
-        """Begin loading the ONNX export in the background, if one is cached and torch is not
-        loaded (then it would be slower to use two models)."""
-        if self.query_runtime == "auto" and self._model is None and self._query_encoder is None:
-            self._query_encoder = OnnxQueryEncoder.available(self.files)
-            if self._query_encoder is not None:
-                self._query_encoder.start()
-
     def _onnx(self, work: Callable[[OnnxQueryEncoder], T]) -> T | None:
-        """``work`` done by the ONNX export, or None when there is none (or torch is loaded anyway)."""
-        self.start_query_runtime()
-        if self._query_encoder is None or self._model is not None:
+        """``work`` done by the ONNX export, or None when there is none, or when torch is loaded
+        anyway (a second model would only cost time)."""
+        if self.query_runtime != "auto" or self._model is not None:
             return None
+        if self._query_encoder is None:
+            if self._onnx_looked:
+                return None
+            self._onnx_looked = True
+            self._query_encoder = OnnxQueryEncoder.available(self.files)
+            if self._query_encoder is None:
+                return None
         try:
             return work(self._query_encoder)
         except Exception as exc:  # a damaged cache file: torch still works

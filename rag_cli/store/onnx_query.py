@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import os
-import threading
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -68,8 +67,10 @@ def _unsupported_marker(path: Path) -> Path:
 
 
 class OnnxQueryEncoder:
-    """Embeds one text at a time with an exported model. ``start()`` loads it on a background
-    thread (onnxruntime reads and prepares ~90 MB while the caller opens the index)."""
+    """Embeds texts with an exported model; the session loads on first use (~0.2 s here).
+
+    Loading it on a background thread while Chroma is imported was measured and gained nothing:
+    onnxruntime holds the GIL while it builds the session."""
 
     def __init__(self, files: EmbeddingModelFiles, path: Path) -> None:
         self.files = files
@@ -77,8 +78,6 @@ class OnnxQueryEncoder:
         self._session: Any = None
         self._tokenizer: Any = None
         self._inputs: list[str] = []
-        self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
 
     @classmethod
     def available(cls, files: EmbeddingModelFiles) -> "OnnxQueryEncoder | None":
@@ -87,23 +86,10 @@ class OnnxQueryEncoder:
         if not path.is_file():
             return None
         try:
-            import onnxruntime  # noqa: F401  (imported here, on the caller's thread: see start())
+            import onnxruntime  # noqa: F401
         except ImportError:
             return None
         return cls(files, path)
-
-    def start(self) -> None:
-        """Begin loading in the background. numpy and onnxruntime are already imported (by
-        ``available``) on the caller's thread: two threads importing numpy at once break it."""
-        if self._thread is None and self._session is None:
-            self._thread = threading.Thread(target=self._load_quietly, name="onnx-query-load", daemon=True)
-            self._thread.start()
-
-    def _load_quietly(self) -> None:
-        try:
-            self._load()
-        except BaseException as exc:  # re-raised on the caller's thread by wait()
-            self._error = exc
 
     def _load(self) -> None:
         import onnxruntime as ort
@@ -120,21 +106,13 @@ class OnnxQueryEncoder:
         self._inputs = [i.name for i in self._session.get_inputs()]
         self._tokenizer = tokenizer
 
-    def wait(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        elif self._session is None and self._error is None:
-            self._load_quietly()
-        if self._error is not None:
-            raise self._error
-
     def embed(self, text: str) -> list[float]:
         return self.embed_many([text])[0]
 
     def embed_many(self, texts: Sequence[str], batch_size: int = 16) -> list[list[float]]:
         """Unit vectors of ``texts``, in batches of similar length (padding is masked out)."""
-        self.wait()
+        if self._session is None:
+            self._load()
         import numpy as np
 
         encodings = self._tokenizer.encode_batch(list(texts))
