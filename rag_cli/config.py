@@ -53,9 +53,10 @@ class EmbeddingSettings:
                       "all-MiniLM-L6-v2, a local folder, or a hub name (needs internet once).")
     batch_size: int = _opt(32, "Chunks embedded per batch.", min=1)
     device: str = _opt("cpu", "Torch device for embedding (cpu, cuda, mps).")
-    query_runtime: str = _opt("auto", "How questions are embedded: auto (an ONNX copy of the model, made and "
-                              "checked on its first load with torch, so `rag ask` never imports torch; torch "
-                              "until then) or torch (always sentence-transformers).", choices=("auto", "torch"))
+    runtime: str = _opt("auto", "auto: on the CPU, embed with an ONNX copy of the model (exported and checked "
+                        "against sentence-transformers on its first load with torch, cached in $RAG_CACHE_DIR), "
+                        "so `rag ask` and small index updates never import torch; torch: always "
+                        "sentence-transformers.", choices=("auto", "torch"))
     query_prefix: str = _opt("auto", "Text put before every query (e5: 'query: '); auto: the model's own "
                              "(its folder's prompts, or known models: e5, bge-*-en, nomic, mxbai, arctic).")
     document_prefix: str = _opt("auto", "Text put before every chunk when it is embedded (e5: 'passage: '); "

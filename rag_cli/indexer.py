@@ -80,7 +80,7 @@ class Indexer:
         self.prefixes = embedding_prefixes(e, settings.base_dir)
         self.embedder = embedder or make_embedder(e.backend, e.model, base_dir=settings.base_dir, device=e.device,
                                                   batch_size=e.batch_size, query_prefix=self.prefixes[0],
-                                                  query_runtime=e.query_runtime)
+                                                  runtime=e.runtime)
         c = settings.chunking
         self.chunker: BaseChunker = make_chunker(
             c.strategy, self.counter, size=c.size, overlap=c.overlap, min_size=c.min_size,

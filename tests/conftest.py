@@ -30,11 +30,12 @@ def _no_rag_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="session")
 def real_embedder():
-    """The bundled all-MiniLM-L6-v2, loaded once for the session."""
+    """The bundled all-MiniLM-L6-v2, loaded once for the session with sentence-transformers (and
+    exported to ONNX into the session's cache, as a first `rag index` does)."""
     from rag_cli.store.embedders import make_embedder
 
     embedder = make_embedder("sentence-transformers", "bundled")
-    embedder.warm_up()  # type: ignore[attr-defined]
+    embedder.load_torch()  # type: ignore[attr-defined]
     return embedder
 
 

@@ -34,7 +34,7 @@ def files():
 
 @pytest.fixture(scope="module")
 def exported(real_embedder, files) -> Path:
-    """The bundled model exported to this test session's cache (warm_up exports it)."""
+    """The bundled model exported to this test session's cache (load_torch exports it)."""
     path = export_path(files)
     assert path.is_file(), "loading the model with torch exports it for query embedding"
     return path
@@ -51,18 +51,31 @@ def test_export_agrees_with_sentence_transformers_within_1e4(real_embedder, file
     assert [len(v) for v in one] == [384] * len(TEXTS)
 
 
-def test_embedder_without_torch_uses_the_export(files, exported) -> None:
+def test_embedder_without_torch_uses_the_export(real_embedder, files, exported) -> None:
     embedder = SentenceTransformerEmbedder(files)
+    embedder.warm_up()  # loads the export, not torch
     vector = embedder.embed_query("How often should I feed my starter?")
-    few = embedder.embed_documents(["one sentence", "another"])
+    many = embedder.embed_documents(TEXTS * 20)  # an index run's batch too
     assert embedder._model is None, "no torch model was loaded"
-    assert len(vector) == 384 and len(few) == 2
+    assert float(np.dot(vector, real_embedder.embed_query("How often should I feed my starter?"))) > 1 - 1e-4
+    reference = real_embedder.embed_documents(TEXTS)
+    assert min(float(np.dot(a, b)) for a, b in zip(many[:len(TEXTS)], reference)) > 1 - 1e-4
 
 
-def test_query_runtime_torch_never_uses_the_export(real_embedder, files, exported) -> None:
-    embedder = SentenceTransformerEmbedder(files, query_runtime="torch")
+def test_without_an_export_torch_loads_and_makes_one(files, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    embedder = SentenceTransformerEmbedder(files)
+    embedder.warm_up()
+    assert embedder._model is not None and export_path(files).is_file()
+    fresh = SentenceTransformerEmbedder(files)
+    fresh.embed_query("a question")
+    assert fresh._model is None
+
+
+def test_runtime_torch_never_uses_the_export(real_embedder, files, exported) -> None:
+    embedder = SentenceTransformerEmbedder(files, runtime="torch")
     vector = embedder.embed_query("How often should I feed my starter?")
-    assert embedder._query_encoder is None and embedder._model is not None
+    assert embedder._onnx is None and embedder._model is not None
     assert float(np.dot(vector, real_embedder.embed_query("How often should I feed my starter?"))) > 1 - 1e-6
 
 

@@ -82,7 +82,7 @@ class Searcher:
         query_prefix, document_prefix = embedding_prefixes(e, settings.base_dir)
         self.embedder = embedder or make_embedder(e.backend, e.model, base_dir=settings.base_dir, device=e.device,
                                                   batch_size=e.batch_size, query_prefix=query_prefix,
-                                                  query_runtime=e.query_runtime)
+                                                  runtime=e.runtime)
         current = {"embedding.backend": e.backend, "embedding.model": self.embedder.name,
                    "embedding.dimension": self.embedder.dimension, "embedding.query_prefix": query_prefix,
                    "embedding.document_prefix": document_prefix}

@@ -2,9 +2,9 @@
 
 Construction is cheap and never imports torch; the model loads on first use
 (``warm_up``), so that commands which only need to know the model's name and dimension
-(the index's build check) stay fast. Questions, and the few sentences `rag ask` ranks, are
-embedded with an ONNX export of the model when one is cached (`onnx_query`), so `rag ask`
-never imports torch.
+(the index's build check) stay fast. Once the model has been exported to ONNX (on its first
+load with torch), texts are embedded with the export (`onnx_query`): `rag ask` and an
+incremental `rag index` never import torch.
 """
 
 from __future__ import annotations
@@ -13,15 +13,13 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Callable, Protocol, Sequence, TypeVar
+from typing import Protocol, Sequence
 
 from rag_cli.errors import ConfigError, ModelLoadError
 from rag_cli.model_files import EmbeddingModelFiles, resolve_embedding_model
 from rag_cli.store.onnx_query import OnnxQueryEncoder, export
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-ONNX_MAX_TEXTS = 64  # up to this many texts embed with the ONNX export when torch is not loaded
 
 
 class Embedder(Protocol):
@@ -34,22 +32,33 @@ class Embedder(Protocol):
 
 
 class SentenceTransformerEmbedder:
-    """A sentence-transformers model from a local folder (the bundled MiniLM by default)."""
+    """A sentence-transformers model from a local folder (the bundled MiniLM by default).
+
+    With ``runtime="auto"`` on the CPU, texts are embedded by the model's ONNX export when one is
+    cached (`onnx_query`; same vectors within 1e-4, and no torch import); the first load with
+    torch makes that export. With ``runtime="torch"``, or another device, always torch."""
 
     def __init__(self, files: EmbeddingModelFiles, *, device: str = "cpu", batch_size: int = 32,
-                 query_prefix: str = "", query_runtime: str = "auto") -> None:
+                 query_prefix: str = "", runtime: str = "auto") -> None:
         self.files = files
-        self.query_runtime = query_runtime
-        self._query_encoder: OnnxQueryEncoder | None = None
-        self._onnx_looked = False  # looked for a cached export once
         self.name = files.name
         self.device = device
         self.batch_size = batch_size
         self.query_prefix = query_prefix
+        self.runtime = runtime if device == "cpu" else "torch"
         self._model = None
+        self._onnx: OnnxQueryEncoder | None = None
+        self._onnx_looked = False  # looked for a cached export once
         self.dimension = _dimension_from_files(files.path) or 0
 
     def warm_up(self) -> None:
+        """Load what will embed: the ONNX export when there is one, else the torch model."""
+        if self._model is None and self._onnx_encoder() is None:
+            self.load_torch()
+
+    def load_torch(self) -> None:
+        """Load the model with sentence-transformers (and export it, once per model, with
+        ``runtime="auto"``); from then on it embeds everything."""
         if self._model is not None:
             return
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -70,49 +79,40 @@ class SentenceTransformerEmbedder:
             raise ModelLoadError(f"cannot load embedding model {self.files.path}: {type(exc).__name__}: {exc}") from None
         model.max_seq_length = self.files.max_seq_length
         self._model = model
-        if self.query_runtime == "auto" and self.device == "cpu":
-            export(model, self.files, query_prefix=self.query_prefix)  # once per model: later questions skip torch
+        if self.runtime == "auto":
+            export(model, self.files, query_prefix=self.query_prefix)  # later runs never import torch
         get_dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         self.dimension = int(get_dimension() or self.dimension)
 
+    def _onnx_encoder(self) -> OnnxQueryEncoder | None:
+        """The ONNX export to embed with: None with ``runtime="torch"``, when none is cached, or
+        once torch is loaded (a second copy of the model would only cost time)."""
+        if self.runtime != "auto" or self._model is not None:
+            return None
+        if self._onnx is None and not self._onnx_looked:
+            self._onnx_looked = True
+            self._onnx = OnnxQueryEncoder.available(self.files)
+        return self._onnx
+
     def _encode(self, texts: Sequence[str]) -> list[list[float]]:
-        self.warm_up()
+        encoder = self._onnx_encoder()
+        if encoder is not None:
+            try:
+                return encoder.embed_many(texts, batch_size=min(self.batch_size, 16))
+            except Exception as exc:  # a damaged cache file: torch still works
+                log.warning("ONNX embedding failed (%s: %s); using sentence-transformers", type(exc).__name__, exc)
+                self._onnx = None
+        self.load_torch()
         assert self._model is not None
         vectors = self._model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
                                      convert_to_numpy=True, show_progress_bar=False)
         return vectors.tolist()
 
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
-        if not texts:
-            return []
-        if len(texts) <= ONNX_MAX_TEXTS:  # a few sentences to rank, a small index update: no torch
-            vectors = self._onnx(lambda encoder: encoder.embed_many(texts))
-            if vectors is not None:
-                return vectors
-        return self._encode(texts)
+        return self._encode(texts) if texts else []
 
     def embed_query(self, text: str) -> list[float]:
-        vector = self._onnx(lambda encoder: encoder.embed(self.query_prefix + text))
-        return vector if vector is not None else self._encode([self.query_prefix + text])[0]
-
-    def _onnx(self, work: Callable[[OnnxQueryEncoder], T]) -> T | None:
-        """``work`` done by the ONNX export, or None when there is none, or when torch is loaded
-        anyway (a second model would only cost time)."""
-        if self.query_runtime != "auto" or self._model is not None:
-            return None
-        if self._query_encoder is None:
-            if self._onnx_looked:
-                return None
-            self._onnx_looked = True
-            self._query_encoder = OnnxQueryEncoder.available(self.files)
-            if self._query_encoder is None:
-                return None
-        try:
-            return work(self._query_encoder)
-        except Exception as exc:  # a damaged cache file: torch still works
-            log.warning("ONNX embedding failed (%s: %s); using sentence-transformers", type(exc).__name__, exc)
-            self._query_encoder = None
-            return None
+        return self._encode([self.query_prefix + text])[0]
 
 
 def _dimension_from_files(path: Path) -> int | None:
@@ -131,12 +131,12 @@ EMBEDDERS = ("sentence-transformers", "hash")
 
 
 def make_embedder(backend: str, model: str, *, base_dir: Path | None = None, device: str = "cpu",
-                  batch_size: int = 32, query_prefix: str = "", query_runtime: str = "auto") -> Embedder:
+                  batch_size: int = 32, query_prefix: str = "", runtime: str = "auto") -> Embedder:
     """The embedder registered under ``backend``; ``hash`` is the fast fake used by unit tests."""
     if backend == "sentence-transformers":
         files = resolve_embedding_model(model, base_dir)
         return SentenceTransformerEmbedder(files, device=device, batch_size=batch_size, query_prefix=query_prefix,
-                                           query_runtime=query_runtime)
+                                           runtime=runtime)
     if backend == "hash":
         from rag_cli.testing.fakes import HashEmbedder
 
