@@ -162,6 +162,21 @@ class AskSettings:
                               "becomes the documents' exact words.")
 
 
+@dataclass(frozen=True)
+class ServeSettings:
+    use: str = _opt("auto", "auto: `rag ask` and `rag eval` go through a running `rag serve` for this index when "
+                    "its settings fit (same index and embedding model), else work in-process; never: always "
+                    "in-process (also RAG_NO_SERVE=1).", choices=("auto", "never"))
+    queue_size: int = _opt(8, "rag serve: requests that may wait while one is answered; more are told busy at "
+                           "once (the client then works in-process).", min=0)
+    wait_timeout: float = _opt(5.0, "rag serve: seconds a request may wait for its turn before it is told busy.",
+                               min=0.1)
+    connect_timeout: float = _opt(1.0, "Seconds a client waits for `rag serve` to accept a request before it "
+                                  "works in-process.", min=0.01)
+    timeout: float = _opt(300.0, "Seconds a client waits for a served answer once the server has started on it; "
+                          "then it gives up on the server and works in-process.", min=1.0)
+
+
 SECTIONS: dict[str, type] = {
     "index": IndexSettings,
     "embedding": EmbeddingSettings,
@@ -170,6 +185,7 @@ SECTIONS: dict[str, type] = {
     "llm": LlmSettings,
     "prompt": PromptSettings,
     "ask": AskSettings,
+    "serve": ServeSettings,
 }
 
 
@@ -184,6 +200,7 @@ class Settings:
     llm: LlmSettings = field(default_factory=LlmSettings)
     prompt: PromptSettings = field(default_factory=PromptSettings)
     ask: AskSettings = field(default_factory=AskSettings)
+    serve: ServeSettings = field(default_factory=ServeSettings)
     base_dir: Path = field(default_factory=Path.cwd)  # where relative paths are resolved
     config_file: Path | None = None
     sources: Mapping[str, str] = field(default_factory=dict)

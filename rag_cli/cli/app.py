@@ -73,9 +73,9 @@ def env_of(ctx: typer.Context) -> Env:
 
 
 def _register() -> None:
-    from rag_cli.cli import ask_cmd, config_cmd, eval_cmd, index_cmd, preview_cmd
+    from rag_cli.cli import ask_cmd, config_cmd, eval_cmd, index_cmd, preview_cmd, serve_cmd
 
-    for module in (index_cmd, ask_cmd, eval_cmd, preview_cmd, config_cmd):
+    for module in (index_cmd, ask_cmd, eval_cmd, serve_cmd, preview_cmd, config_cmd):
         module.register(app)
 
 

@@ -34,8 +34,8 @@ def ask(
     if not question.strip():
         raise InputError("the question is empty")
     settings = settings_for(env, {"retrieval.top_k": top_k})
-    from rag_cli.ask import Asker
     from rag_cli.retrieve.filters import parse_where
+    from rag_cli.serve.client import ask_served
 
     filters = parse_where(where or [])
     streaming = env.rich_stdout and not as_json and not retrieve_only
@@ -44,8 +44,18 @@ def ask(
         env.stdout.write(piece)
         env.stdout.flush()
 
-    answer = Asker(settings).ask(question, where=filters, model=model, retrieve_only=retrieve_only,
-                                 use_cache=False if no_cache else None, on_text=on_text if streaming else None)
+    options = dict(model=model, retrieve_only=retrieve_only, use_cache=False if no_cache else None,
+                   on_text=on_text if streaming else None)
+    served = ask_served(settings, question, where=where or [], **options)  # None: no `rag serve` to use
+    if served is not None:
+        answer = served.answer
+        if env.verbose:
+            env.err.print(f"answered by rag serve (pid {served.pid}) in {1000 * served.seconds:.0f} ms",
+                          style="dim", markup=False, highlight=False)
+    else:
+        from rag_cli.ask import Asker
+
+        answer = Asker(settings).ask(question, where=filters, **options)
     render_answer(env, answer, as_json=as_json, streamed=streaming and not answer.cached)
     if answer.error:
         raise typer.Exit(int(ExitCode.MODEL))

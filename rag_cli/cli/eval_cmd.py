@@ -44,6 +44,7 @@ def eval_command(
     from rag_cli.evaluate.configs import configurations, with_eval_index
     from rag_cli.evaluate.dataset import load_questions, select
     from rag_cli.evaluate.runner import compare, gate, run_eval
+    from rag_cli.serve.remote import remote_for
 
     try:
         cutoffs = tuple(sorted({int(k) for k in ks.split(",") if k.strip()}))
@@ -57,8 +58,15 @@ def eval_command(
         with RichProgress(env) as progress:
             if docs:
                 settings = with_eval_index(settings, docs, progress)
-            report = run_eval(settings, chosen, label=label, questions_file=str(questions),
-                              retrieval_only=retrieval_only, ks=cutoffs, progress=progress)
+            remote = remote_for(settings, retrieval_only=retrieval_only)  # None: no `rag serve` to use
+            searcher, asker = remote or (None, None)
+            report = run_eval(settings, chosen, label=label, questions_file=str(questions), searcher=searcher,
+                              asker=asker, retrieval_only=retrieval_only, ks=cutoffs, progress=progress)
+        if remote and remote[0].session.fallback:
+            env.warn(f"rag serve stopped answering ({remote[0].session.fallback}); the rest ran in-process")
+        elif remote and env.verbose:
+            env.err.print(f"{label or 'run'}: answered by rag serve (pid {remote[0].session.pid})", style="dim",
+                          markup=False, highlight=False)
         reports.append(report)
         if report.interrupted:
             break
