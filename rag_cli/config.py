@@ -57,6 +57,8 @@ class EmbeddingSettings:
                         "against sentence-transformers on its first load with torch, cached in $RAG_CACHE_DIR), "
                         "so `rag ask` and small index updates never import torch; torch: always "
                         "sentence-transformers.", choices=("auto", "torch"))
+    cache: bool = _opt(True, "Keep the vectors of questions and of the sentences `rag ask` narrows to in the "
+                       "index folder (vectors.sqlite3), so a repeated question or chunk is not embedded again.")
     query_prefix: str = _opt("auto", "Text put before every query (e5: 'query: '); auto: the model's own "
                              "(its folder's prompts, or known models: e5, bge-*-en, nomic, mxbai, arctic).")
     document_prefix: str = _opt("auto", "Text put before every chunk when it is embedded (e5: 'passage: '); "

@@ -27,6 +27,7 @@ from rag_cli.retrieve.filters import DocumentInfo, Filter
 from rag_cli.store.chroma import ChromaStore, StoredChunk
 from rag_cli.store.embedders import Embedder, make_embedder
 from rag_cli.store.keyword import KeywordIndex, keyword_text
+from rag_cli.store.vector_cache import VECTOR_CACHE, CachingEmbedder, VectorCache
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,9 @@ class Searcher:
                    "embedding.dimension": self.embedder.dimension, "embedding.query_prefix": query_prefix,
                    "embedding.document_prefix": document_prefix}
         check_build(recorded, current, self.paths.root)  # searching needs only the embedding to match
+        if e.cache and not isinstance(self.embedder, CachingEmbedder):
+            namespace = f"{self.embedder.name}|{self.embedder.dimension}|{query_prefix}"
+            self.embedder = CachingEmbedder(self.embedder, VectorCache(self.paths.root / VECTOR_CACHE, namespace))
         self.store = ChromaStore(self.paths.chroma)
         # Changes with any index run that changed something, and with a file's mtime (filters use it).
         table = hashlib.sha256(repr(self.documents).encode()).hexdigest()[:16]
