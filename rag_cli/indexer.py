@@ -1,12 +1,14 @@
 """`rag index`: walk, load, chunk, embed and store, incrementally and safely.
 
 A reader thread loads and chunks files while the main thread embeds and writes, so
-parsing overlaps with the model. Files are written in groups; for each group the
-manifest first registers the new chunk ids (and marks the files pending), then vectors
-are upserted and stale chunks deleted, then the files are marked done. A run killed at
-any point leaves an index that answers from what was committed, and the next run
-finishes the job with no duplicate and no orphan chunk. Chunks whose stored hash still
-matches are never embedded again.
+parsing overlaps with the model; the reader runs ahead by a bounded number of chunks
+(memory stays flat), and a file with many documents (a JSONL corpus) comes in parts, so
+its first chunks are embedded while the rest are still being cut. Files are written in
+groups; for each group the manifest first registers the new chunk ids (and marks the
+files pending), then vectors are upserted and stale chunks deleted, then the files are
+marked done. A run killed at any point leaves an index that answers from what was
+committed, and the next run finishes the job with no duplicate and no orphan chunk.
+Chunks whose stored hash still matches are never embedded again.
 """
 
 from __future__ import annotations
@@ -14,12 +16,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import queue
 import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from rag_cli.config import Settings
 from rag_cli.errors import DocumentError, InputError
@@ -30,20 +31,27 @@ from rag_cli.ingest.manifest import FAILED, OK, PENDING, SKIPPED, FileRecord, Ma
 from rag_cli.ingest.tokens import load_token_counter
 from rag_cli.ingest.walk import FoundFile, walk
 from rag_cli.model_files import embedding_prefixes
-from rag_cli.models import Chunk, FileOutcome, FileStatus, IndexReport
+from rag_cli.models import Chunk, Document, FileOutcome, FileStatus, IndexReport
 from rag_cli.progress import NullProgress, Progress
-from rag_cli.store.chroma import ChromaStore, VectorStore
+from rag_cli.ingest.readahead import Channel
+from rag_cli.store.chroma import ChromaStore, LazyChromaStore, VectorStore
 from rag_cli.store.embedders import Embedder, make_embedder
 from rag_cli.store.keyword import KeywordIndex
 
 log = logging.getLogger(__name__)
 
-GROUP_CHUNKS = 512  # chunks per write group (several small files, or one slice of a big one)
-EMBED_SLICE = 256  # chunks embedded and upserted at a time
+GROUP_CHUNKS = 1024  # chunks per write group: several small files, or parts of a big one
+EMBED_SLICE = 256  # chunks upserted at a time
+PART_CHUNKS = 256  # a file with many documents is handed over in parts of about this many chunks
+READ_AHEAD_CHUNKS = 2 * GROUP_CHUNKS  # chunks the reader may hold ready beyond the group being written
+READ_AHEAD_PARTS = 4096  # and parts (unchanged or failed files hold no chunks)
 
 
 @dataclass
 class _Prepared:
+    """A file to (re)index. The reader fills in what loading tells before it hands over the
+    file's first part; the writer keeps the tally of the new version's chunk ids."""
+
     found: FoundFile
     size: int
     mtime_ns: int
@@ -52,9 +60,26 @@ class _Prepared:
     unchanged: bool = False
     error: str = ""
     documents: int = 0
-    chunks: list[Chunk] = field(default_factory=list)
+    doc_ids: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    chunk_ids: set[str] = field(default_factory=set)  # writer only: every chunk id written so far
+
+    @property
+    def path(self) -> str:
+        return str(self.found.path)
+
+
+@dataclass
+class _Part:
+    """Chunks of one file, in order; most files are one part (``first`` and ``last``)."""
+
+    file: _Prepared
+    chunks: list[Chunk]
+    first: bool
+    last: bool
+    warnings: list[str] = field(default_factory=list)  # documents that could not be cut
+    dropped: int = 0
 
 
 @dataclass
@@ -64,6 +89,7 @@ class _Timings:
     embed: float = 0.0
     write: float = 0.0
     keyword: float = 0.0
+    wait: float = 0.0  # the writer waiting for the reader (parsing not hidden behind embedding)
 
 
 class Indexer:
@@ -81,6 +107,7 @@ class Indexer:
         self.embedder = embedder or make_embedder(e.backend, e.model, base_dir=settings.base_dir, device=e.device,
                                                   batch_size=e.batch_size, query_prefix=self.prefixes[0],
                                                   runtime=e.runtime)
+        self.batch_size = max(1, e.batch_size)
         c = settings.chunking
         self.chunker: BaseChunker = make_chunker(
             c.strategy, self.counter, size=c.size, overlap=c.overlap, min_size=c.min_size,
@@ -99,10 +126,10 @@ class Indexer:
         with IndexLock(self.paths.lock, timeout, on_wait=self.progress.note):
             manifest = self.paths.open_manifest(create=True)
             try:
-                store = ChromaStore(self.paths.chroma)
-                self._prepare_index(manifest, store, rebuild)
+                store = LazyChromaStore(self.paths.chroma)
+                self._prepare_index(manifest, store, rebuild)  # type: ignore[arg-type]
                 roots = self._roots(manifest, targets)
-                outcomes, written, reused, deleted = self._sync(manifest, store, roots)
+                outcomes, written, reused, deleted = self._sync(manifest, store, roots)  # type: ignore[arg-type]
                 changed = rebuild or written or deleted or any(
                     o.status in (FileStatus.ADDED, FileStatus.UPDATED, FileStatus.REMOVED)
                     for o in outcomes)
@@ -114,15 +141,18 @@ class Indexer:
                         # The answer cache and the keyword index key on this value.
                         updated = time.time() if changed or not isinstance(self._before, float) else self._before
                         manifest.set_meta("updated", updated)
-                self._refresh_keyword_index(store, updated)
-                total = store.count()
+                self._refresh_keyword_index(store, updated)  # type: ignore[arg-type]
+                # Nothing written: the store holds exactly the ids the manifest registered (every
+                # file is settled), so it need not be opened to count them.
+                total = store.count() if store.opened else manifest.chunk_count()
             finally:
                 manifest.close()
         t = self.timings
         return IndexReport(
             index_path=str(self.paths.root), files=tuple(outcomes), chunks_written=written, chunks_reused=reused,
             chunks_deleted=deleted, chunks_total=total, seconds=time.perf_counter() - started,
-            timings={"load": t.load, "chunk": t.chunk, "embed": t.embed, "write": t.write, "keyword": t.keyword},
+            timings={"load": t.load, "chunk": t.chunk, "embed": t.embed, "write": t.write, "keyword": t.keyword,
+                     "wait": t.wait},
             rebuilt=rebuild)
 
     def _mark_dirty(self, manifest: Manifest) -> None:
@@ -135,8 +165,7 @@ class Indexer:
             self._dirty = True
 
     def _refresh_keyword_index(self, store: ChromaStore, updated: object) -> None:
-        current = KeywordIndex.load(self.paths.keyword)
-        if current is not None and current.tag == updated:
+        if KeywordIndex.saved_tag(self.paths.keyword) == updated:
             return
         t0 = time.perf_counter()
         ids, texts, metas = store.all_chunks()
@@ -213,83 +242,77 @@ class Indexer:
 
         self.progress.update("files", total=len(found), advance=len(found) - len(todo))
         written = reused = 0
-        group: list[_Prepared] = []
-        for item in self._prepared(todo):
-            self.progress.update("files", advance=1)
-            outcome = self._settle(manifest, store, item)
-            if outcome is not None:
-                outcomes.append(outcome)
-                if outcome.status in (FileStatus.FAILED, FileStatus.SKIPPED) or outcome.warnings or outcome.notes:
-                    self.progress.note(_describe_problem(outcome))
-                continue
-            group.append(item)
-            if sum(len(g.chunks) for g in group) >= GROUP_CHUNKS:
-                w, r, d, done = self._write_group(manifest, store, group)
-                written, reused, deleted, group = written + w, reused + r, deleted + d, []
-                outcomes.extend(done)
+        group: list[_Part] = []
+        in_group = 0
+        with self._read_ahead(todo) as parts:  # leaving it (an error, Ctrl-C) stops the reader
+            for part in parts:
+                if not self._admit(manifest, store, part, outcomes):
+                    continue
+                group.append(part)
+                in_group += len(part.chunks)
+                # A full group gives the model long runs of similar lengths to batch; when the reader
+                # has nothing ready (the run's start, slow PDFs) the model works on what there is.
+                if in_group >= GROUP_CHUNKS or (in_group >= self.batch_size and not parts.ready()):
+                    w, r, d, done = self._write_group(manifest, store, group)
+                    written, reused, deleted, group, in_group = written + w, reused + r, deleted + d, [], 0
+                    outcomes.extend(done)
         if group:
             w, r, d, done = self._write_group(manifest, store, group)
             written, reused, deleted = written + w, reused + r, deleted + d
             outcomes.extend(done)
         return sorted(outcomes, key=lambda o: o.path), written, reused, deleted
 
-    def _prepared(self, todo: list[_Prepared]) -> Iterator[_Prepared]:
-        """Load and chunk ``todo`` on a reader thread, yielding each file as it is ready."""
-        if not todo:
-            return
-        q: queue.Queue[_Prepared | BaseException | None] = queue.Queue(maxsize=8)
-        stop = threading.Event()
+    def _admit(self, manifest: Manifest, store: VectorStore, part: _Part, outcomes: list[FileOutcome]) -> bool:
+        """Whether ``part`` joins the next write group; a file settled at its first part
+        (unchanged, failed, empty) gets its outcome here instead."""
+        item = part.file
+        if part.first:
+            outcome = self._settle(manifest, store, part)
+            if outcome is not None:
+                self.progress.update("files", advance=1)
+                outcomes.append(outcome)
+                if outcome.status in (FileStatus.FAILED, FileStatus.SKIPPED) or outcome.warnings or outcome.notes:
+                    self.progress.note(_describe_problem(outcome))
+                return False
+        elif item.error:  # refused at its first part (a document id another file holds)
+            return False
+        item.warnings.extend(part.warnings)
+        item.documents -= part.dropped
+        return True
 
-        def reader() -> None:
-            try:
-                for item in todo:
-                    if stop.is_set():
-                        return
-                    self._load_and_chunk(item)
-                    while not stop.is_set():
-                        try:
-                            q.put(item, timeout=0.2)
-                            break
-                        except queue.Full:
-                            continue
-                q.put(None)
-            except BaseException as exc:  # a bug: hand it to the main thread
-                q.put(exc)
+    def _read_ahead(self, todo: list[_Prepared]) -> "_Parts":
+        """Load and chunk ``todo`` on a reader thread, yielding each file's parts as they are ready."""
+        return _Parts(self, todo)
 
-        thread = threading.Thread(target=reader, name="rag-reader", daemon=True)
-        thread.start()
+    def _read(self, todo: list[_Prepared], channel: Channel) -> None:
+        """The reader thread."""
         try:
-            while True:
-                got = q.get()
-                if got is None:
-                    return
-                if isinstance(got, BaseException):
-                    raise got
-                yield got
-        finally:
-            stop.set()
+            for item in todo:
+                if not self._load_and_chunk(item, lambda part: channel.put(part, len(part.chunks))):
+                    return  # the writer has stopped
+            channel.put(None)
+        except BaseException as exc:  # a bug: hand it to the main thread
+            channel.put(exc)
 
-    def _load_and_chunk(self, item: _Prepared) -> None:
+    def _load_and_chunk(self, item: _Prepared, emit: Callable[[_Part], bool]) -> bool:
+        """Read, load and cut one file, handing over its parts; False when ``emit`` refuses."""
         t0 = time.perf_counter()
         path = item.found.path
+        documents: list[Document] = []
         try:
             data = read_bytes(path)
             item.sha256 = hashlib.sha256(data).hexdigest()
             prev = item.previous
             if prev and prev.status == OK and prev.sha256 == item.sha256:
                 item.unchanged = True  # touched, not changed
-                return
-            loader = loader_for(path)
-            if loader is None:  # pragma: no cover - walk() only yields supported files
-                raise DocumentError("unsupported file type")
-            loaded = loader.load(path, item.found.rel, data)
-            t1 = time.perf_counter()
-            self.timings.load += t1 - t0
-            item.documents = len(loaded.documents)
-            item.warnings = loaded.warnings
-            item.notes = loaded.notes
-            item.chunks = [c for doc in loaded.documents for c in self.chunker.chunk(doc)]
-            self.timings.chunk += time.perf_counter() - t1
+            else:
+                loader = loader_for(path)
+                if loader is None:  # pragma: no cover - walk() only yields supported files
+                    raise DocumentError("unsupported file type")
+                loaded = loader.load(path, item.found.rel, data)
+                documents, item.warnings, item.notes = loaded.documents, loaded.warnings, loaded.notes
+                item.documents = len(documents)
+                item.doc_ids = [doc.doc_id for doc in documents]
         except DocumentError as exc:
             item.error = exc.reason
         except MemoryError:
@@ -297,24 +320,57 @@ class Indexer:
         except Exception as exc:  # a loader bug must not stop the run
             log.debug("unexpected error reading %s", path, exc_info=True)
             item.error = f"unexpected error: {type(exc).__name__}: {exc}"
+        data = b""  # the documents hold the text now
+        t1 = time.perf_counter()
+        self.timings.load += t1 - t0
+        single = len(documents) == 1
+        documents.reverse()  # popped in order, each one freed once it is cut
+        part = _Part(item, [], first=True, last=False)
+        while documents:
+            doc = documents.pop()
+            try:
+                part.chunks.extend(self.chunker.chunk(doc))
+            except Exception as exc:  # a chunker bug must not stop the run
+                log.debug("unexpected error cutting %s in %s", doc.doc_id, path, exc_info=True)
+                reason = ("too large to load in memory" if isinstance(exc, MemoryError)
+                          else f"unexpected error: {type(exc).__name__}: {exc}")
+                if single:
+                    item.error = reason
+                    break
+                # One record of a corpus: dropped with a warning, like a bad JSONL line.
+                part.warnings.append(f"document {doc.doc_id!r} could not be cut into chunks ({reason})")
+                part.dropped += 1
+            # The first part is one batch, so that the model starts at once.
+            if documents and len(part.chunks) >= (min(self.batch_size, PART_CHUNKS) if part.first else PART_CHUNKS):
+                self.timings.chunk += time.perf_counter() - t1
+                if not emit(part):
+                    return False
+                part = _Part(item, [], first=False, last=False)
+                t1 = time.perf_counter()
+        self.timings.chunk += time.perf_counter() - t1
+        part.last = True
+        if item.error:  # only a single document fails the file, so this is the first part
+            part.chunks = []
+        return emit(part)
 
     def _record(self, item: _Prepared, status: str, **changes: object) -> FileRecord:
-        rec = FileRecord(path=str(item.found.path), root=str(item.found.root), rel=item.found.rel,
+        rec = FileRecord(path=item.path, root=str(item.found.root), rel=item.found.rel,
                          size=item.size, mtime_ns=item.mtime_ns, sha256=item.sha256, status=status, reason="",
-                         documents=item.documents, chunks=len(item.chunks), warnings=tuple(item.warnings))
+                         documents=item.documents, chunks=len(item.chunk_ids), warnings=tuple(item.warnings))
         return replace(rec, **changes)  # type: ignore[arg-type]
 
-    def _settle(self, manifest: Manifest, store: VectorStore, item: _Prepared) -> FileOutcome | None:
+    def _settle(self, manifest: Manifest, store: VectorStore, part: _Part) -> FileOutcome | None:
         """The outcome of a file that needs no vectors written (unchanged, failed, empty), or
-        None when it joins the next write group."""
-        path, prev = str(item.found.path), item.previous
+        None when its first part joins the next write group."""
+        item = part.file
+        path, prev = item.path, item.previous
         if item.unchanged:
             assert prev is not None
             with manifest.transaction():
                 manifest.put_file(replace(prev, size=item.size, mtime_ns=item.mtime_ns))
             return FileOutcome(path, FileStatus.UNCHANGED, prev.documents, prev.chunks)
-        if not item.error and item.chunks:
-            owners = manifest.owners(sorted({c.doc_id for c in item.chunks}), path)
+        if not item.error and part.chunks:
+            owners = manifest.owners(sorted(set(item.doc_ids)), path)
             if owners:
                 doc, owner = next(iter(owners.items()))
                 item.error = (f"document id {doc!r} is already indexed from {owner}"
@@ -329,7 +385,9 @@ class Indexer:
                 manifest.put_file(self._record(item, FAILED, reason=item.error, documents=0, chunks=kept,
                                                warnings=()))
             return FileOutcome(path, FileStatus.FAILED, reason=item.error)
-        if not item.chunks:
+        if not part.chunks:  # a file with no chunks is a single part
+            item.warnings.extend(part.warnings)
+            item.documents -= part.dropped
             ids = manifest.chunk_ids(path)
             if ids:
                 self._mark_dirty(manifest)
@@ -343,50 +401,105 @@ class Indexer:
         return None
 
     def _write_group(self, manifest: Manifest, store: VectorStore,
-                     group: list[_Prepared]) -> tuple[int, int, int, list[FileOutcome]]:
+                     group: list[_Part]) -> tuple[int, int, int, list[FileOutcome]]:
         t0 = time.perf_counter()
         self._mark_dirty(manifest)
         with manifest.transaction():  # register first: the manifest knows every id the store may hold
-            for item in group:
-                manifest.put_file(self._record(item, PENDING))
-                manifest.register_chunks(str(item.found.path), ((c.chunk_id, c.doc_id) for c in item.chunks))
-        chunks = [c for item in group for c in item.chunks]
+            for part in group:
+                item = part.file
+                if part.first:
+                    manifest.put_file(self._record(item, PENDING))
+                manifest.register_chunks(item.path, ((c.chunk_id, c.doc_id) for c in part.chunks))
+                item.chunk_ids.update(c.chunk_id for c in part.chunks)
+        chunks = [c for part in group for c in part.chunks]
         stored = store.stored_hashes([c.chunk_id for c in chunks])
         todo = [c for c in chunks if stored.get(c.chunk_id) != c.content_hash]
         self._chunks_seen += len(chunks)
         self.progress.update("embed", advance=len(chunks) - len(todo), total=self._chunks_seen)
         self.timings.write += time.perf_counter() - t0
-        for i in range(0, len(todo), EMBED_SLICE):
-            part = todo[i:i + EMBED_SLICE]
+        self._embed_and_upsert(store, todo)
+        # Files whose last part is in: their ids not in the new version are stale.
+        t3 = time.perf_counter()
+        finished = [part.file for part in group if part.last]
+        stale_by_file = {item.path: sorted(manifest.chunk_ids(item.path) - item.chunk_ids) for item in finished}
+        stale = [cid for ids in stale_by_file.values() for cid in ids]
+        store.delete(stale)
+        with manifest.transaction():
+            manifest.forget_chunks(stale)
+            for item in finished:
+                manifest.put_file(self._record(item, OK))
+        outcomes = []
+        for item in finished:
+            status = FileStatus.UPDATED if item.previous else FileStatus.ADDED
+            outcomes.append(FileOutcome(item.path, status, item.documents, len(item.chunk_ids),
+                                        warnings=tuple(item.warnings), notes=tuple(item.notes)))
+            if item.warnings or item.notes:
+                self.progress.note(_describe_problem(outcomes[-1]))
+        self.progress.update("files", advance=len(finished))
+        self.timings.write += time.perf_counter() - t3
+        return len(todo), len(chunks) - len(todo), len(stale), outcomes
+
+    def _embed_and_upsert(self, store: VectorStore, todo: list[Chunk]) -> None:
+        """Embed in batches of chunks with similar token counts and upsert slice by slice.
+
+        Every text of a batch is padded to the batch's longest, and that padding is computed
+        like real tokens; sentence-transformers sorts only within one call, and by characters.
+        Sorting the group by the exact token count the chunker measured and calling the model
+        one batch at a time makes padding nearly nil (SciFact: 1.2x -> 1.03x the real tokens)."""
+        todo = sorted(todo, key=lambda c: c.tokens, reverse=True)
+        size = self.batch_size
+        step = max(1, EMBED_SLICE // size) * size
+        for i in range(0, len(todo), step):
+            part = todo[i:i + step]
             t1 = time.perf_counter()
-            vectors = self.embedder.embed_documents([c.embed_text for c in part])
+            vectors: list[list[float]] = []
+            for j in range(0, len(part), size):
+                vectors.extend(self.embedder.embed_documents([c.embed_text for c in part[j:j + size]]))
             t2 = time.perf_counter()
             store.upsert(part, vectors)
             self.timings.embed += t2 - t1
             self.timings.write += time.perf_counter() - t2
             self.progress.update("embed", advance=len(part))
-        t3 = time.perf_counter()
-        deleted = 0
-        outcomes = []
-        stale_by_file = {}
-        for item in group:
-            new_ids = {c.chunk_id for c in item.chunks}
-            stale_by_file[str(item.found.path)] = sorted(manifest.chunk_ids(str(item.found.path)) - new_ids)
-        stale = [cid for ids in stale_by_file.values() for cid in ids]
-        store.delete(stale)
-        with manifest.transaction():
-            manifest.forget_chunks(stale)
-            for item in group:
-                manifest.put_file(self._record(item, OK))
-        for item in group:
-            status = FileStatus.UPDATED if item.previous else FileStatus.ADDED
-            outcomes.append(FileOutcome(str(item.found.path), status, item.documents, len(item.chunks),
-                                        warnings=tuple(item.warnings), notes=tuple(item.notes)))
-            if item.warnings or item.notes:
-                self.progress.note(_describe_problem(outcomes[-1]))
-            deleted += len(stale_by_file[str(item.found.path)])
-        self.timings.write += time.perf_counter() - t3
-        return len(todo), len(chunks) - len(todo), deleted, outcomes
+
+
+class _Parts:
+    """The parts the reader thread hands over, in order; ``ready()`` tells whether the next
+    one is waiting. Leaving the ``with`` block early (an error, Ctrl-C) closes the queue, and
+    the reader stops at its next hand-over."""
+
+    def __init__(self, indexer: Indexer, todo: list[_Prepared]) -> None:
+        self._indexer = indexer
+        self._channel = Channel(READ_AHEAD_CHUNKS, READ_AHEAD_PARTS)
+        self._todo = todo
+
+    def ready(self) -> bool:
+        return self._channel.ready()
+
+    def __enter__(self) -> "_Parts":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._channel.close()
+
+    def __iter__(self) -> Iterator[_Part]:
+        if not self._todo:
+            return
+        thread = threading.Thread(target=self._indexer._read, args=(self._todo, self._channel),
+                                  name="rag-reader", daemon=True)
+        thread.start()
+        timings = self._indexer.timings
+        try:
+            while True:
+                t0 = time.perf_counter()
+                got = self._channel.get()
+                timings.wait += time.perf_counter() - t0
+                if got is None:
+                    return
+                if isinstance(got, BaseException):
+                    raise got
+                yield got  # type: ignore[misc]
+        finally:
+            self._channel.close()
 
 
 def _cached_outcome(rec: FileRecord) -> FileOutcome:

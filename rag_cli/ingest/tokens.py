@@ -6,6 +6,7 @@ embedding model. Loading takes milliseconds and needs no torch.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -38,6 +39,9 @@ class HFTokenCounter:
     max_seq_length: int
 
     def __post_init__(self) -> None:
+        # Chunkers encode a few short texts at a time, on the indexer's reader thread: a Rust
+        # thread pool per call costs more CPU than it saves and competes with the embedding model.
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         from tokenizers import Tokenizer
 
         try:

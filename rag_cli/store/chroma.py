@@ -175,3 +175,21 @@ class ChromaStore:
 
     def all_ids(self) -> list[str]:
         return list(self._call("get", self._collection.get, include=[])["ids"])
+
+
+class LazyChromaStore:
+    """The vector store, opened on first use: a re-run with nothing to write (the common case)
+    never imports chromadb, which is most of its start-up."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._store: ChromaStore | None = None
+
+    @property
+    def opened(self) -> bool:
+        return self._store is not None
+
+    def __getattr__(self, name: str) -> object:
+        if self._store is None:
+            self._store = ChromaStore(self.path)
+        return getattr(self._store, name)

@@ -21,8 +21,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
-
 FILTER_KEYS = ("doc_id", "source", "kind", "page_start", "page_end")
 ANALYZER = "bm25s-en-stopwords+snowball-english;documents"  # a saved index made another way is rebuilt
 
@@ -124,6 +122,19 @@ class KeywordIndex:
         os.replace(tmp, folder)
         shutil.rmtree(old, ignore_errors=True)
 
+    @staticmethod
+    def saved_tag(folder: Path) -> Any:
+        """The tag of the index saved in ``folder`` without loading its BM25 arrays (None: no
+        usable index there), so that a run which changed nothing need not import bm25s."""
+        try:
+            data = json.loads((folder / "chunks.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(data, dict) or data.get("analyzer") != ANALYZER or "tag" not in data:
+            return None
+        parts = ["bm25", "bm25_documents"] if data.get("ids") else []
+        return data["tag"] if all((folder / p).is_dir() for p in parts) else None
+
     @classmethod
     def load(cls, folder: Path) -> "KeywordIndex | None":
         try:
@@ -151,6 +162,8 @@ class KeywordIndex:
             return []
         mask = None
         if allow is not None:
+            import numpy as np
+
             mask = np.array([1.0 if allow(m) else 0.0 for m in self.metas], dtype=np.float32)
             if not mask.any():
                 return []
