@@ -138,7 +138,7 @@ def measure(index_folder: Path, repeat: int, *, cold_runs: int = 3) -> dict[str,
     }
 
 
-def _print(results: dict[str, dict[str, float | None]]) -> None:
+def report(results: dict[str, dict[str, float | None]]) -> None:
     print(f"{'measure':<24} {'median':>9} {'p95':>9} {'budget':>9} {'ratio':>7}  n")
     for name, s in results.items():
         budget = f"{1000 * s['budget']:.0f} ms" if s["budget"] else "-"
@@ -160,7 +160,7 @@ def main() -> None:
                        check=True, capture_output=True)
         folder = temp
     try:
-        _print(measure(folder, args.repeat))
+        report(measure(folder, args.repeat))
     finally:
         if temp is not None:
             shutil.rmtree(temp, ignore_errors=True)
