@@ -25,6 +25,26 @@ FILTER_KEYS = ("doc_id", "source", "kind", "page_start", "page_end")
 ANALYZER = "bm25s-en-stopwords+snowball-english;documents"  # a saved index made another way is rebuilt
 
 
+def _bm25s() -> Any:
+    """bm25s, imported without scipy when nothing has imported scipy yet.
+
+    bm25s imports ``scipy.sparse`` only to offer a second way of building an index; searching
+    never uses it, and importing it costs ~0.08 s of every cold `rag ask`. Without it bm25s
+    builds with its numpy backend (checked: the same results for 200 SQuAD questions). The
+    block lasts for the import only; scipy stays importable for everything else."""
+    import sys
+
+    if "bm25s" not in sys.modules and "scipy.sparse" not in sys.modules:
+        sys.modules["scipy.sparse"] = None  # type: ignore[assignment]  # makes `import scipy.sparse` fail
+        try:
+            import bm25s
+        finally:
+            del sys.modules["scipy.sparse"]
+    import bm25s
+
+    return bm25s
+
+
 @lru_cache(maxsize=1)
 def _stemmer() -> Callable[[list[str]], list[str]]:
     import Stemmer
@@ -33,15 +53,14 @@ def _stemmer() -> Callable[[list[str]], list[str]]:
 
 
 def _tokens(texts: Sequence[str]) -> list[list[str]]:
-    import bm25s
-
-    return bm25s.tokenize(list(texts), stopwords="en", stemmer=_stemmer(), return_ids=False, show_progress=False)
+    return _bm25s().tokenize(list(texts), stopwords="en", stemmer=_stemmer(), return_ids=False, show_progress=False)
 
 
 @lru_cache(maxsize=1)
 def _question_stopwords() -> frozenset[str]:
     """Words that tell how a question is asked, not what about ("how", "should", "my"): BM25
     keeps them (its list is short), and in a small folder they would count as rare."""
+    _bm25s()
     from bm25s.stopwords import STOPWORDS_EN_PLUS
 
     return frozenset(w for words in _tokens(list(STOPWORDS_EN_PLUS)) for w in words) | frozenset(STOPWORDS_EN_PLUS)
@@ -93,8 +112,7 @@ class KeywordIndex:
 
     @classmethod
     def build(cls, ids: list[str], texts: list[str], metas: list[dict[str, Any]], tag: Any) -> "KeywordIndex":
-        import bm25s
-
+        bm25s = _bm25s()
         retriever, doc_retriever = bm25s.BM25(), bm25s.BM25()
         doc_ids: list[str] = []
         if ids:
@@ -143,8 +161,7 @@ class KeywordIndex:
                 return None
             retriever = doc_retriever = None
             if data["ids"]:
-                import bm25s
-
+                bm25s = _bm25s()
                 retriever = bm25s.BM25.load(str(folder / "bm25"), show_progress=False)
                 doc_retriever = bm25s.BM25.load(str(folder / "bm25_documents"), show_progress=False)
             return cls(data["ids"], data["metas"], retriever, data["tag"], data["documents"], doc_retriever)
