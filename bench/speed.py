@@ -26,14 +26,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples"
 QUESTION = "How often should I feed my starter?"
+NO_VECTOR_CACHE = {"RAG_EMBEDDING_CACHE": "false"}  # every run embeds as for a question never asked
 
-# (label, arguments, budget in seconds)
+# (label, arguments, extra environment, budget in seconds)
 STARTUP = (
-    ("rag --help", ["--help"], 0.3),
-    ("rag config", ["config"], 0.3),
-    ("rag chunk-preview", ["chunk-preview", str(SAMPLES / "guides" / "starter.md")], 0.3),
-    ("rag ask --retrieve-only (cold)", ["ask", "--retrieve-only", QUESTION], 1.0),
-    ("rag ask (cold, default model)", ["ask", "--no-cache", QUESTION], 2.5),
+    ("rag --help", ["--help"], {}, 0.3),
+    ("rag config", ["config"], {}, 0.3),
+    ("rag chunk-preview", ["chunk-preview", str(SAMPLES / "guides" / "starter.md")], {}, 0.3),
+    ("rag ask --retrieve-only (cold, new question)", ["ask", "--retrieve-only", QUESTION], NO_VECTOR_CACHE, 1.0),
+    ("rag ask --retrieve-only (cold, asked before)", ["ask", "--retrieve-only", QUESTION], {}, 1.0),
+    ("rag ask (cold, default model, new question)", ["ask", "--no-cache", QUESTION], NO_VECTOR_CACHE, 2.5),
+    ("rag ask (cold, default model, asked before)", ["ask", "--no-cache", QUESTION], {}, 2.5),
 )
 
 
@@ -54,15 +57,19 @@ def summary(times: list[float], budget: float) -> dict[str, float]:
 
 def measure_startup(repeat: int, workdir: Path | None = None) -> dict[str, dict[str, float]]:
     """Median wall time of each start-up command (fresh processes) in a folder with the samples
-    indexed. Any `rag serve` is kept out of it (RAG_SERVE_USE=never): this is the cold path."""
+    indexed. Any `rag serve` is kept out of it (RAG_SERVE_USE=never): this is the cold path.
+    "New question" runs turn the vector cache off, so each embeds the question and the sentences
+    it narrows to as a question never asked before would; "asked before" runs use the cache
+    (`--no-cache` turns off only the answer cache: the model still generates)."""
     workdir = workdir or Path(tempfile.mkdtemp(prefix="rag-speed-"))
     env = dict(os.environ, HF_HUB_OFFLINE="1", RAG_SERVE_USE="never")
     if not (workdir / ".rag").is_dir():
         rag(["index", str(SAMPLES)], workdir, env)  # exports the query model too, on a first run
     results = {}
-    for label, args, budget in STARTUP:
-        rag(args, workdir, env)  # one unmeasured run: the OS file cache is warm, as for any later run
-        results[label] = summary([rag(args, workdir, env) for _ in range(repeat)], budget)
+    for label, args, extra, budget in STARTUP:
+        run_env = {**env, **extra}
+        rag(args, workdir, run_env)  # not counted: the OS file cache is warm, as for any later run
+        results[label] = summary([rag(args, workdir, run_env) for _ in range(repeat)], budget)
     return results
 
 

@@ -90,6 +90,26 @@ class Asker:
                                                        style=llm.prompt_style)
         return self.generators[model]
 
+    def _start_loading(self, model: str) -> None:
+        """Load the model beside retrieval when it can (a model that cannot load is reported
+        where it is needed, as before).
+
+        llama-cpp-python silences stdout and stderr, for the whole process, while it loads a
+        model: so ``ask`` waits for the load before it returns or raises (a refusal or an error
+        printed meanwhile would be lost), and with -v (logging at INFO) nothing is loaded early."""
+        try:
+            start = getattr(self.generator(model), "start_warm_up", None)
+        except (ModelLoadError, GenerationError):
+            return
+        if start is not None:
+            start()
+
+    def _settle_loading(self) -> None:
+        for generator in self.generators.values():
+            settle = getattr(generator, "settle", None)
+            if settle is not None:
+                settle()
+
     def ask(self, question: str, *, where: Filter | None = None, model: str | None = None,
             retrieve_only: bool = False, use_cache: bool | None = None,
             on_text: Callable[[str], None] | None = None) -> Answer:
@@ -107,7 +127,10 @@ class Asker:
                 hit = cache.get(key)
                 if hit is not None:
                     return replace(hit, cached=True, timings={"total": time.perf_counter() - started})
-            answer = self._answer(question, where, model, retrieve_only, on_text, started)
+            try:
+                answer = self._answer(question, where, model, retrieve_only, on_text, started)
+            finally:
+                self._settle_loading()
             if cache and answer.error is None:
                 cache.put(key, state, answer)
             return answer
@@ -118,6 +141,8 @@ class Asker:
     def _answer(self, question: str, where: Filter | None, model_flag: str | None, retrieve_only: bool,
                 on_text: Callable[[str], None] | None, started: float) -> Answer:
         s = self.settings
+        if not retrieve_only and (model_flag or not s.llm.strong_model) and not log.isEnabledFor(logging.INFO):
+            self._start_loading(model_flag or s.llm.model)  # the model is known before retrieval
         hits, timings = self.searcher.search(question, s.retrieval.top_k, where)
         passages = tuple(h.to_dict() for h in hits)
 

@@ -323,3 +323,39 @@ def test_real_models_get_the_prompt_style_they_were_trained_for(tmp_path: Path, 
     assert asker.generators["smollm2"].style == "chat"
     assert chat.error is None and chat.model == "SmolLM2-135M-Instruct.Q4_1.gguf" and chat.completion_tokens > 0
     assert any(c.cited for c in chat.citations)
+
+
+class LoadRecorder(ScriptedGenerator):
+    """Records when its (background) load is started and waited for, relative to retrieval."""
+
+    def __init__(self, events: list[str], **kw) -> None:
+        super().__init__(**kw)
+        self.events = events
+
+    def start_warm_up(self) -> None:
+        self.events.append("start loading")
+
+    def settle(self) -> None:
+        self.events.append("settled")
+
+
+def test_the_model_loads_beside_retrieval_and_is_waited_for(hash_index, monkeypatch) -> None:
+    events: list[str] = []
+    settings = hash_index.with_values({"ask.min_support": 0.0, "ask.cache": False, "retrieval.min_score": 0.5}, "test")
+    asker = Asker(settings, generators={"bundled": LoadRecorder(events, reply="Once every 24 hours [1].")})
+    search = asker.searcher.search
+    monkeypatch.setattr(asker.searcher, "search", lambda *a, **k: (events.append("search"), search(*a, **k))[1])
+    asker.ask(QUESTION)
+    assert events == ["start loading", "search", "settled"]
+    events.clear()
+    refused = asker.ask("zzz qqq xxyyzz", retrieve_only=False)  # nothing in the documents holds it
+    assert refused.refused and events[-1] == "settled", \
+        "a refusal waits for the load too (llama.cpp silences output while loading)"
+    events.clear()
+    asker.ask(QUESTION, retrieve_only=True)
+    assert "start loading" not in events
+    strong = Asker(settings.with_values({"llm.strong_model": "other"}, "test"),
+                   generators={"bundled": LoadRecorder(events), "other": LoadRecorder(events)})
+    events.clear()
+    strong.ask(QUESTION)
+    assert "start loading" not in events, "with routing, the model is known only after retrieval"

@@ -10,6 +10,7 @@ import importlib.util
 import logging
 from importlib import import_module
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,10 +140,44 @@ class LlamaCppGenerator:
         self.seed = seed
         self.style = style  # "auto" until the model is loaded
         self._llm = None
+        self._loading: threading.Thread | None = None
+        self._load_error: BaseException | None = None
+
+    def start_warm_up(self) -> None:
+        """Begin loading the model on a background thread; ``warm_up`` waits for it. llama.cpp
+        loads in C through ctypes, which releases the GIL, so the load runs beside retrieval on
+        another core (`rag ask` starts it before it searches: ~0.4 s of a cold ask)."""
+        if self._llm is not None or self._loading is not None or self.location.startswith("hf:"):
+            return
+        try:
+            import llama_cpp  # noqa: F401  (imported here: two threads importing numpy at once break it)
+        except ImportError:
+            return  # warm_up reports it
+
+        def load() -> None:
+            try:
+                self._load()
+            except BaseException as exc:  # re-raised by warm_up, on the caller's thread
+                self._load_error = exc
+
+        self._loading = threading.Thread(target=load, name="llama-load", daemon=True)
+        self._loading.start()
+
+    def settle(self) -> None:
+        """Wait for a background load, if one runs (its error, if any, waits for ``warm_up``)."""
+        if self._loading is not None:
+            self._loading.join()
+            self._loading = None
 
     def warm_up(self) -> None:
-        if self._llm is not None:
-            return
+        self.settle()
+        if self._load_error is not None:
+            error, self._load_error = self._load_error, None
+            raise error
+        if self._llm is None:
+            self._load()
+
+    def _load(self) -> None:
         try:
             from llama_cpp import Llama
         except ImportError as exc:
