@@ -106,6 +106,13 @@ class _Recording:
         return self.inner.embed_documents(texts)
 
 
+def corpus_or_subset(corpus: Path | None, records: int, scratch: Path) -> tuple[Path, str]:
+    """``corpus`` and its name, or (without one) the first ``records`` SciFact abstracts."""
+    if corpus is not None:
+        return corpus, str(corpus)
+    return scifact_subset(records, scratch), f"the first {records} SciFact abstracts"
+
+
 def padded_tokens(calls: list[list[str]], batch_size: int, count: Any) -> int:
     """Token positions the model computes for these ``encode`` calls: sentence-transformers sorts
     each call's texts by length in characters and pads each batch to its longest text (+2 special
@@ -131,10 +138,7 @@ def measure_throughput(corpus: Path | None = None, repeat: int = 3, runtime: str
 
     scratch = Path(tempfile.mkdtemp(prefix="rag-speed-"))
     try:
-        name = str(corpus)
-        if corpus is None:
-            corpus = scifact_subset(DEFAULT_SUBSET, scratch)
-            name = f"the first {DEFAULT_SUBSET} SciFact abstracts"
+        corpus, name = corpus_or_subset(corpus, DEFAULT_SUBSET, scratch)
         settings = load_settings(scratch, env={}, flags={})
         batch_size = settings.embedding.batch_size
         raw_embedder = Indexer(settings).embedder
@@ -353,10 +357,7 @@ def measure_peer(corpus: Path | None = None, llm_python: str | None = None, reco
         return {"skipped": "llm-sentence-transformers is not installed for " + python + "; " + peer_hint()}
     scratch = Path(tempfile.mkdtemp(prefix="rag-peer-"))
     try:
-        name = str(corpus)
-        if corpus is None:
-            corpus = scifact_subset(records, scratch)
-            name = f"the first {records} SciFact abstracts"
+        corpus, name = corpus_or_subset(corpus, records, scratch)
         settings = load_settings(scratch, env={}, flags={})
         files = resolve_embedding_model(settings.embedding.model, settings.base_dir)
         env = {**_env(), "LLM_USER_PATH": str(scratch / "llm-user")}
