@@ -147,7 +147,8 @@ def export(model: Any, files: EmbeddingModelFiles, *, query_prefix: str = "") ->
         import torch
 
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        features = model.tokenize(["a probe text"])
+        tokenize = getattr(model, "preprocess", None) or model.tokenize  # sentence-transformers >= 6 renamed it
+        features = tokenize(["a probe text"])
         names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in features]
 
         class Whole(torch.nn.Module):  # the model's whole pipeline: tensors in, sentence embedding out
