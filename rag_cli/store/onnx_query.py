@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from rag_cli.model_files import EmbeddingModelFiles
+from rag_cli.model_files import EmbeddingModelFiles, cache_root
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +37,6 @@ PROBES = (
     "word " * 600,  # longer than any model's window: truncation must agree
 )
 _WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.onnx")
-
-
-def cache_root() -> Path:
-    """Where rag-cli keeps derived files: $RAG_CACHE_DIR, else $XDG_CACHE_HOME/rag-cli, else
-    ~/.cache/rag-cli."""
-    if os.environ.get("RAG_CACHE_DIR"):
-        return Path(os.environ["RAG_CACHE_DIR"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "rag-cli"
 
 
 def export_path(files: EmbeddingModelFiles) -> Path:
