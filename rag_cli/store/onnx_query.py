@@ -1,13 +1,12 @@
-"""Query embedding without torch: the embedding model exported once to ONNX, run with
-onnxruntime and the model's own Rust tokenizer.
+"""Embedding without torch: the embedding model exported once to ONNX, run with onnxruntime
+and the model's own Rust tokenizer.
 
 Importing torch and sentence-transformers costs ~5 s on a small machine; embedding one question
 costs ~10 ms. So the first time a sentence-transformers model loads with torch (during
 `rag index`), the whole model (transformer, pooling, any dense and normalisation layers) is
 exported to ONNX, checked against sentence-transformers on probe texts (cosine within
-``TOLERANCE``), and kept in the user's cache. Later, `rag ask` embeds questions with it and
-never imports torch. Documents are still embedded with sentence-transformers (its batching is
-the faster path for thousands of chunks).
+``TOLERANCE``), and kept in the user's cache. Later, `rag ask` and `rag index` embed with it
+and never import torch (its throughput here matches sentence-transformers').
 
 The cache is keyed by the model folder, its weight files' sizes and times, the sequence length
 and ``FORMAT``: a changed model is exported again; a model whose export fails or disagrees is
@@ -163,13 +162,13 @@ def export(model: Any, files: EmbeddingModelFiles, *, query_prefix: str = "") ->
         if worst > TOLERANCE:
             partial.unlink(missing_ok=True)
             marker.write_text(f"ONNX export disagrees with sentence-transformers: 1 - cosine = {worst:.2e}\n")
-            log.info("query embedding stays on torch for %s: the ONNX export disagrees (%.1e)", files.name, worst)
+            log.info("embedding stays on torch for %s: the ONNX export disagrees (%.1e)", files.name, worst)
             return None
         os.replace(partial, path)
-        log.info("exported %s to %s for query embedding (1 - cosine <= %.1e)", files.name, path, worst)
+        log.info("exported %s to %s for embedding without torch (1 - cosine <= %.1e)", files.name, path, worst)
         return path
-    except Exception as exc:  # optional speed-up: a failure only means questions embed with torch
-        log.info("query embedding stays on torch for %s: ONNX export failed (%s: %s)", files.name,
+    except Exception as exc:  # optional speed-up: a failure only means embedding stays on torch
+        log.info("embedding stays on torch for %s: ONNX export failed (%s: %s)", files.name,
                  type(exc).__name__, exc)
         try:
             for stale in path.parent.glob(f"{path.stem}.*.part"):

@@ -113,8 +113,9 @@ class CachingEmbedder:
         return vector
 
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
-        found = self.cache.get_many("text", list(dict.fromkeys(texts)))
-        missing = [t for t in dict.fromkeys(texts) if t not in found]
+        distinct = list(dict.fromkeys(texts))
+        found = self.cache.get_many("text", distinct)
+        missing = [t for t in distinct if t not in found]
         if missing:
             fresh = dict(zip(missing, self.inner.embed_documents(missing)))
             self.cache.put_many("text", fresh)
