@@ -266,6 +266,8 @@ class Indexer:
         """Whether ``part`` joins the next write group; a file settled at its first part
         (unchanged, failed, empty) gets its outcome here instead."""
         item = part.file
+        item.warnings.extend(part.warnings)  # documents that could not be cut
+        item.documents -= part.dropped
         if part.first:
             outcome = self._settle(manifest, store, part)
             if outcome is not None:
@@ -276,8 +278,6 @@ class Indexer:
                 return False
         elif item.error:  # refused at its first part (a document id another file holds)
             return False
-        item.warnings.extend(part.warnings)
-        item.documents -= part.dropped
         return True
 
     def _read_ahead(self, todo: list[_Prepared]) -> "_Parts":
@@ -386,8 +386,6 @@ class Indexer:
                                                warnings=()))
             return FileOutcome(path, FileStatus.FAILED, reason=item.error)
         if not part.chunks:  # a file with no chunks is a single part
-            item.warnings.extend(part.warnings)
-            item.documents -= part.dropped
             ids = manifest.chunk_ids(path)
             if ids:
                 self._mark_dirty(manifest)
