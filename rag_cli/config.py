@@ -20,6 +20,8 @@ from rag_cli.generate.prompts import DEFAULT_COMPLETION, DEFAULT_REFUSAL, DEFAUL
 
 CONFIG_NAME = ".rag.toml"
 ENV_PREFIX = "RAG_"
+TRUE_WORDS = ("1", "true", "yes", "on")  # how a yes/no setting is written in the environment
+FALSE_WORDS = ("0", "false", "no", "off")
 DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 CHUNK_STRATEGIES = ("structure", "sentence", "fixed")
 
@@ -267,9 +269,9 @@ def _coerce(key: str, raw: Any, source: str, *, parse_text: bool = False) -> Any
         if kind is bool:
             if from_text:
                 low = raw.strip().lower()
-                if low not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                if low not in TRUE_WORDS + FALSE_WORDS:
                     raise ValueError
-                value: Any = low in ("1", "true", "yes", "on")
+                value: Any = low in TRUE_WORDS
             elif isinstance(raw, bool):
                 value = raw
             else:

@@ -1,7 +1,7 @@
 """The client side of `rag serve`: find the server of an index, send one request, read the reply.
 
-Standard library only (socket, json), so that a served `rag ask` never imports torch, chromadb,
-llama_cpp or numpy. Anything short of a served answer -- no server, `serve.use = "never"` or
+Standard library only (socket, json) besides the settings module the command has loaded anyway,
+so that a served `rag ask` never imports torch, chromadb, llama_cpp or numpy. Anything short of a served answer -- no server, `serve.use = "never"` or
 RAG_NO_SERVE=1, settings the server cannot serve, a busy or starting server, a timeout, a broken
 connection -- is ``Unavailable``, and the caller does the work in-process.
 """
@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from rag_cli.config import TRUE_WORDS
 from rag_cli.serve.protocol import (PROTOCOL, encode, lock_path, private_file_ok, read_state, settings_to_dict,
                                     state_path)
 
@@ -39,7 +40,7 @@ class Unavailable(Exception):
 
 def disabled(settings: Any) -> str | None:
     """Why requests must not go to a server (None: they may)."""
-    if os.environ.get(NO_SERVE_ENV, "").strip().lower() in ("1", "true", "yes", "on"):
+    if os.environ.get(NO_SERVE_ENV, "").strip().lower() in TRUE_WORDS:
         return f"{NO_SERVE_ENV} is set"
     if settings.serve.use == "never":
         return "serve.use = never"
