@@ -181,6 +181,19 @@ class ServeSettings:
                           "then it gives up on the server and works in-process.", min=1.0)
 
 
+@dataclass(frozen=True)
+class StoreSettings:
+    url: str = _opt("", "A Chroma server (http://host:8000) that holds the index's vectors and chunks instead of the "
+                    "embedded Chroma in the index folder; empty: embedded. See README, Sharing an index.")
+    tenant: str = _opt("default_tenant", "Chroma server: the tenant.")
+    database: str = _opt("default_database", "Chroma server: the database.")
+    collection: str = _opt("chunks", "Chroma server: the collection of this index's chunks (one per document "
+                           "collection; a second one, COLLECTION.catalog, records how it was built).")
+    token_env: str = _opt("RAG_STORE_TOKEN", "Chroma server: the environment variable that holds its auth token "
+                          "(sent as 'Authorization: Bearer TOKEN'; the token never goes in a settings file).")
+    timeout: float = _opt(60.0, "Chroma server: seconds to wait for it to connect or answer a request.", min=0.1)
+
+
 SECTIONS: dict[str, type] = {
     "index": IndexSettings,
     "embedding": EmbeddingSettings,
@@ -190,6 +203,7 @@ SECTIONS: dict[str, type] = {
     "prompt": PromptSettings,
     "ask": AskSettings,
     "serve": ServeSettings,
+    "store": StoreSettings,
 }
 
 
@@ -205,6 +219,7 @@ class Settings:
     prompt: PromptSettings = field(default_factory=PromptSettings)
     ask: AskSettings = field(default_factory=AskSettings)
     serve: ServeSettings = field(default_factory=ServeSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
     base_dir: Path = field(default_factory=Path.cwd)  # where relative paths are resolved
     config_file: Path | None = None
     sources: Mapping[str, str] = field(default_factory=dict)

@@ -34,7 +34,8 @@ from rag_cli.model_files import embedding_prefixes
 from rag_cli.models import Chunk, Document, FileOutcome, FileStatus, IndexReport
 from rag_cli.progress import NullProgress, Progress
 from rag_cli.ingest.readahead import Channel
-from rag_cli.store.chroma import ChromaStore, LazyChromaStore, VectorStore
+from rag_cli.store.catalog import Catalog, table_digest, writer_record
+from rag_cli.store.chroma import ChromaStore, LazyChromaStore, VectorStore, open_store
 from rag_cli.store.embedders import Embedder, make_embedder
 from rag_cli.store.keyword import KeywordIndex
 
@@ -116,6 +117,7 @@ class Indexer:
         self._chunks_seen = 0
         self._dirty = False
         self._before: object = None
+        self._catalog: Catalog | None = None  # a server index's catalog (store/catalog.py)
 
     # -- the run ------------------------------------------------------------------------
     def run(self, targets: Sequence[Path] = (), *, rebuild: bool = False,
@@ -126,8 +128,12 @@ class Indexer:
         with IndexLock(self.paths.lock, timeout, on_wait=self.progress.note):
             manifest = self.paths.open_manifest(create=True)
             try:
-                store = LazyChromaStore(self.paths.chroma)
-                self._prepare_index(manifest, store, rebuild)  # type: ignore[arg-type]
+                store = LazyChromaStore(lambda: open_store(self.settings, self.paths.chroma))
+                lost = False
+                if self.settings.store.url:
+                    self._catalog = store.catalog
+                    lost = self._claim(manifest, rebuild)
+                self._prepare_index(manifest, store, rebuild, lost)  # type: ignore[arg-type]
                 roots = self._roots(manifest, targets)
                 outcomes, written, reused, deleted = self._sync(manifest, store, roots)  # type: ignore[arg-type]
                 changed = rebuild or written or deleted or any(
@@ -141,6 +147,8 @@ class Indexer:
                         # The answer cache and the keyword index key on this value.
                         updated = time.time() if changed or not isinstance(self._before, float) else self._before
                         manifest.set_meta("updated", updated)
+                if self._catalog is not None:
+                    self._publish(manifest, updated)
                 self._refresh_keyword_index(store, updated)  # type: ignore[arg-type]
                 # Nothing written: the store holds exactly the ids the manifest registered (every
                 # file is settled), so it need not be opened to count them.
@@ -153,15 +161,41 @@ class Indexer:
             chunks_deleted=deleted, chunks_total=total, seconds=time.perf_counter() - started,
             timings={"load": t.load, "chunk": t.chunk, "embed": t.embed, "write": t.write, "keyword": t.keyword,
                      "wait": t.wait},
-            rebuilt=rebuild)
+            rebuilt=rebuild, store=self._catalog.where if self._catalog is not None else "")
+
+    def _claim(self, manifest: Manifest, rebuild: bool) -> bool:
+        """Make this folder the server collection's writer (Catalog.claim). True when the manifest
+        no longer describes the collection (it was dropped, or rebuilt from another folder) and
+        must start over."""
+        assert self._catalog is not None
+        me = writer_record(manifest, self.paths.root)
+        state = self._catalog.claim(me, take_over=rebuild)
+        lost = manifest.get_meta("build") is not None and (
+            (state.get("writer") or {}).get("id") != me["id"] or not state.get("build"))
+        if lost and not rebuild:
+            self.progress.note("the server collection does not hold this folder's index: indexing everything "
+                               "again (`rag index --to URL` copies a local index without embedding it again)")
+        return lost
+
+    def _publish(self, manifest: Manifest, updated: object) -> None:
+        """Give readers on other machines what the manifest tells local ones: the file table
+        first, then the build record and the stamp they key their caches on."""
+        assert self._catalog is not None
+        table = manifest.file_table()
+        self._catalog.sync_files(table)
+        self._catalog.put_state(build=manifest.get_meta("build"), updated=updated, files=table_digest(table),
+                                writer=writer_record(manifest, self.paths.root))
 
     def _mark_dirty(self, manifest: Manifest) -> None:
         """Before the first write to the store: until the run ends, readers know that the
         keyword index and cached answers may not match the store."""
         if not self._dirty:
             self._before = manifest.get_meta("updated")
+            dirty = f"dirty:{time.time()}"
             with manifest.transaction():
-                manifest.set_meta("updated", f"dirty:{time.time()}")
+                manifest.set_meta("updated", dirty)
+            if self._catalog is not None:
+                self._catalog.put_state(updated=dirty)
             self._dirty = True
 
     def _refresh_keyword_index(self, store: ChromaStore, updated: object) -> None:
@@ -172,13 +206,13 @@ class Indexer:
         KeywordIndex.build(ids, texts, metas, tag=updated).save(self.paths.keyword)
         self.timings.keyword += time.perf_counter() - t0
 
-    def _prepare_index(self, manifest: Manifest, store: VectorStore, rebuild: bool) -> None:
+    def _prepare_index(self, manifest: Manifest, store: VectorStore, rebuild: bool, lost: bool = False) -> None:
         current = build_record(self.settings, self.embedder.name, self.embedder.dimension, self.chunker.size,
                                self.prefixes)
         recorded = manifest.get_meta("build")
         if not rebuild:
             check_build(recorded, current, self.paths.root)
-        if rebuild or recorded is None:
+        if rebuild or recorded is None or lost:
             # No build record: a new index, or a rebuild that was interrupted. Forget files
             # first, then vectors, then write the record: a kill in between repeats this.
             self._mark_dirty(manifest)

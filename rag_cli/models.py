@@ -114,6 +114,7 @@ class IndexReport:
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
     rebuilt: bool = False
+    store: str = ""  # where the vectors went when the run opened the store ("in FOLDER", "on the Chroma server …")
 
     def count(self, status: FileStatus) -> int:
         return sum(1 for f in self.files if f.status is status)
@@ -137,6 +138,7 @@ class IndexReport:
             "seconds": round(self.seconds, 3),
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
             "rebuilt": self.rebuilt,
+            "store": self.store,
             "problems": [
                 {"path": f.path, "status": f.status.value, "reason": f.reason, "warnings": list(f.warnings)}
                 for f in self.problems
@@ -148,6 +150,26 @@ class IndexReport:
                 for f in self.files
             ],
         }
+
+
+@dataclass(frozen=True)
+class CopyReport:
+    """What `rag index --to URL` did."""
+
+    source: str  # the local index folder
+    target: str  # the server collection, as messages name it
+    chunks_sent: int
+    chunks_skipped: int  # already on the server with the same content
+    chunks_deleted: int  # on the server, no longer in the local index
+    chunks_total: int
+    files: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": "rag-cli/copy-report/v1", "source": self.source, "target": self.target,
+                "chunks": {"sent": self.chunks_sent, "skipped": self.chunks_skipped, "deleted": self.chunks_deleted,
+                           "total": self.chunks_total},
+                "files": self.files, "seconds": round(self.seconds, 3)}
 
 
 @dataclass(frozen=True)

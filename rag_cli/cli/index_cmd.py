@@ -10,8 +10,8 @@ import typer
 from rag_cli.cli.app import boundary, env_of
 from rag_cli.cli.options import Json, Model, Overlap, Size, Strategy, settings_for
 from rag_cli.cli.progress import RichProgress
-from rag_cli.cli.render import render_index_report
-from rag_cli.errors import ExitCode
+from rag_cli.cli.render import render_copy_report, render_index_report
+from rag_cli.errors import ExitCode, InputError
 
 
 def index(
@@ -23,7 +23,11 @@ def index(
     exclude: Annotated[list[str] | None, typer.Option("--exclude", metavar="GLOB", help="Skip files and folders matching "
                                                       "this glob (repeatable; replaces index.exclude).")] = None,
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Drop the index and build it again "
-                                          "(needed after changing the model or the chunking).")] = False,
+                                          "(needed after changing the model or the chunking); with --to: "
+                                          "replace a server collection another index folder writes.")] = False,
+    to: Annotated[str | None, typer.Option("--to", metavar="URL", help="Copy this local index, vectors and all, to "
+                                           "the Chroma server at URL (store.tenant, store.database, "
+                                           "store.collection); nothing is embedded again.")] = None,
     wait: Annotated[float | None, typer.Option("--wait", metavar="SECONDS", help="Seconds to wait for another `rag index` on "
                                                "the same index (default: index.lock_timeout).")] = None,
     strategy: Strategy = None,
@@ -38,6 +42,15 @@ def index(
         "index.include": include or None, "index.exclude": exclude or None, "chunking.strategy": strategy,
         "chunking.size": size, "chunking.overlap": overlap, "embedding.model": model,
     })
+    if to is not None:
+        if paths:
+            raise InputError("--to copies the index as it is: give no PATH (run `rag index PATH` first)")
+        from rag_cli.store.transfer import copy_index
+
+        with RichProgress(env) as progress:
+            copied = copy_index(settings, to, replace_other=rebuild, lock_timeout=wait, progress=progress)
+        render_copy_report(env, copied, as_json=as_json)
+        return
     from rag_cli.indexer import index_paths
 
     with RichProgress(env) as progress:

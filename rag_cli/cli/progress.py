@@ -8,7 +8,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from rag_cli.cli.env import Env
 
-_LABELS = {"files": "files", "embed": "chunks embedded", "questions": "questions"}
+_LABELS = {"files": "files", "embed": "chunks embedded", "questions": "questions", "copy": "chunks copied"}
 
 
 class RichProgress:

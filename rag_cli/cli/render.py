@@ -13,7 +13,7 @@ from rich.text import Text
 
 from rag_cli.cli.env import Env
 from rag_cli.config import Settings
-from rag_cli.models import ChunkPreview, FileStatus, IndexReport
+from rag_cli.models import ChunkPreview, CopyReport, FileStatus, IndexReport
 
 
 def shown_path(path: str) -> str:
@@ -36,8 +36,8 @@ def render_index_report(env: Env, report: IndexReport, *, as_json: bool) -> None
     chunks = (f"chunks: {report.chunks_written} embedded, {report.chunks_reused} reused, "
               f"{report.chunks_deleted} deleted; {report.chunks_total} in the index")
     seen = len([f for f in report.files if f.status is not FileStatus.REMOVED])
-    head = f"Indexed {seen} file{'' if seen == 1 else 's'} into {shown_path(report.index_path)} " \
-           f"in {report.seconds:.1f} s"
+    into = f"the index {report.store}" if report.store else shown_path(report.index_path)
+    head = f"Indexed {seen} file{'' if seen == 1 else 's'} into {into} in {report.seconds:.1f} s"
     if env.rich_stdout:
         env.out.print(Text(head, style="bold"))
         env.out.print(Text("  " + counts))
@@ -55,6 +55,16 @@ def render_index_report(env: Env, report: IndexReport, *, as_json: bool) -> None
     if env.verbose:
         timings = ", ".join(f"{k} {v:.2f} s" for k, v in report.timings.items())
         env.err.print(Text(f"timings: {timings}; total {report.seconds:.2f} s"), style="dim")
+
+
+def render_copy_report(env: Env, report: CopyReport, *, as_json: bool) -> None:
+    if as_json:
+        env.print_json(report.to_dict())
+        return
+    env.line(f"Copied {shown_path(report.source)} to the index {report.target} in {report.seconds:.1f} s")
+    env.line(f"  chunks: {report.chunks_sent} sent, {report.chunks_skipped} already there, {report.chunks_deleted} "
+             f"deleted; {report.chunks_total} on the server, from {report.files} files")
+    env.line("  set store.url to the same server (and use this index folder) to keep it up to date with `rag index`")
 
 
 # -- rag chunk-preview --------------------------------------------------------------------

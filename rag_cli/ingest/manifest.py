@@ -124,6 +124,24 @@ class Manifest:
         return list(self._db.execute("SELECT DISTINCT c.doc_id, c.path, f.mtime_ns FROM chunks c "
                                      "LEFT JOIN files f ON f.path = c.path ORDER BY c.doc_id"))
 
+    def file_table(self) -> dict[str, tuple[int | None, list[str]]]:
+        """{path: (mtime_ns, doc ids)} of every file with chunks (what a server index publishes)."""
+        out: dict[str, tuple[int | None, list[str]]] = {}
+        for path, mtime, doc in self._db.execute("SELECT DISTINCT c.path, f.mtime_ns, c.doc_id FROM chunks c "
+                                                 "LEFT JOIN files f ON f.path = c.path ORDER BY c.path, c.doc_id"):
+            out.setdefault(path, (mtime, []))[1].append(doc)
+        return out
+
+    def index_id(self) -> str:
+        """This index folder's id, made on first use: a server collection records which folder writes it."""
+        value = self.get_meta("index_id")
+        if not isinstance(value, str):
+            import uuid
+
+            value = uuid.uuid4().hex
+            self.set_meta("index_id", value)
+        return value
+
     def chunk_count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0])
 

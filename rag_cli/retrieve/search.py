@@ -21,9 +21,11 @@ from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
 from rag_cli.config import Settings
+from rag_cli.errors import IndexNotFound
 from rag_cli.index_dir import IndexPaths, check_build
 from rag_cli.model_files import embedding_prefixes
 from rag_cli.retrieve.filters import DocumentInfo, Filter
+from rag_cli.store.catalog import document_table
 from rag_cli.store.chroma import ChromaStore, StoredChunk
 from rag_cli.store.embedders import Embedder, make_embedder
 from rag_cli.store.keyword import KeywordIndex, keyword_text
@@ -72,13 +74,17 @@ class Searcher:
     def __init__(self, settings: Settings, *, embedder: Embedder | None = None, reranker: Any = None) -> None:
         self.settings = settings
         self.paths = IndexPaths(settings.index_dir)
-        manifest = self.paths.open_manifest()  # IndexNotFound when there is none
-        try:
-            recorded = manifest.get_meta("build") or {}
-            self.updated = manifest.get_meta("updated")
-            self.documents = [DocumentInfo(d, p, t) for d, p, t in manifest.document_table()]
-        finally:
-            manifest.close()
+        self.store: ChromaStore | None = None
+        if settings.store.url:
+            recorded = self._open_server()
+        else:
+            manifest = self.paths.open_manifest()  # IndexNotFound when there is none
+            try:
+                recorded = manifest.get_meta("build") or {}
+                self.updated = manifest.get_meta("updated")
+                self.documents = [DocumentInfo(d, p, t) for d, p, t in manifest.document_table()]
+            finally:
+                manifest.close()
         e = settings.embedding
         query_prefix, document_prefix = embedding_prefixes(e, settings.base_dir)
         self.embedder = embedder or make_embedder(e.backend, e.model, base_dir=settings.base_dir, device=e.device,
@@ -91,24 +97,45 @@ class Searcher:
         if e.cache and not isinstance(self.embedder, CachingEmbedder):
             namespace = f"{self.embedder.name}|{self.embedder.dimension}|{query_prefix}"
             self.embedder = CachingEmbedder(self.embedder, VectorCache(self.paths.root / VECTOR_CACHE, namespace))
-        self.store = ChromaStore(self.paths.chroma)
+        if self.store is None:
+            self.store = ChromaStore(self.paths.chroma)
         # Changes with any index run that changed something, and with a file's mtime (filters use it).
         table = hashlib.sha256(repr(self.documents).encode()).hexdigest()[:16]
         self.fingerprint = f"{self.updated}:{len(self.documents)}:{table}"
         self._keyword: KeywordIndex | None = None
         self._reranker = reranker
 
+    def _open_server(self) -> dict:
+        """Open the index on the Chroma server: its catalog stands in for the manifest. Local
+        caches (keyword index, answers, vectors) stay in the index folder."""
+        self.store = ChromaStore.on_server(self.settings.store)
+        state = self.store.catalog.state()
+        if not state.get("build"):
+            raise IndexNotFound(f"no index {self.store.where}",
+                                hint="run `rag index PATH` with this store.url, or `rag index --to URL` in a folder "
+                                     "with a local index to copy it there")
+        self.paths.create()
+        self.updated = state.get("updated")
+        self.documents = [DocumentInfo(d, p, t) for d, p, t in document_table(self.store.catalog.files())]
+        return state["build"]
+
     def keyword_index(self) -> KeywordIndex:
-        """The saved keyword index when it matches the store, else one built now in memory."""
+        """The saved keyword index when it matches the store, else one built now from the store's
+        chunks (and saved, for an index on a server that no run is writing to)."""
         if self._keyword is None:
             saved = KeywordIndex.load(self.paths.keyword)
             if saved is not None and saved.tag == self.updated:
                 self._keyword = saved
             else:
-                log.info("keyword index missing or stale (an index run was interrupted or is running); "
-                         "building it in memory")
+                log.info("keyword index missing or stale (an index run was interrupted or is running, or the "
+                         "index is on a server and changed); building it from the store")
                 ids, texts, metas = self.store.all_chunks()
                 self._keyword = KeywordIndex.build(ids, texts, metas, tag=self.updated)
+                if self.settings.store.url and not str(self.updated).startswith("dirty:"):
+                    try:  # the next question on this machine reads it instead of the whole collection
+                        self._keyword.save(self.paths.keyword)
+                    except OSError as exc:
+                        log.warning("could not save the keyword index in %s: %s", self.paths.keyword, exc)
         return self._keyword
 
     def coverage(self, question: str, hit: Hit) -> float | None:

@@ -45,9 +45,15 @@ class PooledAsker(Asker):
         return self._pool(self.settings, model)
 
 
-def index_stamp(index_dir: Path) -> tuple[Any, ...]:
+def index_stamp(index_dir: Path, settings: Settings | None = None) -> tuple[Any, ...]:
     """What changes whenever a `rag index` run changes the index (its "updated" mark) or a file's
-    recorded stat (filters on modification time use it). Raises IndexNotFound without a manifest."""
+    recorded stat (filters on modification time use it). Raises IndexNotFound without a manifest.
+    An index on a Chroma server: its catalog's stamp and file-table digest (one request)."""
+    if settings is not None and settings.store.url:
+        from rag_cli.store.chroma import ChromaStore
+
+        state = ChromaStore.on_server(settings.store).catalog.state()
+        return (state.get("updated"), state.get("files"))
     path = IndexPaths(index_dir).manifest
     try:
         db = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=10)
@@ -110,6 +116,8 @@ class Backend:
             return f"it serves {self.index_dir}, not {settings.index_dir}"
         if self._identity(settings) != self._identity(self.settings):
             return "the embedding settings differ from the server's"
+        if settings.store != self.settings.store:
+            return "the store settings differ from the server's"
         return None
 
     # -- warm state ------------------------------------------------------------------------------------
@@ -136,7 +144,7 @@ class Backend:
                 "index_reopened": self.reopened}
 
     def _check_index(self) -> None:
-        stamp = index_stamp(self.index_dir)
+        stamp = index_stamp(self.index_dir, self.settings)
         if stamp == self._stamp:
             return
         if self._stamp is not None:

@@ -117,7 +117,9 @@ class Server:
     def open(self) -> None:
         """Take the index's serve lock, clear a dead server's files, listen, write the state file.
         From here on `ping` and `status` are answered."""
-        if not IndexPaths(self.index_dir).exists():
+        if self.settings.store.url:  # the index is on a Chroma server; the folder holds local caches
+            IndexPaths(self.index_dir).create()
+        elif not IndexPaths(self.index_dir).exists():
             raise IndexNotFound(f"no index in {self.index_dir}", hint="run `rag index PATH` to build one")
         fd = os.open(lock_path(self.index_dir), os.O_RDWR | os.O_CREAT, 0o600)
         try:

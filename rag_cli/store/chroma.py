@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
-from rag_cli.errors import StoreError
+from rag_cli.errors import RagError, StoreError
 from rag_cli.models import Chunk
 
 COLLECTION = "chunks"
@@ -73,24 +73,48 @@ def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 
 
 class ChromaStore:
-    """Chunks in one Chroma collection, cosine distance."""
+    """Chunks in one Chroma collection, cosine distance: embedded in the index folder
+    (``ChromaStore(path)``) or on a Chroma server (``ChromaStore.on_server(settings.store)``)."""
 
     def __init__(self, path: Path, collection: str = COLLECTION) -> None:
-        self.path = path
-        self.collection_name = collection
-        try:
+        def client() -> Any:
             import chromadb
             from chromadb.config import Settings as ChromaSettings
 
-            self._client = chromadb.PersistentClient(
+            return chromadb.PersistentClient(
                 path=str(path), settings=ChromaSettings(anonymized_telemetry=False, allow_reset=False))
+
+        self.path: Path | None = path
+        self.where = f"in {path}"
+        self.catalog: Any = None  # a server index's record of itself (store/catalog.py)
+        self._attach(client, collection, hint="if the folder is damaged, run `rag index --rebuild`")
+
+    @classmethod
+    def on_server(cls, store: Any) -> "ChromaStore":
+        """The collection ``store.collection`` on the Chroma server at ``store.url``, with its catalog."""
+        from rag_cli.store.catalog import Catalog
+        from rag_cli.store.server import describe_server, http_client
+
+        self = cls.__new__(cls)
+        self.path = None
+        self.where = f"on the Chroma server {describe_server(store)}"
+        self._attach(lambda: http_client(store), store.collection,
+                     hint="check that the server runs and that store.url, store.tenant, store.database and "
+                          f"${store.token_env} are right (see `rag config`)")
+        self.catalog = Catalog(self._client, store.collection, self.where, self._call)
+        return self
+
+    def _attach(self, client: Any, collection: str, *, hint: str) -> None:
+        self.collection_name = collection
+        try:
+            self._client = client()
             self._collection = self._open()
             self._max_batch = max(1, min(5000, self._client.get_max_batch_size()))
-        except StoreError:
+        except RagError:  # a bad store.url (ConfigError) stays what it is
             raise
         except Exception as exc:
-            raise StoreError(f"cannot open the Chroma index in {path}: {type(exc).__name__}: {exc}",
-                             hint="if the folder is damaged, run `rag index --rebuild`") from None
+            raise StoreError(f"cannot open the Chroma index {self.where}: {type(exc).__name__}: {exc}",
+                             hint=hint) from None
 
     def _open(self) -> Any:
         return self._client.get_or_create_collection(
@@ -100,7 +124,7 @@ class ChromaStore:
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
-            raise StoreError(f"Chroma {what} failed in {self.path}: {type(exc).__name__}: {exc}") from None
+            raise StoreError(f"Chroma {what} failed {self.where}: {type(exc).__name__}: {exc}") from None
 
     def count(self) -> int:
         return int(self._call("count", self._collection.count))
@@ -114,13 +138,26 @@ class ChromaStore:
         return found
 
     def upsert(self, chunks: Sequence[Chunk], embeddings: Sequence[Sequence[float]]) -> None:
-        for start in range(0, len(chunks), self._max_batch):
-            part = chunks[start:start + self._max_batch]
-            self._call("upsert", self._collection.upsert,
-                       ids=[c.chunk_id for c in part],
-                       embeddings=[list(v) for v in embeddings[start:start + self._max_batch]],
-                       documents=[c.text for c in part],
-                       metadatas=[chunk_metadata(c) for c in part])
+        self.upsert_raw([c.chunk_id for c in chunks], embeddings, [c.text for c in chunks],
+                        [chunk_metadata(c) for c in chunks])
+
+    def upsert_raw(self, ids: Sequence[str], embeddings: Sequence[Sequence[float]], texts: Sequence[str],
+                   metadatas: Sequence[dict[str, Any]]) -> None:
+        """Write records as they are stored (what ``page`` reads back)."""
+        step = self._max_batch
+        for start in range(0, len(ids), step):
+            self._call("upsert", self._collection.upsert, ids=list(ids[start:start + step]),
+                       embeddings=[[float(x) for x in v] for v in embeddings[start:start + step]],
+                       documents=list(texts[start:start + step]), metadatas=list(metadatas[start:start + step]))
+
+    def page(self, offset: int, limit: int, *, vectors: bool = True
+             ) -> tuple[list[str], list[str], list[dict[str, Any]], list[list[float]]]:
+        """One page of every record: ids, texts, metadata and (with ``vectors``) embeddings."""
+        include = ["documents", "metadatas"] + (["embeddings"] if vectors else [])
+        got = self._call("get", self._collection.get, include=include, limit=limit, offset=offset)
+        embeddings = got["embeddings"] if vectors else None
+        return (list(got["ids"]), [d or "" for d in got["documents"]], [m or {} for m in got["metadatas"]],
+                [] if embeddings is None else [[float(x) for x in v] for v in embeddings])
 
     def delete(self, ids: Sequence[str]) -> None:
         for batch in _batches(list(ids), self._max_batch):
@@ -129,6 +166,8 @@ class ChromaStore:
     def reset(self) -> None:
         self._call("delete_collection", self._client.delete_collection, self.collection_name)
         self._collection = self._call("create_collection", self._open)
+        if self.catalog is not None:
+            self.catalog.reset()
 
     def query(self, embedding: Sequence[float], k: int, where: dict[str, Any] | None = None,
               with_vectors: bool = False) -> list[StoredChunk]:
@@ -145,13 +184,12 @@ class ChromaStore:
         ids: list[str] = []
         texts: list[str] = []
         metas: list[dict[str, Any]] = []
-        total, page = self.count(), 5000
-        for offset in range(0, total, page):
-            got = self._call("get", self._collection.get, include=["documents", "metadatas"], limit=page,
-                             offset=offset)
-            ids += got["ids"]
-            texts += [d or "" for d in got["documents"]]
-            metas += [m or {} for m in got["metadatas"]]
+        total, size = self.count(), 5000
+        for offset in range(0, total, size):
+            i, t, m, _ = self.page(offset, size, vectors=False)
+            ids += i
+            texts += t
+            metas += m
         return ids, texts, metas
 
     def fetch(self, ids: Sequence[str]) -> dict[str, tuple[StoredChunk, list[float]]]:
@@ -177,12 +215,19 @@ class ChromaStore:
         return list(self._call("get", self._collection.get, include=[])["ids"])
 
 
+def open_store(settings: Any, chroma_folder: Path) -> ChromaStore:
+    """The index's vector store: on the Chroma server of ``store.url``, else embedded in ``chroma_folder``."""
+    if settings.store.url:
+        return ChromaStore.on_server(settings.store)
+    return ChromaStore(chroma_folder)
+
+
 class LazyChromaStore:
     """The vector store, opened on first use: a re-run with nothing to write (the common case)
     never imports chromadb, which is most of its start-up."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, opener: Callable[[], ChromaStore]) -> None:
+        self._open_store = opener
         self._store: ChromaStore | None = None
 
     @property
@@ -190,6 +235,8 @@ class LazyChromaStore:
         return self._store is not None
 
     def __getattr__(self, name: str) -> object:
+        if name.startswith("__"):
+            raise AttributeError(name)
         if self._store is None:
-            self._store = ChromaStore(self.path)
+            self._store = self._open_store()
         return getattr(self._store, name)

@@ -125,7 +125,7 @@ class KeywordIndex:
     # -- persistence ----------------------------------------------------------------------
     def save(self, folder: Path) -> None:
         """Write atomically: a new folder, then one rename over the old one."""
-        tmp = folder.with_name(folder.name + ".tmp")
+        tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")  # readers of a server index save too
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         if self.ids:
@@ -133,7 +133,7 @@ class KeywordIndex:
             self.doc_retriever.save(str(tmp / "bm25_documents"), show_progress=False)
         (tmp / "chunks.json").write_text(json.dumps({"analyzer": ANALYZER, "tag": self.tag, "ids": self.ids,
                                                      "metas": self.metas, "documents": self.doc_ids}))
-        old = folder.with_name(folder.name + ".old")
+        old = folder.with_name(f"{folder.name}.old-{os.getpid()}")
         shutil.rmtree(old, ignore_errors=True)
         if folder.exists():
             os.replace(folder, old)

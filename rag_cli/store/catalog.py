@@ -1,0 +1,139 @@
+"""The catalog of an index on a Chroma server: what an embedded index keeps in its manifest
+and a reader needs, published beside the chunks so that any machine can search them.
+
+It is a second collection, ``COLLECTION.catalog``, of small records (Chroma stores nothing
+but collections; each record carries a one-number placeholder vector):
+
+```
+@state           how the index was built (the build record), its "updated" stamp, the
+                 index folder that writes it, and a digest of the file table
+file:PATH        one per indexed file: its mtime and the ids of its documents (filters on
+                 path and modification time use them)
+```
+
+The writer (the one index folder whose manifest describes the collection) marks the stamp
+``dirty:…`` before its first write and publishes the new stamp, after the file table, at the
+end of a run. Readers key their local keyword index and answer cache on the stamp; see
+ARCHITECTURE.md, "Sharing an index".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+from typing import Any, Callable
+
+from rag_cli.errors import IndexMismatch
+
+STATE = "@state"
+FILE = "file:"
+PAGE = 1000
+_PLACEHOLDER = [0.0]  # Chroma needs a vector on every record; the catalog is never searched by vector
+
+
+def writer_record(manifest: Any, index_root: Any) -> dict[str, str]:
+    """Who writes a server collection: the index folder's id (its manifest's), host and path."""
+    with manifest.transaction():
+        index_id = manifest.index_id()
+    return {"id": index_id, "host": socket.gethostname(), "path": str(index_root)}
+
+
+def catalog_name(collection: str) -> str:
+    return f"{collection}.catalog"
+
+
+def table_digest(files: dict[str, tuple[int | None, list[str]]]) -> str:
+    """A digest of the file table (changes with any file's mtime or documents)."""
+    return hashlib.sha256(json.dumps(sorted(files.items())).encode()).hexdigest()[:16]
+
+
+def document_table(files: dict[str, tuple[int | None, list[str]]]) -> list[tuple[str, str, int | None]]:
+    """(doc id, path, mtime) rows ordered like ``Manifest.document_table``."""
+    return sorted(((doc, path, mtime) for path, (mtime, docs) in files.items() for doc in set(docs)),
+                  key=lambda row: (row[0], row[1]))
+
+
+class Catalog:
+    def __init__(self, client: Any, collection: str, where: str, call: Callable[..., Any]) -> None:
+        self._client = client
+        self.name = catalog_name(collection)
+        self.where = where
+        self._call = call
+        self._col = call("open catalog", client.get_or_create_collection, self.name, embedding_function=None)
+
+    # -- the state record ------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """{"build": …, "updated": …, "writer": {"id", "host", "path"}, "files": digest}; {} when new."""
+        got = self._call("get", self._col.get, ids=[STATE], include=["documents"])
+        docs = got.get("documents") or []
+        try:
+            value = json.loads(docs[0]) if docs and docs[0] else {}
+        except ValueError:
+            value = {}
+        return value if isinstance(value, dict) else {}
+
+    def put_state(self, **values: Any) -> dict[str, Any]:
+        state = {**self.state(), **values}
+        self._call("upsert", self._col.upsert, ids=[STATE], embeddings=[_PLACEHOLDER],
+                   documents=[json.dumps(state)], metadatas=[{"kind": "state"}])
+        return state
+
+    def claim(self, writer: dict[str, str], *, take_over: bool) -> dict[str, Any]:
+        """Make ``writer`` (``writer_record``) the collection's writer and return the state as it
+        was. One index folder's manifest describes a collection: another folder is refused
+        (IndexMismatch) unless it ``take_over`` (and then replaces the chunks)."""
+        state = self.state()
+        other = state.get("writer") or {}
+        if other.get("id") not in (None, writer["id"]) and not take_over:
+            raise IndexMismatch(f"the index {self.where} is written by another index folder "
+                                f"({other.get('host', '?')}:{other.get('path', '?')})",
+                                hint="run `rag index` from that folder, or pass --rebuild to replace the collection "
+                                     "with this folder's index")
+        if other.get("id") != writer["id"]:
+            self.put_state(writer=writer)
+        return state
+
+    # -- the file table --------------------------------------------------------------------
+    def files(self) -> dict[str, tuple[int | None, list[str]]]:
+        """{path: (mtime_ns, doc ids)} of every indexed file."""
+        out: dict[str, tuple[int | None, list[str]]] = {}
+        offset = 0
+        while True:
+            got = self._call("get", self._col.get, where={"kind": "file"}, include=["documents", "metadatas"],
+                             limit=PAGE, offset=offset)
+            for meta, doc in zip(got["metadatas"] or [], got["documents"] or []):
+                meta = meta or {}
+                mtime = meta.get("mtime_ns")
+                out[str(meta.get("path", ""))] = (None if mtime is None or mtime < 0 else int(mtime),
+                                                  json.loads(doc or "[]"))
+            if len(got["ids"]) < PAGE:
+                return out
+            offset += PAGE
+
+    def sync_files(self, files: dict[str, tuple[int | None, list[str]]]) -> bool:
+        """Make the file table equal ``files``, writing only what differs; True if anything did."""
+        have = self.files()
+        changed = {p: v for p, v in files.items() if have.get(p) != (v[0], sorted(set(v[1])))}
+        gone = [FILE + p for p in have if p not in files]
+        items = sorted(changed.items())
+        for i in range(0, len(items), PAGE):
+            part = items[i:i + PAGE]
+            self._call("upsert", self._col.upsert, ids=[FILE + p for p, _ in part],
+                       embeddings=[_PLACEHOLDER] * len(part),
+                       documents=[json.dumps(sorted(set(docs))) for _, (_, docs) in part],
+                       metadatas=[{"kind": "file", "path": p, "mtime_ns": -1 if m is None else int(m)}
+                                  for p, (m, _) in part])
+        for i in range(0, len(gone), PAGE):
+            self._call("delete", self._col.delete, ids=gone[i:i + PAGE])
+        return bool(changed or gone)
+
+    def reset(self) -> None:
+        """Forget everything but the state's writer (the folder that reset it keeps writing)."""
+        writer = self.state().get("writer")
+        self._call("delete_collection", self._client.delete_collection, self.name)
+        self._col = self._call("create_collection", self._client.get_or_create_collection, self.name,
+                               embedding_function=None)
+        if writer:
+            self.put_state(writer=writer)
+

@@ -1,0 +1,76 @@
+"""`rag index --to URL`: copy a local index to a Chroma server without embedding anything again.
+
+Chunks travel with their vectors, text and metadata, a page at a time; a chunk the server
+already holds with the same content hash is not sent again, so an interrupted copy resumes
+where it stopped, and a second copy sends only what changed. Chunks on the server that the
+local index no longer holds are deleted. Then the catalog (store/catalog.py) is published
+and this index folder becomes the collection's writer: with ``store.url`` set to the same
+server, later `rag index` runs update it incrementally.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+from rag_cli.config import Settings
+from rag_cli.errors import IndexNotFound
+from rag_cli.index_dir import IndexLock, IndexPaths
+from rag_cli.models import CopyReport
+from rag_cli.progress import NullProgress, Progress
+from rag_cli.store.catalog import table_digest, writer_record
+from rag_cli.store.chroma import ChromaStore
+
+PAGE = 1000
+
+
+def copy_index(settings: Settings, url: str, *, replace_other: bool = False, lock_timeout: float | None = None,
+               progress: Progress | None = None) -> CopyReport:
+    """Copy the local index of ``settings`` to the Chroma server at ``url`` (tenant, database and
+    collection from ``settings.store``). ``replace_other``: take over a collection that another
+    index folder writes (its chunks are replaced)."""
+    progress = progress or NullProgress()
+    started = time.perf_counter()
+    paths = IndexPaths(settings.index_dir)
+    timeout = settings.index.lock_timeout if lock_timeout is None else lock_timeout
+    if not paths.exists():
+        raise IndexNotFound(f"no index in {paths.root} to copy", hint="run `rag index PATH` first")
+    with IndexLock(paths.lock, timeout, on_wait=progress.note):
+        manifest = paths.open_manifest()
+        try:
+            build, updated = manifest.get_meta("build"), manifest.get_meta("updated")
+            if not build or not isinstance(updated, float):
+                raise IndexNotFound(f"the index in {paths.root} is incomplete (a `rag index` run was interrupted)",
+                                    hint="run `rag index` to finish it, then copy it")
+            writer = writer_record(manifest, paths.root)
+            table = manifest.file_table()
+            source = ChromaStore(paths.chroma)
+            target = ChromaStore.on_server(replace(settings.store, url=url))
+            catalog = target.catalog
+            catalog.claim(writer, take_over=replace_other)
+            catalog.put_state(updated=f"dirty:{time.time()}")  # readers: a copy is under way
+            total = source.count()
+            progress.update("copy", total=total)
+            sent = skipped = 0
+            local_ids: set[str] = set()
+            for offset in range(0, total, PAGE):
+                ids, texts, metas, vectors = source.page(offset, PAGE)
+                local_ids.update(ids)
+                there = target.stored_hashes(ids)
+                keep = [i for i, (cid, meta) in enumerate(zip(ids, metas)) if there.get(cid) != meta.get("hash")]
+                if keep:
+                    target.upsert_raw([ids[i] for i in keep], [vectors[i] for i in keep], [texts[i] for i in keep],
+                                      [metas[i] for i in keep])
+                sent += len(keep)
+                skipped += len(ids) - len(keep)
+                progress.update("copy", advance=len(ids))
+            stale = [cid for cid in target.all_ids() if cid not in local_ids]
+            target.delete(stale)
+            catalog.sync_files(table)
+            catalog.put_state(build=build, updated=updated, files=table_digest(table), writer=writer)
+            return CopyReport(source=str(paths.root), target=target.where, chunks_sent=sent, chunks_skipped=skipped,
+                              chunks_deleted=len(stale), chunks_total=target.count(), files=len(table),
+                              seconds=time.perf_counter() - started)
+        finally:
+            manifest.close()
+
