@@ -295,3 +295,61 @@ def test_the_token_is_sent_and_never_shown(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.delenv("TEAM_CHROMA_TOKEN")
     assert auth_headers(store) == {}
     assert os.environ.get("RAG_STORE_TOKEN") is None
+
+
+# -- the commands on a server index ---------------------------------------------------------------------
+EVAL_QUESTIONS = [
+    {"id": "feed", "question": "How often should I feed my starter at room temperature?",
+     "relevant": ["guides/starter.md"]},
+    {"id": "autolyse", "question": "Who coined the term autolyse?", "relevant": ["glossary.rst"]},
+    {"id": "pdf", "question": "How much whole wheat flour goes into the country loaf?",
+     "relevant": ["recipes/country-loaf.pdf"]},
+]
+
+
+def test_eval_gives_the_same_numbers_on_both_stores(tmp_path: Path, samples: Path, chroma_url: str) -> None:
+    qfile = tmp_path / "q.jsonl"
+    qfile.write_text("".join(json.dumps(q) + "\n" for q in EVAL_QUESTIONS))
+    env = {"RAG_STORE_URL": chroma_url, "RAG_STORE_COLLECTION": f"t-{uuid.uuid4().hex[:12]}"}
+    reports = []
+    for name, extra in (("local", {}), ("shared", env)):
+        work = tmp_path / name
+        work.mkdir()
+        assert invoke(["index", str(samples)], work, **extra).exit_code == 0
+        result = invoke(["eval", str(qfile), "--retrieval-only", "--json"], work, **extra)
+        assert result.exit_code == 0, result.output
+        reports.append(json.loads(result.stdout)["metrics"])
+    assert reports[0] == reports[1] and "recall@5" in reports[0]
+
+
+def test_the_installed_command_with_the_real_model_on_a_server(tmp_path: Path, samples: Path,
+                                                              chroma_url: str) -> None:
+    """`rag index` and `rag ask --retrieve-only` as real subprocesses with the bundled embedding model."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "RAG_STORE_URL": chroma_url, "RAG_STORE_COLLECTION": f"t-{uuid.uuid4().hex[:12]}"}
+    rag = str(Path(sys.executable).parent / "rag")
+    index = subprocess.run([rag, "index", str(samples), "--json"], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=600)
+    assert index.returncode == 0, index.stderr
+    assert json.loads(index.stdout)["store"].startswith("on the Chroma server")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    ask = subprocess.run([rag, "ask", "--retrieve-only", "--json", "How often should I feed my sourdough starter?"],
+                         cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600)
+    assert ask.returncode == 0, ask.stderr
+    assert json.loads(ask.stdout)["passages"][0]["doc_id"] == "guides/starter.md"
+
+
+def test_rag_serve_sees_changes_on_the_server(tmp_path: Path, samples: Path, chroma_url: str) -> None:
+    from rag_cli.serve.backend import index_stamp
+
+    settings = hash_settings(tmp_path, store__url=chroma_url, store__collection=f"t-{uuid.uuid4().hex[:12]}")
+    index_paths(settings, [samples])
+    before = index_stamp(settings.index_dir, settings)
+    assert index_paths(settings, [samples]).chunks_written == 0
+    assert index_stamp(settings.index_dir, settings) == before  # nothing changed
+    (samples / "faq.txt").write_text("Q: Rye?\nA: Rye flour ferments fast.\n")
+    index_paths(settings, [samples])
+    assert index_stamp(settings.index_dir, settings) != before

@@ -46,6 +46,7 @@ def with_eval_index(settings: Settings, docs: Sequence[Path], progress: Progress
                                "docs": sorted(str(Path(d).resolve()) for d in docs)}, sort_keys=True)
     key = hashlib.sha256(key_material.encode()).hexdigest()[:16]
     folder = settings.base_dir / ".rag-eval" / key
-    cached = settings.with_values({"index.path": str(folder)}, "eval cache")
+    # Always a local index: an evaluation's documents never go into a shared server collection.
+    cached = settings.with_values({"index.path": str(folder), "store.url": ""}, "eval cache")
     index_paths(cached, list(docs), progress=progress)
     return cached
