@@ -54,10 +54,16 @@ class AnswerCache:
 ANSWER_LOGIC = 2
 
 
+# How llm.url is reached, not what it answers: changing these keeps the cached answers.
+TRANSPORT_KEYS = frozenset({"api_key_env", "connect_timeout", "timeout", "retries", "breaker_failures",
+                            "breaker_cooldown"})
+
+
 def cache_key(settings: Settings, question: str, where: Filter | None, index_state: str) -> str:
+    llm = {k: v for k, v in asdict(settings.llm).items() if k not in TRANSPORT_KEYS}
     material = {
         "question": question.strip(), "where": repr(where.resolved()) if where else "", "index": index_state,
-        "retrieval": asdict(settings.retrieval), "llm": asdict(settings.llm), "prompt": asdict(settings.prompt),
+        "retrieval": asdict(settings.retrieval), "llm": llm, "prompt": asdict(settings.prompt),
         "embedding": asdict(settings.embedding), "logic": ANSWER_LOGIC,
         "ask": {k: v for k, v in asdict(settings.ask).items() if k != "cache"},
     }
@@ -83,11 +89,18 @@ class Asker:
         self.generators: dict[str, Generator] = dict(generators or {})
 
     def generator(self, model: str) -> Generator:
+        """The generator for a model setting: in-process llama.cpp, or the llm.url server (then
+        ``model`` is only the name sent to it, and nothing is loaded here). Cheap to build."""
         if model not in self.generators:
             llm = self.settings.llm
-            self.generators[model] = LlamaCppGenerator(model, base_dir=self.settings.base_dir,
-                                                       context_size=llm.context_size, threads=llm.threads,
-                                                       style=llm.prompt_style)
+            if llm.url:
+                from rag_cli.generate.openai_server import OpenAIServerGenerator
+
+                self.generators[model] = OpenAIServerGenerator.from_settings(llm, model)
+            else:
+                self.generators[model] = LlamaCppGenerator(model, base_dir=self.settings.base_dir,
+                                                           context_size=llm.context_size, threads=llm.threads,
+                                                           style=llm.prompt_style)
         return self.generators[model]
 
     def _start_loading(self, model: str) -> None:
@@ -197,7 +210,9 @@ class Asker:
                                      on_text=on_text)
             timings["generate"] = time.perf_counter() - t1
         except (ModelLoadError, GenerationError) as exc:
-            return done(citations=_citations(sources, set()), model=chosen, route=why, error=exc.message)
+            log.info("no generated answer (%s): %s", type(exc).__name__, exc.message)
+            return done(citations=_citations(sources, set()), model=chosen, route=why, error=exc.message,
+                        error_code=int(exc.exit_code))
 
         if is_refusal(gen.text, s.prompt.refusal):
             return done(answer=s.prompt.refusal, refused=True, refusal_reason="model",

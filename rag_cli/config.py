@@ -131,15 +131,35 @@ class LlmSettings:
                                 "scores at least route_min_score goes to `model`, others to `strong_model`.",
                                 min=0)
     route_min_score: float = _opt(0.5, "Routing: the retrieval score an easy question needs.", min=-1.0)
-    context_size: int = _opt(2048, "Context window in tokens (capped at what the model was trained for).",
-                             min=256)
+    context_size: int = _opt(2048, "Context window in tokens (capped at what the model was trained for, or at "
+                             "the window the llm.url server reports).", min=256)
     max_tokens: int = _opt(48, "Most tokens in an answer (the prompt asks for one or two short sentences).",
                            min=1)
     temperature: float = _opt(0.0, "Sampling temperature; 0 is deterministic.", min=0.0)
     prompt_style: str = _opt("auto", "chat (instruct models: messages through the GGUF's chat template) or "
                              "completion (base models: prompt.completion is continued); auto: chat when "
-                             "the GGUF has a chat template.", choices=("auto", "chat", "completion"))
+                             "the GGUF has a chat template (always chat with llm.url).",
+                             choices=("auto", "chat", "completion"))
     threads: int = _opt(0, "CPU threads for llama.cpp; 0: all cores.", min=0)
+    url: str = _opt("", "Base URL of an OpenAI-compatible server (llama.cpp's llama-server, python -m "
+                    "llama_cpp.server, ...), e.g. http://127.0.0.1:8080/v1: answers are streamed from its "
+                    "/chat/completions (/completions with prompt_style = completion) and no model is loaded "
+                    "in-process; llm.model (or --model) is sent as the model name unless it is a local file or "
+                    "alias, then the server's own model is used. Empty: llm.model runs in-process.")
+    api_key_env: str = _opt("RAG_LLM_API_KEY", "The environment variable holding llm.url's API key (sent as a "
+                            "Bearer token, never printed); unset or empty: no key is sent.")
+    connect_timeout: float = _opt(3.0, "Seconds to wait for llm.url to accept a connection.", min=0.1)
+    timeout: float = _opt(60.0, "Seconds to wait for llm.url's first token, and then for each next one (raise it "
+                          "for big models on a CPU, whose prompt processing is slow).", min=1.0)
+    retries: int = _opt(2, "Retries of a request to llm.url after a connection error, a timeout before any text, "
+                        "or HTTP 429/502/503/504, with exponential backoff and jitter (up to 0.5 s, 1 s, 2 s ...; "
+                        "a Retry-After of up to 8 s is honoured); never once text has streamed.", min=0, max=10)
+    breaker_failures: int = _opt(3, "Consecutive failed requests to llm.url (each after its retries) after which "
+                                 "every rag process skips it at once for llm.breaker_cooldown seconds (0: never "
+                                 "skip).", min=0)
+    breaker_cooldown: float = _opt(30.0, "Seconds llm.url is skipped once its breaker opens; then one trial "
+                                   "request is let through, and its outcome closes or reopens the breaker.",
+                                   min=0.0)
 
 
 @dataclass(frozen=True)

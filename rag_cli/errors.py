@@ -22,6 +22,7 @@ class ExitCode(IntEnum):
     REFUSED = 6  # `rag ask`: the documents do not hold the answer
     BUSY = 7  # another `rag index` holds the index lock
     GATE = 8  # `rag eval --baseline`: a metric fell by more than --max-drop
+    LLM_UNAVAILABLE = 9  # the language-model server could not be reached or kept failing; the passages were printed instead
     INTERRUPTED = 130  # Ctrl-C
 
 
@@ -82,6 +83,13 @@ class GenerationError(RagError):
     """The model loaded but failed while generating."""
 
     exit_code = ExitCode.MODEL
+
+
+class GeneratorUnavailable(GenerationError):
+    """The language-model server (llm.url) could not be reached, timed out or kept failing
+    (or its circuit breaker is open): nothing is wrong with the question or the model."""
+
+    exit_code = ExitCode.LLM_UNAVAILABLE
 
 
 class DocumentError(Exception):

@@ -252,6 +252,9 @@ class Answer:
     cached: bool = False
     error: str | None = None
     extracted: bool = False  # the answer is a sentence of the sources, not the model's text
+    # The exit code ``error`` stands for: 5 (the model could not load or failed), 9 (the llm.url
+    # server could not be reached or kept failing); None without an error.
+    error_code: int | None = None
 
     SCHEMA = "rag-cli/answer/v1"
 
@@ -272,6 +275,7 @@ class Answer:
             "removed_citations": self.removed_citations,
             "cached": self.cached,
             "error": self.error,
+            "error_code": self.error_code,
             "extracted": self.extracted,
         }
 
@@ -285,4 +289,4 @@ class Answer:
                    model=data["model"], route=data["route"] or "", prompt_tokens=data["tokens"]["prompt"],
                    completion_tokens=data["tokens"]["completion"], timings=dict(data["timings"]),
                    removed_citations=data["removed_citations"], cached=data["cached"], error=data["error"],
-                   extracted=bool(data.get("extracted", False)))
+                   extracted=bool(data.get("extracted", False)), error_code=data.get("error_code"))

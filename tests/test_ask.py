@@ -140,7 +140,7 @@ def test_cli_json_shape_is_pinned(tmp_path: Path, samples: Path) -> None:
     assert data["schema"] == "rag-cli/answer/v1"
     assert set(data) == {"schema", "question", "answer", "refused", "refusal_reason", "citations", "sources",
                          "passages", "model", "route", "tokens", "timings", "removed_citations", "cached", "error",
-                         "extracted"}
+                         "error_code", "extracted"}
     assert set(data["passages"][0]) == {"chunk_id", "doc_id", "path", "kind", "page_start", "page_end", "heading",
                                         "score", "text"}
     assert set(data["tokens"]) == {"prompt", "completion"} and set(data["timings"]) >= {"embed", "retrieve", "total"}

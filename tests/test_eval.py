@@ -93,7 +93,7 @@ def test_run_with_a_scripted_model(tmp_path: Path, samples: Path) -> None:
     asker = Asker(settings, generators={"bundled": ScriptedGenerator(reply)})
     report = run_eval(settings, qs, asker=asker, ks=(1, 5))
     assert report.counts == {"questions": 3, "with_relevant": 2, "answerable": 2, "unanswerable": 1, "errors": 0,
-                             "removed_citations": 2}
+                             "unavailable": 0, "removed_citations": 2}
     rows = {r["id"]: r for r in report.rows}
     assert rows["autolyse"]["em"] == 1.0 and rows["feed"]["em"] == 0.0
     assert report.metrics["em"] == 0.5 and report.metrics["refused_unanswerable"] == 1.0

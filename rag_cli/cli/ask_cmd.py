@@ -21,7 +21,8 @@ def ask(
                                                     "N-M, modified>=DATE (or 30d), FIELD=VALUE, FIELD>=N "
                                                     "(repeatable; all must hold).")] = None,
     model: Annotated[str | None, typer.Option("--model", metavar="MODEL", help="GGUF model file (or 'bundled', "
-                                              "'gemma-270m', or hf:REPO/FILE.gguf); overrides routing.")] = None,
+                                              "'gemma-270m', or hf:REPO/FILE.gguf); with llm.url, a model name "
+                                              "the server knows; overrides routing.")] = None,
     retrieve_only: Annotated[bool, typer.Option("--retrieve-only", help="Print the passages; load no "
                                                 "language model.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not answer from the cache.")] = False,
@@ -57,8 +58,9 @@ def ask(
 
         answer = Asker(settings).ask(question, where=filters, **options)
     render_answer(env, answer, as_json=as_json, streamed=streaming and not answer.cached)
-    if answer.error:
-        raise typer.Exit(int(ExitCode.MODEL))
+    if answer.error:  # 9: the llm.url server was unavailable; 5: the model failed
+        unavailable = answer.error_code == ExitCode.LLM_UNAVAILABLE
+        raise typer.Exit(int(ExitCode.LLM_UNAVAILABLE if unavailable else ExitCode.MODEL))
     if answer.refused:
         raise typer.Exit(int(ExitCode.REFUSED))
 

@@ -67,6 +67,10 @@ def eval_command(
         elif remote and env.verbose:
             env.err.print(f"{label or 'run'}: answered by rag serve (pid {remote[0].session.pid})", style="dim",
                           markup=False, highlight=False)
+        if report.counts.get("errors"):
+            env.warn(f"{label or 'run'}: {report.counts['errors']} question(s) got no generated answer "
+                     f"({report.counts.get('unavailable', 0)} because llm.url could not be reached or kept failing); "
+                     "they score 0 on the answer metrics")
         reports.append(report)
         if report.interrupted:
             break

@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 
 from rag_cli.ask import Asker
 from rag_cli.config import Settings
-from rag_cli.errors import RagError
+from rag_cli.errors import ExitCode, RagError
 from rag_cli.evaluate import metrics as m
 from rag_cli.evaluate.dataset import Question
 from rag_cli.generate.answering import strip_citations, support
@@ -64,6 +64,8 @@ def run_eval(settings: Settings, questions: Sequence[Question], *, label: str = 
         "retrieval.mode": r.mode, "retrieval.top_k": r.top_k, "embedding.model": settings.embedding.model,
         "chunking": f"{settings.chunking.strategy}/{settings.chunking.size}/{settings.chunking.overlap}",
         "llm.model": None if retrieval_only else settings.llm.model})
+    if settings.llm.url and not retrieval_only:
+        report.config["llm.url"] = settings.llm.url
     depth = max(ks) * 3  # chunks, so that max(ks) distinct documents are usually there
     _warm_up(searcher, asker, settings)  # so that model loading does not count as question latency
     started = time.perf_counter()
@@ -117,7 +119,8 @@ def _evaluate_one(q: Question, searcher: Searcher, asker: Asker | None, depth: i
         return row
     answer = asker.ask(q.question, use_cache=False)
     row.update(answer=answer.answer, refused=answer.refused, refusal_reason=answer.refusal_reason,
-               model=answer.model, error=answer.error, removed_citations=answer.removed_citations,
+               model=answer.model, error=answer.error, error_code=answer.error_code,
+               removed_citations=answer.removed_citations,
                completion_tokens=answer.completion_tokens,
                citations=[c.doc_id for c in answer.citations if c.cited])
     row["timings"] = {**timings, **{k: v for k, v in answer.timings.items() if k not in timings}}
@@ -159,6 +162,8 @@ def _aggregate(report: EvalReport, ks: Sequence[int]) -> None:
         if ans:
             report.metrics["refused_answerable"] = sum(r["refused"] for r in ans) / len(ans)
         report.counts["errors"] = sum(1 for r in rows if r.get("error"))
+        # of which the llm.url server could not be reached or kept failing
+        report.counts["unavailable"] = sum(1 for r in rows if r.get("error") and r.get("error_code") == ExitCode.LLM_UNAVAILABLE)
         report.counts["removed_citations"] = sum(r.get("removed_citations", 0) for r in rows)
         for r in rows:
             if r.get("model"):

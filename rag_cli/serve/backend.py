@@ -180,6 +180,14 @@ class Backend:
         if model in self._fixed:
             return self._fixed[model]
         llm, base = settings.llm, str(settings.base_dir)
+        if llm.url:  # nothing to load here: one client per server, model name and llm.* transport settings
+            from rag_cli.generate.openai_server import OpenAIServerGenerator
+
+            key = ("url", model, llm.url, llm.api_key_env, llm.context_size, llm.prompt_style, llm.connect_timeout,
+                   llm.timeout, llm.retries, llm.breaker_failures, llm.breaker_cooldown)
+            if key not in self._generators:
+                self._generators[key] = OpenAIServerGenerator.from_settings(llm, model)
+            return self._generators[key]
         if (model, base) not in self._locations:
             self._locations[(model, base)] = resolve_gguf(model, settings.base_dir)  # ModelLoadError: as in-process
         key = (self._locations[(model, base)], llm.context_size, llm.threads, llm.prompt_style)
