@@ -11,6 +11,7 @@ import json
 import os
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -353,3 +354,77 @@ def test_rag_serve_sees_changes_on_the_server(tmp_path: Path, samples: Path, chr
     (samples / "faq.txt").write_text("Q: Rye?\nA: Rye flour ferments fast.\n")
     index_paths(settings, [samples])
     assert index_stamp(settings.index_dir, settings) != before
+
+
+def test_readers_create_nothing_on_the_server(tmp_path: Path, chroma_url: str) -> None:
+    import chromadb
+
+    from rag_cli.store.server import parse_url
+
+    name = f"typo-{uuid.uuid4().hex[:8]}"
+    result = invoke(["ask", "--retrieve-only", "starter"], tmp_path, RAG_STORE_URL=chroma_url,
+                    RAG_STORE_COLLECTION=name)
+    assert result.exit_code == ExitCode.INDEX and f"no collection {name!r}" in result.stderr
+    host, port, _ = parse_url(chroma_url)
+    names = {c.name for c in chromadb.HttpClient(host=host, port=port).list_collections()}
+    assert name not in names and f"{name}.catalog" not in names
+
+
+def test_a_stuck_server_is_given_up_after_store_timeout(tmp_path: Path) -> None:
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: [accepted.append(listener.accept()[0]) for _ in range(8)], daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"  # accepts connections, never answers
+    try:
+        started = time.monotonic()
+        result = invoke(["ask", "--retrieve-only", "starter"], tmp_path, RAG_STORE_URL=url, RAG_STORE_TIMEOUT="1")
+        assert result.exit_code == ExitCode.INDEX and "Timeout" in result.stderr, result.output
+        assert time.monotonic() - started < 20  # a hang guard: store.timeout is 1 s
+    finally:
+        listener.close()
+        for conn in accepted:
+            conn.close()
+
+
+def test_an_interrupted_copy_resumes(tmp_path: Path, samples: Path, chroma_url: str,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import rag_cli.store.transfer as transfer
+    from rag_cli.store.transfer import copy_index
+
+    settings = hash_settings(tmp_path)
+    total = index_paths(settings, [samples]).chunks_total
+    collection = f"t-{uuid.uuid4().hex[:12]}"
+    monkeypatch.setattr(transfer, "PAGE", 10)
+    calls = {"n": 0}
+    real = ChromaStore.upsert_raw
+
+    def failing(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise StoreError("the connection dropped (simulated)")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ChromaStore, "upsert_raw", failing)
+    with pytest.raises(StoreError):
+        copy_index(replace(settings, store=replace(settings.store, collection=collection)), chroma_url)
+    target = replace(settings, store=replace(settings.store, url=chroma_url, collection=collection))
+    assert str(ChromaStore.on_server(target.store).catalog.state()["updated"]).startswith("dirty:")
+    reader_dir = tmp_path / "reader"
+    reader_dir.mkdir()
+    with pytest.raises(IndexNotFound, match="not complete yet"):  # a first copy publishes the build last
+        Searcher(hash_settings(reader_dir, store__url=chroma_url, store__collection=collection))
+
+    monkeypatch.setattr(ChromaStore, "upsert_raw", real)
+    report = copy_index(replace(settings, store=replace(settings.store, collection=collection)), chroma_url)
+    assert report.chunks_skipped == 10 and report.chunks_sent == total - 10 and report.chunks_total == total
+    assert not str(ChromaStore.on_server(target.store).catalog.state()["updated"]).startswith("dirty:")
+
+
+def test_copy_refuses_an_index_that_is_already_on_a_server(tmp_path: Path, chroma_url: str) -> None:
+    result = invoke(["index", "--to", chroma_url], tmp_path, RAG_STORE_URL=chroma_url)
+    assert result.exit_code == ExitCode.USAGE and "copies a local index" in result.stderr

@@ -108,9 +108,13 @@ class Searcher:
     def _open_server(self) -> dict:
         """Open the index on the Chroma server: its catalog stands in for the manifest. Local
         caches (keyword index, answers, vectors) stay in the index folder."""
-        self.store = ChromaStore.on_server(self.settings.store)
+        self.store = ChromaStore.on_server(self.settings.store, create=False)
         state = self.store.catalog.state()
         if not state.get("build"):
+            if str(state.get("updated", "")).startswith("dirty:"):
+                raise IndexNotFound(f"the index {self.store.where} is not complete yet (a `rag index` or `rag index "
+                                    "--to` run is writing it, or was interrupted)",
+                                    hint="wait for it, or run it again from the folder that writes the collection")
             raise IndexNotFound(f"no index {self.store.where}",
                                 hint="run `rag index PATH` with this store.url, or `rag index --to URL` in a folder "
                                      "with a local index to copy it there")

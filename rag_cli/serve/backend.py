@@ -52,7 +52,7 @@ def index_stamp(index_dir: Path, settings: Settings | None = None) -> tuple[Any,
     if settings is not None and settings.store.url:
         from rag_cli.store.chroma import ChromaStore
 
-        state = ChromaStore.on_server(settings.store).catalog.state()
+        state = ChromaStore.on_server(settings.store, create=False).catalog.state()
         return (state.get("updated"), state.get("files"))
     path = IndexPaths(index_dir).manifest
     try:

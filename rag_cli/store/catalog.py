@@ -55,12 +55,18 @@ def document_table(files: dict[str, tuple[int | None, list[str]]]) -> list[tuple
 
 
 class Catalog:
-    def __init__(self, client: Any, collection: str, where: str, call: Callable[..., Any]) -> None:
+    def __init__(self, client: Any, collection: str, where: str, call: Callable[..., Any], *,
+                 create: bool = True) -> None:
         self._client = client
         self.name = catalog_name(collection)
         self.where = where
         self._call = call
-        self._col = call("open catalog", client.get_or_create_collection, self.name, embedding_function=None)
+        if create:
+            self._col = call("open catalog", client.get_or_create_collection, self.name, embedding_function=None)
+        else:
+            from rag_cli.store.chroma import open_existing
+
+            self._col = open_existing(client, self.name, where)
 
     # -- the state record ------------------------------------------------------------------
     def state(self) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
-from rag_cli.errors import RagError, StoreError
+from rag_cli.errors import IndexNotFound, RagError, StoreError
 from rag_cli.models import Chunk
 
 COLLECTION = "chunks"
@@ -87,21 +87,25 @@ class ChromaStore:
         self.path: Path | None = path
         self.where = f"in {path}"
         self.catalog: Any = None  # a server index's record of itself (store/catalog.py)
+        self._create = True
         self._attach(client, collection, hint="if the folder is damaged, run `rag index --rebuild`")
 
     @classmethod
-    def on_server(cls, store: Any) -> "ChromaStore":
-        """The collection ``store.collection`` on the Chroma server at ``store.url``, with its catalog."""
+    def on_server(cls, store: Any, *, create: bool = True) -> "ChromaStore":
+        """The collection ``store.collection`` on the Chroma server at ``store.url``, with its
+        catalog. Readers pass ``create=False``: a collection that is not there is IndexNotFound
+        (a mistyped name must not leave empty collections on a shared server)."""
         from rag_cli.store.catalog import Catalog
         from rag_cli.store.server import describe_server, http_client
 
         self = cls.__new__(cls)
         self.path = None
         self.where = f"on the Chroma server {describe_server(store)}"
+        self._create = create
         self._attach(lambda: http_client(store), store.collection,
                      hint="check that the server runs and that store.url, store.tenant, store.database and "
                           f"${store.token_env} are right (see `rag config`)")
-        self.catalog = Catalog(self._client, store.collection, self.where, self._call)
+        self.catalog = Catalog(self._client, store.collection, self.where, self._call, create=create)
         return self
 
     def _attach(self, client: Any, collection: str, *, hint: str) -> None:
@@ -117,6 +121,8 @@ class ChromaStore:
                              hint=hint) from None
 
     def _open(self) -> Any:
+        if not self._create:
+            return open_existing(self._client, self.collection_name, self.where)
         return self._client.get_or_create_collection(
             self.collection_name, metadata={"hnsw:space": "cosine"}, embedding_function=None)
 
@@ -213,6 +219,18 @@ class ChromaStore:
 
     def all_ids(self) -> list[str]:
         return list(self._call("get", self._collection.get, include=[])["ids"])
+
+
+def open_existing(client: Any, name: str, where: str) -> Any:
+    """A collection that must exist: IndexNotFound when it does not."""
+    from chromadb.errors import NotFoundError
+
+    try:
+        return client.get_collection(name, embedding_function=None)
+    except NotFoundError:
+        raise IndexNotFound(f"no index {where} (there is no collection {name!r})",
+                            hint="check store.collection (`rag config`); `rag index PATH` builds an index there, "
+                                 "`rag index --to URL` copies a local one") from None
 
 
 def open_store(settings: Any, chroma_folder: Path) -> ChromaStore:

@@ -14,12 +14,13 @@ import time
 from dataclasses import replace
 
 from rag_cli.config import Settings
-from rag_cli.errors import IndexNotFound
+from rag_cli.errors import IndexCorrupt, IndexNotFound, InputError
 from rag_cli.index_dir import IndexLock, IndexPaths
 from rag_cli.models import CopyReport
 from rag_cli.progress import NullProgress, Progress
 from rag_cli.store.catalog import table_digest, writer_record
 from rag_cli.store.chroma import ChromaStore
+from rag_cli.store.server import describe_server
 
 PAGE = 1000
 
@@ -33,6 +34,10 @@ def copy_index(settings: Settings, url: str, *, replace_other: bool = False, loc
     started = time.perf_counter()
     paths = IndexPaths(settings.index_dir)
     timeout = settings.index.lock_timeout if lock_timeout is None else lock_timeout
+    if settings.store.url:
+        raise InputError(f"--to copies a local index, and this folder's index is {describe_server(settings.store)} "
+                         "(store.url)", hint="unset store.url (and RAG_STORE_URL) to copy the local index in "
+                                             f"{paths.root}")
     if not paths.exists():
         raise IndexNotFound(f"no index in {paths.root} to copy", hint="run `rag index PATH` first")
     with IndexLock(paths.lock, timeout, on_wait=progress.note):
@@ -45,6 +50,9 @@ def copy_index(settings: Settings, url: str, *, replace_other: bool = False, loc
             writer = writer_record(manifest, paths.root)
             table = manifest.file_table()
             source = ChromaStore(paths.chroma)
+            if source.count() != manifest.chunk_count():
+                raise IndexCorrupt(f"the index in {paths.root} holds {source.count()} chunks where its manifest "
+                                   f"lists {manifest.chunk_count()}", hint="run `rag index` to repair it, then copy it")
             target = ChromaStore.on_server(replace(settings.store, url=url))
             catalog = target.catalog
             catalog.claim(writer, take_over=replace_other)
