@@ -48,20 +48,22 @@ def build_record(settings: Settings, model_name: str, dimension: int, size: int,
     }
 
 
-def check_build(recorded: dict[str, Any] | None, current: dict[str, Any], index_dir: Path) -> None:
+def check_build(recorded: dict[str, Any] | None, current: dict[str, Any], index_dir: Path | str) -> None:
     """Refuse to mix vectors or chunkings: raise IndexMismatch naming every difference between
-    the recorded build and ``current`` (all of a build record, or only the keys a reader needs)."""
+    the recorded build and ``current`` (all of a build record, or only the keys a reader needs).
+    ``index_dir``: the index folder, or how messages name a server index ("on the Chroma server …")."""
     if not recorded:
         return
+    where = f"in {index_dir}" if isinstance(index_dir, Path) else index_dir
     if "schema_version" in current and recorded.get("schema_version") != current["schema_version"]:
         raise IndexMismatch(
-            f"the index in {index_dir} has schema version {recorded.get('schema_version')}; this rag-cli "
+            f"the index {where} has schema version {recorded.get('schema_version')}; this rag-cli "
             f"writes version {current['schema_version']}", hint="run `rag index --rebuild` to rebuild it")
     diffs = [f"{k}: index has {recorded.get(k)!r}, settings say {v!r}"
              for k, v in current.items() if recorded.get(k) != v]
     if diffs:
         raise IndexMismatch(
-            f"the index in {index_dir} was built with other settings ({'; '.join(diffs)})",
+            f"the index {where} was built with other settings ({'; '.join(diffs)})",
             hint="run `rag index --rebuild` to rebuild it with the current settings, "
                  "or set the values the index was built with")
 

@@ -182,8 +182,10 @@ class Indexer:
         first, then the build record and the stamp they key their caches on."""
         assert self._catalog is not None
         table = manifest.file_table()
-        self._catalog.sync_files(table)
-        self._catalog.put_state(build=manifest.get_meta("build"), updated=updated, files=table_digest(table),
+        digest = table_digest(table)
+        if self._catalog.state().get("files") != digest:  # else the server's table is this one already
+            self._catalog.sync_files(table)
+        self._catalog.put_state(build=manifest.get_meta("build"), updated=updated, files=digest,
                                 writer=writer_record(manifest, self.paths.root))
 
     def _mark_dirty(self, manifest: Manifest) -> None:

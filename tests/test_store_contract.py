@@ -428,3 +428,31 @@ def test_an_interrupted_copy_resumes(tmp_path: Path, samples: Path, chroma_url: 
 def test_copy_refuses_an_index_that_is_already_on_a_server(tmp_path: Path, chroma_url: str) -> None:
     result = invoke(["index", "--to", chroma_url], tmp_path, RAG_STORE_URL=chroma_url)
     assert result.exit_code == ExitCode.USAGE and "copies a local index" in result.stderr
+
+
+def test_a_reader_keeps_the_file_table_until_it_changes(tmp_path: Path, samples: Path, chroma_url: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from rag_cli.store.catalog import Catalog
+
+    flags = {"store__url": chroma_url, "store__collection": f"t-{uuid.uuid4().hex[:12]}"}
+    writer, reader = hash_settings(tmp_path / "w", **flags), hash_settings(tmp_path / "r", **flags)
+    for s in (writer, reader):
+        s.base_dir.mkdir()
+    index_paths(writer, [samples])
+    first = Searcher(reader).documents
+    reads = {"n": 0}
+    real = Catalog.files
+
+    def counted(self):
+        reads["n"] += 1
+        return real(self)
+
+    monkeypatch.setattr(Catalog, "files", counted)
+    assert Searcher(reader).documents == first and reads["n"] == 0  # the local copy
+    os.utime(samples / "faq.txt", ns=(1_000_000_000_000_000_000, 1_000_000_000_000_000_000))  # touched, same text
+    assert index_paths(writer, [samples]).chunks_written == 0
+    reads["n"] = 0  # (the writer compared its table with the server's)
+    after = Searcher(reader).documents
+    assert reads["n"] == 1 and after != first  # read again: the mtime changed
+    assert {d.doc_id for d in after if d.mtime_ns == 1_000_000_000_000_000_000} == {"faq.txt"}
+    assert after == Searcher(writer).documents

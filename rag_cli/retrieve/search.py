@@ -25,7 +25,7 @@ from rag_cli.errors import IndexNotFound
 from rag_cli.index_dir import IndexPaths, check_build
 from rag_cli.model_files import embedding_prefixes
 from rag_cli.retrieve.filters import DocumentInfo, Filter
-from rag_cli.store.catalog import document_table
+from rag_cli.store.catalog import CATALOG_CACHE, document_table
 from rag_cli.store.chroma import ChromaStore, StoredChunk
 from rag_cli.store.embedders import Embedder, make_embedder
 from rag_cli.store.keyword import KeywordIndex, keyword_text
@@ -93,7 +93,8 @@ class Searcher:
         current = {"embedding.backend": e.backend, "embedding.model": self.embedder.name,
                    "embedding.dimension": self.embedder.dimension, "embedding.query_prefix": query_prefix,
                    "embedding.document_prefix": document_prefix}
-        check_build(recorded, current, self.paths.root)  # searching needs only the embedding to match
+        # Searching needs only the embedding to match.
+        check_build(recorded, current, self.store.where if self.store is not None else self.paths.root)
         if e.cache and not isinstance(self.embedder, CachingEmbedder):
             namespace = f"{self.embedder.name}|{self.embedder.dimension}|{query_prefix}"
             self.embedder = CachingEmbedder(self.embedder, VectorCache(self.paths.root / VECTOR_CACHE, namespace))
@@ -120,7 +121,8 @@ class Searcher:
                                      "with a local index to copy it there")
         self.paths.create()
         self.updated = state.get("updated")
-        self.documents = [DocumentInfo(d, p, t) for d, p, t in document_table(self.store.catalog.files())]
+        files = self.store.catalog.files_cached(self.paths.root / CATALOG_CACHE, state.get("files"))
+        self.documents = [DocumentInfo(d, p, t) for d, p, t in document_table(files)]
         return state["build"]
 
     def keyword_index(self) -> KeywordIndex:

@@ -7,8 +7,8 @@ but collections; each record carries a one-number placeholder vector):
 ```
 @state           how the index was built (the build record), its "updated" stamp, the
                  index folder that writes it, and a digest of the file table
-file:PATH        one per indexed file: its mtime and the ids of its documents (filters on
-                 path and modification time use them)
+file:PATH        one per indexed file: [its mtime, the ids of its documents] as JSON
+                 (filters on path and modification time use them)
 ```
 
 The writer (the one index folder whose manifest describes the collection) marks the stamp
@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import socket
+from pathlib import Path
 from typing import Any, Callable
 
 from rag_cli.errors import IndexMismatch
 
+CATALOG_CACHE = "catalog-files.json"  # a reader's copy of the file table, in its index folder
 STATE = "@state"
 FILE = "file:"
 PAGE = 1000
@@ -109,13 +112,30 @@ class Catalog:
             got = self._call("get", self._col.get, where={"kind": "file"}, include=["documents", "metadatas"],
                              limit=PAGE, offset=offset)
             for meta, doc in zip(got["metadatas"] or [], got["documents"] or []):
-                meta = meta or {}
-                mtime = meta.get("mtime_ns")
-                out[str(meta.get("path", ""))] = (None if mtime is None or mtime < 0 else int(mtime),
-                                                  json.loads(doc or "[]"))
+                mtime, docs = json.loads(doc or "[null, []]")  # exactly what the manifest holds
+                out[str((meta or {}).get("path", ""))] = (mtime, list(docs))
             if len(got["ids"]) < PAGE:
                 return out
             offset += PAGE
+
+    def files_cached(self, path: Path, digest: Any) -> dict[str, tuple[int | None, list[str]]]:
+        """``files()``, read from a local copy in ``path`` while the state's digest says the table
+        has not changed (a folder of many files is not read from the server at every question)."""
+        try:
+            saved = json.loads(path.read_text())
+            if digest and saved.get("where") == self.where and saved.get("digest") == digest:
+                return {p: (m, list(d)) for p, (m, d) in saved["files"].items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass
+        files = self.files()
+        if digest and table_digest(files) == digest:  # only a table the state vouches for
+            tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+            try:
+                tmp.write_text(json.dumps({"where": self.where, "digest": digest, "files": files}))
+                os.replace(tmp, path)
+            except OSError:
+                pass
+        return files
 
     def sync_files(self, files: dict[str, tuple[int | None, list[str]]]) -> bool:
         """Make the file table equal ``files``, writing only what differs; True if anything did."""
@@ -127,9 +147,8 @@ class Catalog:
             part = items[i:i + PAGE]
             self._call("upsert", self._col.upsert, ids=[FILE + p for p, _ in part],
                        embeddings=[_PLACEHOLDER] * len(part),
-                       documents=[json.dumps(sorted(set(docs))) for _, (_, docs) in part],
-                       metadatas=[{"kind": "file", "path": p, "mtime_ns": -1 if m is None else int(m)}
-                                  for p, (m, _) in part])
+                       documents=[json.dumps([m, sorted(set(docs))]) for _, (m, docs) in part],
+                       metadatas=[{"kind": "file", "path": p} for p, _ in part])
         for i in range(0, len(gone), PAGE):
             self._call("delete", self._col.delete, ids=gone[i:i + PAGE])
         return bool(changed or gone)
