@@ -2,10 +2,13 @@
 
 ```
 .rag/
-  chroma/              Chroma's PersistentClient data (vectors, chunk text, metadata)
+  chroma/              Chroma's PersistentClient data (vectors, chunk text, metadata); with
+                       store.url they are on a Chroma server instead (store/catalog.py)
   manifest.sqlite3     files, chunk ids, roots and the build record (see ingest/manifest.py)
   keyword/             the BM25 index over the same chunks (store/keyword.py)
   answers.sqlite3      the answer cache of `rag ask`
+  vectors.sqlite3      the vector cache of questions and narrowed sentences (store/vector_cache.py)
+  catalog-files.json   with store.url: this machine's copy of the server index's file table
   lock                 held by the `rag index` run that is writing
 ```
 """

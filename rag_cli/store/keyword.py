@@ -8,7 +8,9 @@ another) and measured better on all three shared data sets (README, Retrieval).
 It lives in ``.rag/keyword/`` and is rebuilt from the vector store's own chunks at the end of
 every `rag index` run that changed something, tagged with the manifest's ``updated`` value.
 A reader whose tag does not match (a run was interrupted, or is running now) builds it in
-memory from the store instead, so keyword results never disagree with the vectors.
+memory from the store instead, so keyword results never disagree with the vectors. With an
+index on a Chroma server the tag is the server catalog's stamp, and a reader on any machine
+saves what it builds (unless a run is writing): see ARCHITECTURE.md, "Sharing an index".
 """
 
 from __future__ import annotations
