@@ -166,12 +166,12 @@ class Indexer:
     def _claim(self, manifest: Manifest, rebuild: bool) -> bool:
         """Make this folder the server collection's writer (Catalog.claim). True when the manifest
         no longer describes the collection (it was dropped, or rebuilt from another folder) and
-        must start over."""
+        must start over. (A collection this folder writes but whose first run was interrupted
+        has no build record yet: the run goes on from what the manifest knows.)"""
         assert self._catalog is not None
         me = writer_record(manifest, self.paths.root)
         state = self._catalog.claim(me, take_over=rebuild)
-        lost = manifest.get_meta("build") is not None and (
-            (state.get("writer") or {}).get("id") != me["id"] or not state.get("build"))
+        lost = manifest.get_meta("build") is not None and (state.get("writer") or {}).get("id") != me["id"]
         if lost and not rebuild:
             self.progress.note("the server collection does not hold this folder's index: indexing everything "
                                "again (`rag index --to URL` copies a local index without embedding it again)")

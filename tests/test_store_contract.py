@@ -456,3 +456,31 @@ def test_a_reader_keeps_the_file_table_until_it_changes(tmp_path: Path, samples:
     assert reads["n"] == 1 and after != first  # read again: the mtime changed
     assert {d.doc_id for d in after if d.mtime_ns == 1_000_000_000_000_000_000} == {"faq.txt"}
     assert after == Searcher(writer).documents
+
+
+def test_an_interrupted_first_run_on_a_server_resumes(tmp_path: Path, samples: Path, chroma_url: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import rag_cli.indexer as indexer
+
+    settings = hash_settings(tmp_path, store__url=chroma_url, store__collection=f"t-{uuid.uuid4().hex[:12]}")
+    real = indexer.Indexer._publish
+
+    def killed(self, manifest, updated):
+        raise KeyboardInterrupt  # the run dies after writing every chunk, before publishing
+
+    monkeypatch.setattr(indexer.Indexer, "_publish", killed)
+    with pytest.raises(KeyboardInterrupt):
+        index_paths(settings, [samples])
+    monkeypatch.setattr(indexer.Indexer, "_publish", real)
+    with pytest.raises(IndexNotFound, match="not complete yet"):
+        Searcher(settings)
+    again = index_paths(settings, [samples])
+    assert again.chunks_written == 0 and again.count(FileStatus.UNCHANGED) == 6  # nothing lost, nothing redone
+    assert Searcher(settings).search("sourdough starter", 1)[0]
+
+    # The collection dropped on the server (an administrator, a new server): everything again.
+    ChromaStore.on_server(settings.store).reset()
+    store = ChromaStore.on_server(settings.store)
+    store._client.delete_collection(store.catalog.name)
+    redone = index_paths(settings, [samples])
+    assert redone.chunks_written == redone.chunks_total > 0

@@ -154,11 +154,12 @@ class Catalog:
         return bool(changed or gone)
 
     def reset(self) -> None:
-        """Forget everything but the state's writer (the folder that reset it keeps writing)."""
-        writer = self.state().get("writer")
+        """Forget the build and the file table; keep the writer (the folder that reset it goes on
+        writing) and the stamp (``dirty:…`` while that run lasts)."""
+        kept = {k: v for k, v in self.state().items() if k in ("writer", "updated")}
         self._call("delete_collection", self._client.delete_collection, self.name)
         self._col = self._call("create_collection", self._client.get_or_create_collection, self.name,
                                embedding_function=None)
-        if writer:
-            self.put_state(writer=writer)
+        if kept:
+            self.put_state(**kept)
 
