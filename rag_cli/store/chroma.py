@@ -153,17 +153,17 @@ class ChromaStore:
         step = self._max_batch
         for start in range(0, len(ids), step):
             self._call("upsert", self._collection.upsert, ids=list(ids[start:start + step]),
-                       embeddings=[[float(x) for x in v] for v in embeddings[start:start + step]],
+                       embeddings=[list(v) for v in embeddings[start:start + step]],
                        documents=list(texts[start:start + step]), metadatas=list(metadatas[start:start + step]))
 
     def page(self, offset: int, limit: int, *, vectors: bool = True
-             ) -> tuple[list[str], list[str], list[dict[str, Any]], list[list[float]]]:
+             ) -> tuple[list[str], list[str], list[dict[str, Any]], list[Sequence[float]]]:
         """One page of every record: ids, texts, metadata and (with ``vectors``) embeddings."""
         include = ["documents", "metadatas"] + (["embeddings"] if vectors else [])
         got = self._call("get", self._collection.get, include=include, limit=limit, offset=offset)
         embeddings = got["embeddings"] if vectors else None
         return (list(got["ids"]), [d or "" for d in got["documents"]], [m or {} for m in got["metadatas"]],
-                [] if embeddings is None else [[float(x) for x in v] for v in embeddings])
+                [] if embeddings is None else [list(v) for v in embeddings])
 
     def delete(self, ids: Sequence[str]) -> None:
         for batch in _batches(list(ids), self._max_batch):
