@@ -135,13 +135,14 @@ class Indexer:
                     lost = self._claim(manifest, rebuild)
                 self._prepare_index(manifest, store, rebuild, lost)  # type: ignore[arg-type]
                 roots = self._roots(manifest, targets)
+                with manifest.transaction():  # now: a run killed midway is finished by a bare `rag index`
+                    for root in roots:
+                        manifest.add_root(str(root))
                 outcomes, written, reused, deleted = self._sync(manifest, store, roots)  # type: ignore[arg-type]
                 changed = rebuild or written or deleted or any(
                     o.status in (FileStatus.ADDED, FileStatus.UPDATED, FileStatus.REMOVED)
                     for o in outcomes)
                 with manifest.transaction():
-                    for root in roots:
-                        manifest.add_root(str(root))
                     updated = manifest.get_meta("updated")
                     if changed or self._dirty or not isinstance(updated, float):
                         # The answer cache and the keyword index key on this value.
