@@ -11,6 +11,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable
 
+from rag_cli import observe
 from rag_cli.config import Settings
 from rag_cli.errors import InputError, ModelLoadError, GenerationError
 from rag_cli.generate.answering import (clean_citations, is_refusal, route, snap_to_span, support, tidy,
@@ -126,6 +127,16 @@ class Asker:
     def ask(self, question: str, *, where: Filter | None = None, model: str | None = None,
             retrieve_only: bool = False, use_cache: bool | None = None,
             on_text: Callable[[str], None] | None = None) -> Answer:
+        """Timings: the search's (``embed``, ``retrieve`` and its parts, ``rerank``), ``narrow``,
+        ``load`` (what remains of loading the model), ``generate``, ``extract``, ``total``."""
+        with observe.span("ask", retrieve_only=retrieve_only, model=model) as span:
+            answer = self._ask(question, where, model, retrieve_only, use_cache, on_text)
+            span.set_attributes({"rag.cached": answer.cached, "rag.refused": answer.refused,
+                                 "rag.route": answer.route, "rag.answer_model": answer.model or ""})
+            return answer
+
+    def _ask(self, question: str, where: Filter | None, model: str | None, retrieve_only: bool,
+             use_cache: bool | None, on_text: Callable[[str], None] | None) -> Answer:
         question = question.strip()
         if not question:
             raise InputError("the question is empty")
@@ -190,24 +201,29 @@ class Asker:
         narrowed = s.retrieval.sentences > 0
         if narrowed:
             t_n = time.perf_counter()
-            sources = narrow(question, sources, self.searcher.embedder, keep=s.retrieval.sentences,
-                             neighbours=s.retrieval.sentence_neighbours,
-                             per_source=s.retrieval.sentences_per_source, lexical=covers,
-                             lexical_weight=s.retrieval.sentence_coverage_weight,
-                             best_first=s.retrieval.sentences_best_first)
+            with observe.span("ask.narrow", sources=len(sources)):
+                sources = narrow(question, sources, self.searcher.embedder, keep=s.retrieval.sentences,
+                                 neighbours=s.retrieval.sentence_neighbours,
+                                 per_source=s.retrieval.sentences_per_source, lexical=covers,
+                                 lexical_weight=s.retrieval.sentence_coverage_weight,
+                                 best_first=s.retrieval.sentences_best_first)
             timings["narrow"] = time.perf_counter() - t_n
         try:
             generator = self.generator(chosen)
             t0 = time.perf_counter()
-            generator.warm_up()  # type: ignore[attr-defined]
+            with observe.span("ask.load", model=chosen):
+                generator.warm_up()  # type: ignore[attr-defined]
             timings["load"] = time.perf_counter() - t0
             completion = generator.style == "completion"  # known once the model is loaded
             messages, given = pack(question, sources, self.templates, context_size=generator.context_size,
                                    max_tokens=s.llm.max_tokens, count=generator.count_tokens, style=generator.style,
                                    max_sources=s.prompt.completion_sources if completion and not narrowed else 0)
             t1 = time.perf_counter()
-            gen = generator.generate(messages, max_tokens=s.llm.max_tokens, temperature=s.llm.temperature,
-                                     on_text=on_text)
+            with observe.span("ask.generate", model=chosen, sources=len(given)) as generating:
+                gen = generator.generate(messages, max_tokens=s.llm.max_tokens, temperature=s.llm.temperature,
+                                         on_text=on_text)
+                generating.set_attributes({"rag.prompt_tokens": gen.prompt_tokens,
+                                           "rag.completion_tokens": gen.completion_tokens})
             timings["generate"] = time.perf_counter() - t1
         except (ModelLoadError, GenerationError) as exc:
             log.info("no generated answer (%s): %s", type(exc).__name__, exc.message)
@@ -233,8 +249,9 @@ class Asker:
             # Not grounded in the sources (a small model can drift into anything): answer with
             # the sources' own sentence closest to the question instead, and say so.
             t_x = time.perf_counter()
-            best = best_sentence(question, given, self.searcher.embedder, lexical=covers,
-                                 lexical_weight=s.retrieval.sentence_coverage_weight)
+            with observe.span("ask.extract"):
+                best = best_sentence(question, given, self.searcher.embedder, lexical=covers,
+                                     lexical_weight=s.retrieval.sentence_coverage_weight)
             timings["extract"] = time.perf_counter() - t_x
             if best is not None:
                 number, sentence = best

@@ -32,6 +32,7 @@ from rag_cli.ingest.tokens import load_token_counter
 from rag_cli.ingest.walk import FoundFile, walk
 from rag_cli.model_files import embedding_prefixes
 from rag_cli.models import Chunk, Document, FileOutcome, FileStatus, IndexReport
+from rag_cli import observe
 from rag_cli.progress import NullProgress, Progress
 from rag_cli.ingest.readahead import Channel
 from rag_cli.store.catalog import Catalog, table_digest, writer_record
@@ -85,6 +86,9 @@ class _Part:
 
 @dataclass
 class _Timings:
+    walk: float = 0.0  # finding the files and comparing them with the manifest
+    open: float = 0.0  # opening the vector store (importing chromadb), when anything is written
+    model: float = 0.0  # loading the embedding model, when anything is embedded
     load: float = 0.0
     chunk: float = 0.0
     embed: float = 0.0
@@ -115,6 +119,7 @@ class Indexer:
             context_header=c.context_header, document_prefix=self.prefixes[1])
         self.timings = _Timings()
         self._chunks_seen = 0
+        self._model_loaded = False
         self._dirty = False
         self._before: object = None
         self._catalog: Catalog | None = None  # a server index's catalog (store/catalog.py)
@@ -128,7 +133,7 @@ class Indexer:
         with IndexLock(self.paths.lock, timeout, on_wait=self.progress.note):
             manifest = self.paths.open_manifest(create=True)
             try:
-                store = LazyChromaStore(lambda: open_store(self.settings, self.paths.chroma))
+                store = LazyChromaStore(self._open_store)
                 lost = False
                 if self.settings.store.url:
                     self._catalog = store.catalog
@@ -160,9 +165,16 @@ class Indexer:
         return IndexReport(
             index_path=str(self.paths.root), files=tuple(outcomes), chunks_written=written, chunks_reused=reused,
             chunks_deleted=deleted, chunks_total=total, seconds=time.perf_counter() - started,
-            timings={"load": t.load, "chunk": t.chunk, "embed": t.embed, "write": t.write, "keyword": t.keyword,
-                     "wait": t.wait},
+            timings={"walk": t.walk, "load": t.load, "chunk": t.chunk, "open": t.open, "model": t.model,
+                     "embed": t.embed, "write": t.write, "keyword": t.keyword, "wait": t.wait},
             rebuilt=rebuild, store=self._catalog.where if self._catalog is not None else "")
+
+    def _open_store(self) -> ChromaStore:
+        t0 = time.perf_counter()
+        with observe.span("index.open"):
+            store = open_store(self.settings, self.paths.chroma)
+        self.timings.open += time.perf_counter() - t0
+        return store
 
     def _claim(self, manifest: Manifest, rebuild: bool) -> bool:
         """Make this folder the server collection's writer (Catalog.claim). True when the manifest
@@ -204,10 +216,17 @@ class Indexer:
     def _refresh_keyword_index(self, store: ChromaStore, updated: object) -> None:
         if KeywordIndex.saved_tag(self.paths.keyword) == updated:
             return
-        t0 = time.perf_counter()
-        ids, texts, metas = store.all_chunks()
-        KeywordIndex.build(ids, texts, metas, tag=updated).save(self.paths.keyword)
-        self.timings.keyword += time.perf_counter() - t0
+        t0, opened = time.perf_counter(), self.timings.open
+        with observe.span("index.keyword"):
+            ids, texts, metas = store.all_chunks()
+            KeywordIndex.build(ids, texts, metas, tag=updated).save(self.paths.keyword)
+        self._add("keyword", t0, opened)
+
+    def _add(self, stage: str, since: float, opened: float) -> None:
+        """Add the time since ``since`` to a stage, less the store's opening meanwhile (``opened``:
+        the "open" time then): the stages do not overlap on the writer's thread."""
+        spent = time.perf_counter() - since - (self.timings.open - opened)
+        setattr(self.timings, stage, getattr(self.timings, stage) + spent)
 
     def _prepare_index(self, manifest: Manifest, store: VectorStore, rebuild: bool, lost: bool = False) -> None:
         current = build_record(self.settings, self.embedder.name, self.embedder.dimension, self.chunker.size,
@@ -244,17 +263,21 @@ class Indexer:
         found: dict[str, FoundFile] = {}
         outcomes: list[FileOutcome] = []
         include, exclude = self.settings.index.include, self.settings.index.exclude
-        for root in roots:
-            if not root.exists():
-                continue
-            result = walk(root, include=include, exclude=exclude, skip=[self.paths.root])
-            for f in result.files:
-                found.setdefault(str(f.path), f)
-            outcomes.extend(FileOutcome(p, FileStatus.FAILED, reason=r) for p, r in result.errors)
+        t0 = time.perf_counter()
+        with observe.span("index.walk", roots=len(roots)):
+            for root in roots:
+                if not root.exists():
+                    continue
+                result = walk(root, include=include, exclude=exclude, skip=[self.paths.root])
+                for f in result.files:
+                    found.setdefault(str(f.path), f)
+                outcomes.extend(FileOutcome(p, FileStatus.FAILED, reason=r) for p, r in result.errors)
+        self.timings.walk += time.perf_counter() - t0
 
         # Files of these roots that are no longer there (or no longer selected) leave the index.
         deleted = 0
         gone = [rec for path, rec in known.items() if path not in found and _under_any(path, rec.root, roots)]
+        t0, opened = time.perf_counter(), self.timings.open
         for rec in gone:
             self._mark_dirty(manifest)
             ids = manifest.chunk_ids(rec.path)
@@ -263,7 +286,9 @@ class Indexer:
                 manifest.remove_file(rec.path)
             deleted += len(ids)
             outcomes.append(FileOutcome(rec.path, FileStatus.REMOVED, rec.documents, rec.chunks))
+        self._add("write", t0, opened)
 
+        t0 = time.perf_counter()
         todo: list[_Prepared] = []
         for key, f in found.items():
             rec = known.get(key)
@@ -276,6 +301,7 @@ class Indexer:
                 outcomes.append(_cached_outcome(rec))  # not read at all
                 continue
             todo.append(_Prepared(f, st.st_size, st.st_mtime_ns, rec))
+        self.timings.walk += time.perf_counter() - t0
 
         self.progress.update("files", total=len(found), advance=len(found) - len(todo))
         written = reused = 0
@@ -322,11 +348,14 @@ class Indexer:
         return _Parts(self, todo)
 
     def _read(self, todo: list[_Prepared], channel: Channel) -> None:
-        """The reader thread."""
+        """The reader thread (one span: its load and chunk times are attributes)."""
         try:
-            for item in todo:
-                if not self._load_and_chunk(item, lambda part: channel.put(part, len(part.chunks))):
-                    return  # the writer has stopped
+            with observe.span("index.read", files=len(todo)) as span:
+                for item in todo:
+                    if not self._load_and_chunk(item, lambda part: channel.put(part, len(part.chunks))):
+                        return  # the writer has stopped
+                span.set_attributes({"rag.load_seconds": round(self.timings.load, 4),
+                                     "rag.chunk_seconds": round(self.timings.chunk, 4)})
             channel.put(None)
         except BaseException as exc:  # a bug: hand it to the main thread
             channel.put(exc)
@@ -437,7 +466,21 @@ class Indexer:
 
     def _write_group(self, manifest: Manifest, store: VectorStore,
                      group: list[_Part]) -> tuple[int, int, int, list[FileOutcome]]:
-        t0 = time.perf_counter()
+        """Write one group (a span per group, not per chunk or slice)."""
+        if not observe.tracing():
+            return self._write(manifest, store, group)
+        t = self.timings
+        before = (t.open, t.model, t.embed, t.write)
+        with observe.span("index.group", parts=len(group), chunks=sum(len(p.chunks) for p in group)) as span:
+            result = self._write(manifest, store, group)
+            span.set_attributes({f"rag.{name}_seconds": round(now - then, 4) for name, now, then in
+                                 zip(("open", "model", "embed", "write"), (t.open, t.model, t.embed, t.write), before)})
+            span.set_attribute("rag.embedded", result[0])
+        return result
+
+    def _write(self, manifest: Manifest, store: VectorStore,
+               group: list[_Part]) -> tuple[int, int, int, list[FileOutcome]]:
+        t0, opened = time.perf_counter(), self.timings.open
         self._mark_dirty(manifest)
         with manifest.transaction():  # register first: the manifest knows every id the store may hold
             for part in group:
@@ -451,7 +494,7 @@ class Indexer:
         todo = [c for c in chunks if stored.get(c.chunk_id) != c.content_hash]
         self._chunks_seen += len(chunks)
         self.progress.update("embed", advance=len(chunks) - len(todo), total=self._chunks_seen)
-        self.timings.write += time.perf_counter() - t0
+        self._add("write", t0, opened)
         self._embed_and_upsert(store, todo)
         # Files whose last part is in: their ids not in the new version are stale.
         t3 = time.perf_counter()
@@ -482,6 +525,13 @@ class Indexer:
         Sorting the group by the exact token count the chunker measured and calling the model
         one batch at a time makes padding nearly nil (SciFact: 1.2x -> 1.03x the real tokens)."""
         todo = sorted(todo, key=lambda c: c.tokens, reverse=True)
+        warm_up = getattr(self.embedder, "warm_up", None)
+        if todo and warm_up is not None and not self._model_loaded:
+            t0 = time.perf_counter()
+            with observe.span("index.model", model=self.embedder.name):
+                warm_up()  # what embeds: the ONNX export, or torch (exporting it once)
+            self.timings.model += time.perf_counter() - t0
+            self._model_loaded = True
         size = self.batch_size
         step = max(1, EMBED_SLICE // size) * size
         for i in range(0, len(todo), step):
@@ -519,7 +569,7 @@ class _Parts:
     def __iter__(self) -> Iterator[_Part]:
         if not self._todo:
             return
-        thread = threading.Thread(target=self._indexer._read, args=(self._todo, self._channel),
+        thread = threading.Thread(target=observe.carried(self._indexer._read), args=(self._todo, self._channel),
                                   name="rag-reader", daemon=True)
         thread.start()
         timings = self._indexer.timings

@@ -173,6 +173,90 @@ class CopyReport:
 
 
 @dataclass(frozen=True)
+class Check:
+    """One check of `rag doctor`. ``status``: ok | warn | fail | skip; ``fix``: one line saying what
+    to do (for a failure or a warning); ``exit_code``: what a failure stands for (an ExitCode)."""
+
+    name: str
+    group: str  # settings | installation | models | index
+    status: str
+    detail: str
+    fix: str = ""
+    exit_code: int = 0
+    seconds: float = 0.0
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "group": self.group, "status": self.status, "detail": self.detail,
+                "fix": self.fix or None, "exit_code": self.exit_code if self.status == "fail" else 0,
+                "seconds": round(self.seconds, 3), "data": self.data}
+
+
+@dataclass(frozen=True)
+class DoctorReport:
+    """What `rag doctor` found. The exit code is the first failed check's (0 when none failed)."""
+
+    checks: tuple[Check, ...]
+    index_dir: str
+    store: str  # "" (the embedded store in index_dir), else the server collection as messages name it
+    models_loaded: bool  # False with --no-models
+    seconds: float
+
+    SCHEMA = "rag-cli/doctor/v1"
+
+    def count(self, status: str) -> int:
+        return sum(1 for c in self.checks if c.status == status)
+
+    @property
+    def exit_code(self) -> int:
+        return next((c.exit_code for c in self.checks if c.status == "fail"), 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": self.SCHEMA, "ok": self.exit_code == 0, "exit_code": self.exit_code,
+                "index_dir": self.index_dir, "store": self.store or None, "models_loaded": self.models_loaded,
+                "seconds": round(self.seconds, 3),
+                "counts": {s: self.count(s) for s in ("ok", "warn", "fail", "skip")},
+                "checks": [c.to_dict() for c in self.checks]}
+
+
+@dataclass(frozen=True)
+class IndexStatus:
+    """What `rag status` shows: the index as its manifest (or a server's catalog) describes it."""
+
+    index_dir: str
+    store: str  # "" or the server collection ("on the Chroma server URL, collection 'chunks'")
+    size_bytes: int  # the index folder on disk (with store.url: this machine's caches only)
+    documents: int
+    files: dict[str, int | None]  # total, ok, pending, failed, skipped (None: a server does not know)
+    chunks: int
+    roots: tuple[str, ...]
+    updated: float | None  # the last run that changed something (None: never finished)
+    dirty: bool  # a run is writing, or was interrupted
+    writer_pid: int | None  # the `rag index` holding the lock
+    build: dict[str, Any]  # the build record
+    llm: dict[str, str]  # model, strong_model, url
+    changed_settings: tuple[tuple[str, Any, Any, str], ...]  # (key, value, default, source)
+    serve: dict[str, Any]  # serve.client.ServeStatus.to_dict() without its schema
+
+    SCHEMA = "rag-cli/status/v1"
+
+    def to_dict(self) -> dict[str, Any]:
+        b = self.build
+        return {
+            "schema": self.SCHEMA, "index_dir": self.index_dir, "store": self.store or None,
+            "size_bytes": self.size_bytes, "documents": self.documents, "files": dict(self.files),
+            "chunks": self.chunks, "roots": list(self.roots), "updated": self.updated, "dirty": self.dirty,
+            "writer_pid": self.writer_pid, "schema_version": b.get("schema_version"),
+            "embedding": {k.split(".", 1)[1]: v for k, v in b.items() if k.startswith("embedding.")},
+            "chunking": {k.split(".", 1)[1]: v for k, v in b.items() if k.startswith("chunking.")},
+            "llm": dict(self.llm),
+            "changed_settings": [{"key": k, "value": v, "default": d, "source": s}
+                                 for k, v, d, s in self.changed_settings],
+            "serve": dict(self.serve),
+        }
+
+
+@dataclass(frozen=True)
 class ChunkPreview:
     """What `rag chunk-preview` shows: a file's chunks under some chunker settings."""
 

@@ -42,6 +42,7 @@ HASH_TOML = '[embedding]\nbackend = "hash"\n\n[retrieval]\nmin_score = 0.0\n\n[a
 def without_timings(answer: Any) -> dict[str, Any]:
     data = answer.to_dict() if hasattr(answer, "to_dict") else dict(answer)
     data.pop("timings")
+    data.pop("run_id", None)  # `rag ask --json` documents carry their process's run id
     return data
 
 

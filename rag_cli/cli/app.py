@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import functools
-import logging
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Callable, TypeVar
 
 import typer
 
-from rag_cli import __version__
+from rag_cli import __version__, observe
 from rag_cli.cli.env import Env
 from rag_cli.errors import ExitCode, RagError
 
@@ -31,19 +31,30 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+class LogFormat(str, Enum):
+    human = "human"
+    json = "json"
+
+
 @app.callback()
 def _global(
     ctx: typer.Context,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details and per-stage timings to stderr.")] = False,
+    log_format: Annotated[LogFormat, typer.Option("--log-format", envvar="RAG_LOG_FORMAT", case_sensitive=False,
+                                                  show_envvar=False, help="Logs on stderr: human, or json (one object "
+                                                  "a line, with the run id; the timings event ends each command; "
+                                                  "also RAG_LOG_FORMAT).")] = LogFormat.human,
     config: Annotated[Path | None, typer.Option("--config", metavar="FILE", help="Settings file to use instead of the nearest "
                                                  ".rag.toml (also RAG_CONFIG).")] = None,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:
-    ctx.obj = Env(verbose=verbose, config_file=config)
-    if verbose:
-        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-        logging.getLogger("rag_cli").setLevel(logging.DEBUG)
+    env = ctx.obj = Env(verbose=verbose, config_file=config, log_format=log_format.value)
+    observe.configure_logging(log_format.value, verbose, env.stderr)
+    ctx.call_on_close(observe.unconfigure_logging)
+    if observe.tracing() and ctx.invoked_subcommand:
+        # The command's root span (with the run id); ended, and the spans flushed, when it returns.
+        ctx.with_resource(observe.command(ctx.invoked_subcommand))
 
 
 def boundary(fn: F) -> F:
@@ -73,9 +84,9 @@ def env_of(ctx: typer.Context) -> Env:
 
 
 def _register() -> None:
-    from rag_cli.cli import ask_cmd, config_cmd, eval_cmd, index_cmd, preview_cmd, serve_cmd
+    from rag_cli.cli import ask_cmd, config_cmd, doctor_cmd, eval_cmd, index_cmd, preview_cmd, serve_cmd, status_cmd
 
-    for module in (index_cmd, ask_cmd, eval_cmd, serve_cmd, preview_cmd, config_cmd):
+    for module in (index_cmd, ask_cmd, eval_cmd, serve_cmd, preview_cmd, config_cmd, status_cmd, doctor_cmd):
         module.register(app)
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import sys
+import time
 from typing import Annotated
 
 import typer
 
+from rag_cli import observe
 from rag_cli.cli.app import boundary, env_of
+from rag_cli.cli.env import safe
 from rag_cli.cli.options import Json, settings_for
 from rag_cli.cli.render import render_answer
 from rag_cli.errors import ExitCode, InputError
@@ -42,7 +45,7 @@ def ask(
     streaming = env.rich_stdout and not as_json and not retrieve_only
 
     def on_text(piece: str) -> None:
-        env.stdout.write(piece)
+        env.stdout.write(safe(piece))  # the model's text: no terminal control codes
         env.stdout.flush()
 
     options = dict(model=model, retrieve_only=retrieve_only, use_cache=False if no_cache else None,
@@ -50,14 +53,21 @@ def ask(
     served = ask_served(settings, question, where=where or [], **options)  # None: no `rag serve` to use
     if served is not None:
         answer = served.answer
-        if env.verbose:
-            env.err.print(f"answered by rag serve (pid {served.pid}) in {1000 * served.seconds:.0f} ms",
-                          style="dim", markup=False, highlight=False)
+        env.note(f"answered by rag serve (pid {served.pid}) in {1000 * served.seconds:.0f} ms")
+        stages = {**answer.timings, "server": answer.timings.get("total", 0.0), "total": served.seconds}
     else:
         from rag_cli.ask import Asker
 
-        answer = Asker(settings).ask(question, where=filters, **options)
+        t0 = time.perf_counter()
+        asker = Asker(settings)  # opens the index (the manifest, Chroma)
+        stages = {"open": time.perf_counter() - t0}
+        answer = asker.ask(question, where=filters, **options)
+        stages.update(answer.timings)
     render_answer(env, answer, as_json=as_json, streamed=streaming and not answer.cached)
+    note = "; ".join(([f"model {answer.model} ({answer.route or '-'})"] if answer.model else [])
+                     + (["from cache"] if answer.cached else []))
+    observe.timings("ask", stages, note=note, model=answer.model, route=answer.route or None, cached=answer.cached,
+                    served=served is not None)
     if answer.error:  # 9: the llm.url server was unavailable; 5: the model failed
         unavailable = answer.error_code == ExitCode.LLM_UNAVAILABLE
         raise typer.Exit(int(ExitCode.LLM_UNAVAILABLE if unavailable else ExitCode.MODEL))

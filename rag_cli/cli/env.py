@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,15 +12,19 @@ from typing import Any, TextIO
 
 from rich.console import Console
 
+from rag_cli.observe import CLI_LOGGER
+
 
 @dataclass
 class Env:
-    """Where output goes. Results go to stdout; progress, warnings and errors to stderr."""
+    """Where output goes. Results go to stdout; progress, warnings and errors to stderr. With
+    ``log_format="json"``, what goes to stderr is log records (one JSON object per line)."""
 
     stdout: TextIO = field(default_factory=lambda: sys.stdout)
     stderr: TextIO = field(default_factory=lambda: sys.stderr)
     verbose: bool = False
     config_file: Path | None = None
+    log_format: str = "human"
 
     def __post_init__(self) -> None:
         self.out = Console(file=self.stdout, highlight=False, soft_wrap=True)
@@ -30,31 +36,77 @@ class Env:
         return self.out.is_terminal
 
     @property
+    def json_logs(self) -> bool:
+        return self.log_format == "json"
+
+    @property
     def interactive_stderr(self) -> bool:
-        return self.err.is_terminal
+        """Progress bars and colour on stderr: only on a terminal, and never between JSON lines."""
+        return self.err.is_terminal and not self.json_logs
 
     def print_json(self, data: Any) -> None:
         self.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
         self.stdout.flush()
 
     def line(self, text: str = "") -> None:
-        """A plain line on stdout, never interpreted as markup."""
-        self.stdout.write(text + "\n")
+        """A plain line on stdout, never interpreted as markup or as terminal control codes."""
+        self.stdout.write(safe(text) + "\n")
+
+    def note(self, text: str) -> None:
+        """A detail for -v only (which server answered, ...)."""
+        if not self.verbose:
+            return
+        if self.json_logs:
+            logging.getLogger(CLI_LOGGER).info("%s", text)
+        else:
+            self.err.print(safe(text), style="dim", markup=False, highlight=False)
+
+    def event(self, text: str) -> None:
+        """A line always shown on stderr (`rag serve` starting, ready, stopping)."""
+        if self.json_logs:
+            logging.getLogger(CLI_LOGGER).info("%s", text)
+        else:
+            self.err.print(safe(text), markup=False, highlight=False)
 
     def warn(self, text: str) -> None:
-        if self.interactive_stderr:
-            self.err.print(f"[yellow]warning:[/] {_escape(text)}")
+        if self.json_logs:  # JSON escapes control characters itself
+            logging.getLogger(CLI_LOGGER).warning("%s", text)
+        elif self.interactive_stderr:
+            self.err.print(f"[yellow]warning:[/] {_escape(safe(text))}")
         else:
-            self.stderr.write(f"warning: {text}\n")
+            self.stderr.write(f"warning: {safe(text)}\n")
 
     def error(self, text: str, hint: str | None = None) -> None:
-        if self.interactive_stderr:
-            self.err.print(f"[bold red]error:[/] {_escape(text)}")
+        if self.json_logs:
+            logging.getLogger(CLI_LOGGER).error("%s", text, extra={"hint": hint} if hint else None)
+        elif self.interactive_stderr:
+            self.err.print(f"[bold red]error:[/] {_escape(safe(text))}")
             if hint:
-                self.err.print(f"[dim]hint:[/] {_escape(hint)}")
+                self.err.print(f"[dim]hint:[/] {_escape(safe(hint))}")
         else:
-            self.stderr.write(f"error: {text}\n" + (f"hint: {hint}\n" if hint else ""))
+            self.stderr.write(f"error: {safe(text)}\n" + (f"hint: {safe(hint)}\n" if hint else ""))
         self.stderr.flush()
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def safe(text: str) -> str:
+    """``text`` with every control character but newline and tab shown as ``\\xNN``: a
+    document (or a model) that holds terminal escape sequences cannot recolour, retitle or
+    clear the user's terminal. Rich markup needs no such care: text goes to Rich as ``Text``."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text) if text else text
+
+
+def safe_tree(value: Any) -> Any:
+    """``safe`` on every string of a JSON-like value (the dict form of a result)."""
+    if isinstance(value, str):
+        return safe(value)
+    if isinstance(value, dict):
+        return {k: safe_tree(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [safe_tree(v) for v in value]
+    return value
 
 
 def _escape(text: str) -> str:

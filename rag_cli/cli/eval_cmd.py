@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from rag_cli import observe
 from rag_cli.cli.app import boundary, env_of
 from rag_cli.cli.options import Json
 from rag_cli.cli.progress import RichProgress
@@ -55,18 +57,23 @@ def eval_command(
     chosen = select(load_questions(questions), limit=limit, sample=sample, seed=seed)
     reports = []
     for label, settings in configurations(Path.cwd(), config or [], set_ or [], env.config_file):
+        t0 = time.perf_counter()
         with RichProgress(env) as progress:
             if docs:
                 settings = with_eval_index(settings, docs, progress)
+            indexed = time.perf_counter() - t0
             remote = remote_for(settings, retrieval_only=retrieval_only)  # None: no `rag serve` to use
             searcher, asker = remote or (None, None)
             report = run_eval(settings, chosen, label=label, questions_file=str(questions), searcher=searcher,
                               asker=asker, retrieval_only=retrieval_only, ks=cutoffs, progress=progress)
         if remote and remote[0].session.fallback:
             env.warn(f"rag serve stopped answering ({remote[0].session.fallback}); the rest ran in-process")
-        elif remote and env.verbose:
-            env.err.print(f"{label or 'run'}: answered by rag serve (pid {remote[0].session.pid})", style="dim",
-                          markup=False, highlight=False)
+        elif remote:
+            env.note(f"{label or 'run'}: answered by rag serve (pid {remote[0].session.pid})")
+        totals, medians = observe.summarize(row["timings"] for row in report.rows)
+        observe.timings("eval", {**({"index": indexed} if docs else {}), **totals, "total": report.seconds},
+                        medians=medians, label=label, note=f"{len(report.rows)} questions", questions=len(report.rows),
+                        served=remote is not None)
         if report.counts.get("errors"):
             env.warn(f"{label or 'run'}: {report.counts['errors']} question(s) got no generated answer "
                      f"({report.counts.get('unavailable', 0)} because llm.url could not be reached or kept failing); "

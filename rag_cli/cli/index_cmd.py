@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from rag_cli import observe
 from rag_cli.cli.app import boundary, env_of
 from rag_cli.cli.options import Json, Model, Overlap, Size, Strategy, settings_for
 from rag_cli.cli.progress import RichProgress
@@ -50,12 +51,15 @@ def index(
         with RichProgress(env) as progress:
             copied = copy_index(settings, to, replace_other=rebuild, lock_timeout=wait, progress=progress)
         render_copy_report(env, copied, as_json=as_json)
+        observe.timings("index", {"total": copied.seconds}, label="copy", chunks_sent=copied.chunks_sent)
         return
     from rag_cli.indexer import index_paths
 
     with RichProgress(env) as progress:
         report = index_paths(settings, paths or [], rebuild=rebuild, lock_timeout=wait, progress=progress)
     render_index_report(env, report, as_json=as_json)
+    observe.timings("index", {**report.timings, "total": report.seconds}, files=len(report.files),
+                    chunks_written=report.chunks_written, chunks_total=report.chunks_total)
     if report.problems:
         raise typer.Exit(int(ExitCode.PARTIAL))
 

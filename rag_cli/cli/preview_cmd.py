@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from rag_cli import observe
 from rag_cli.cli.app import boundary, env_of
 from rag_cli.cli.options import Json, Model, Overlap, Size, Strategy, settings_for
 from rag_cli.cli.render import render_preview
@@ -27,7 +29,10 @@ def chunk_preview(
                                   "chunking.overlap": overlap, "embedding.model": model})
     from rag_cli.preview import preview_chunks
 
-    render_preview(env, preview_chunks(settings, file), as_json=as_json)
+    t0, timings = time.perf_counter(), {}
+    preview = preview_chunks(settings, file, timings=timings)
+    render_preview(env, preview, as_json=as_json)
+    observe.timings("chunk-preview", {**timings, "total": time.perf_counter() - t0}, chunks=len(preview.chunks))
 
 
 def register(app: typer.Typer) -> None:

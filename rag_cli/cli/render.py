@@ -11,7 +11,8 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from rag_cli.cli.env import Env
+from rag_cli import observe
+from rag_cli.cli.env import Env, safe, safe_tree
 from rag_cli.config import Settings
 from rag_cli.models import ChunkPreview, CopyReport, FileStatus, IndexReport
 
@@ -29,7 +30,7 @@ def shown_path(path: str) -> str:
 
 def render_index_report(env: Env, report: IndexReport, *, as_json: bool) -> None:
     if as_json:
-        env.print_json(report.to_dict())
+        env.print_json({**report.to_dict(), "run_id": observe.run_id()})
         return
     counts = " · ".join(f"{report.count(s)} {s.value}" for s in FileStatus if report.count(s) or s in (
         FileStatus.ADDED, FileStatus.UPDATED, FileStatus.UNCHANGED, FileStatus.REMOVED))
@@ -52,9 +53,6 @@ def render_index_report(env: Env, report: IndexReport, *, as_json: bool) -> None
         for f in problems:
             reason = f.reason if f.status is FileStatus.FAILED else "; ".join(f.warnings)
             env.line(f"  {shown_path(f.path)}: {reason}")
-    if env.verbose:
-        timings = ", ".join(f"{k} {v:.2f} s" for k, v in report.timings.items())
-        env.err.print(Text(f"timings: {timings}; total {report.seconds:.2f} s"), style="dim")
 
 
 def render_copy_report(env: Env, report: CopyReport, *, as_json: bool) -> None:
@@ -76,7 +74,7 @@ def render_preview(env: Env, preview: ChunkPreview, *, as_json: bool) -> None:
     head = (f"{shown_path(preview.path)}: {len(preview.chunks)} chunks from {preview.documents} document(s) · "
             f"strategy {preview.strategy}, size {preview.size}, overlap {preview.overlap} "
             f"({preview.tokenizer} tokens)")
-    env.out.print(Text(head, style="bold")) if env.rich_stdout else env.line(head)
+    env.out.print(Text(safe(head), style="bold")) if env.rich_stdout else env.line(head)
     prev = None
     for chunk in preview.chunks:
         shared = 0
@@ -93,12 +91,12 @@ def render_preview(env: Env, preview: ChunkPreview, *, as_json: bool) -> None:
         parts.append(f"chars {chunk.start}-{chunk.end}")
         if shared:
             parts.append(f"overlap {shared} chars")
-        title = "── " + " · ".join(parts) + " "
+        title = safe("── " + " · ".join(parts) + " ")
         if env.rich_stdout:
             env.out.print(Text(title.ljust(min(100, env.out.width), "─"), style="cyan"))
             body = Text()
-            body.append(chunk.text[:shared], style="dim italic")
-            body.append(chunk.text[shared:])
+            body.append(safe(chunk.text[:shared]), style="dim italic")
+            body.append(safe(chunk.text[shared:]))
             env.out.print(body)
         else:
             env.line(title)
@@ -165,14 +163,10 @@ def _snippet(text: str, limit: int = 240) -> str:
 
 def render_answer(env: Env, answer: Any, *, as_json: bool, streamed: bool) -> None:
     """The answer: streamed text already on screen (terminal), or the plain text (piped)."""
-    if env.verbose:
-        timings = ", ".join(f"{k} {v:.2f} s" for k, v in answer.timings.items())
-        env.err.print(Text(f"model {answer.model} ({answer.route or '-'}); {timings}"
-                           + ("; from cache" if answer.cached else ""), style="dim"))
     if as_json:
-        env.print_json(answer.to_dict())
+        env.print_json({**answer.to_dict(), "run_id": observe.run_id()})
         return
-    data = answer.to_dict()
+    data = safe_tree(answer.to_dict())  # document and model text: no terminal control codes
     if answer.error is not None or not answer.model and not answer.refused:
         # Retrieve-only, or the model failed: the passages are the result.
         if answer.error is not None:
@@ -194,7 +188,7 @@ def render_answer(env: Env, answer: Any, *, as_json: bool, streamed: bool) -> No
         env.line()
         env.err.print(Text("(the model's answer is not supported by the sources; the closest sentence of "
                            "the sources instead:)", style="dim"))
-        env.out.print(Text(answer.answer))
+        env.out.print(Text(data["answer"]))
     elif streamed:
         env.line()
         if answer.refused or answer.removed_citations:
@@ -203,7 +197,7 @@ def render_answer(env: Env, answer: Any, *, as_json: bool, streamed: bool) -> No
                     f"({answer.removed_citations} citation(s) to sources that do not exist removed)")
             env.err.print(Text(note, style="dim"))
     else:
-        env.out.print(Text(answer.answer))
+        env.out.print(Text(data["answer"]))
     cited = [c for c in data["citations"]]
     if answer.refused and answer.refusal_reason in ("low_score", "no_passages"):
         env.err.print(Text("no passage was relevant enough (retrieval.min_score)", style="dim"))

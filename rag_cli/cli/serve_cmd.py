@@ -55,8 +55,7 @@ def serve(
         return
     from rag_cli.serve.server import run
 
-    run(settings, llm=not no_llm,
-        on_event=lambda text: env.err.print(f"rag serve: {text}", markup=False, highlight=False))
+    run(settings, llm=not no_llm, on_event=lambda text: env.event(f"rag serve: {text}"))
 
 
 def register(app: typer.Typer) -> None:

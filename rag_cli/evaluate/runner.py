@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from rag_cli import observe
 from rag_cli.ask import Asker
 from rag_cli.config import Settings
 from rag_cli.errors import ExitCode, RagError
@@ -67,12 +68,14 @@ def run_eval(settings: Settings, questions: Sequence[Question], *, label: str = 
     if settings.llm.url and not retrieval_only:
         report.config["llm.url"] = settings.llm.url
     depth = max(ks) * 3  # chunks, so that max(ks) distinct documents are usually there
-    _warm_up(searcher, asker, settings)  # so that model loading does not count as question latency
+    with observe.span("eval.warm_up"):
+        _warm_up(searcher, asker, settings)  # so that model loading does not count as question latency
     started = time.perf_counter()
     progress.update("questions", total=len(questions))
     try:
         for q in questions:
-            row = _evaluate_one(q, searcher, asker, depth, ks, retrieval_only)
+            with observe.span("eval.question", id=q.qid, label=label or None):
+                row = _evaluate_one(q, searcher, asker, depth, ks, retrieval_only)
             report.rows.append(row)
             if on_row:
                 on_row(row)

@@ -60,11 +60,19 @@ def plain_text(text: str) -> str:
     return " ".join(_EMPHASIS.sub("", text).split())
 
 
+_SOURCE_TAG = re.compile(r"<(?=\s*/?\s*source\b)", re.IGNORECASE)
+
+
 def render_source(source: Source, text: str | None = None, style: str = "chat") -> str:
-    body = (source.text if text is None else text).replace("</source>", "</ source>")
+    """One source block. Document text is data: anything in it that looks like a source tag
+    (``</source>``, ``<SOURCE id="9">``) has its ``<`` written as ``&lt;``, and the label's
+    quotes and brackets are escaped, so a document can neither close its block nor open one."""
+    body = source.text if text is None else text
     if style == "completion":
         return plain_text(body)
-    return f'<source id="{source.number}" from="{source.label()}">\n{body}\n</source>'
+    body = _SOURCE_TAG.sub("&lt;", body)
+    label = source.label().replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;")
+    return f'<source id="{source.number}" from="{label}">\n{body}\n</source>'
 
 
 @dataclass(frozen=True)

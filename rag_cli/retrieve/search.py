@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
+from rag_cli import observe
 from rag_cli.config import Settings
 from rag_cli.errors import IndexNotFound
 from rag_cli.index_dir import IndexPaths, check_build
@@ -171,12 +172,21 @@ class Searcher:
     def search(self, question: str, k: int, where: Filter | None = None,
                mode: str | None = None) -> tuple[list[Hit], dict[str, float]]:
         """The best ``k`` chunks for ``question``. Every hit's ``score`` is its cosine similarity
-        to the question, whatever the mode; the order is the mode's."""
+        to the question, whatever the mode; the order is the mode's.
+
+        Timings: ``embed``, ``retrieve`` (and its parts ``retrieve.dense``, ``retrieve.keyword``,
+        ``retrieve.fusion``: fusing, and fetching keyword-only hits), ``rerank``."""
+        mode = mode or self.settings.retrieval.mode
+        with observe.span("search", mode=mode, k=k, filtered=where is not None and not where.empty):
+            return self._search(question, k, where, mode)
+
+    def _search(self, question: str, k: int, where: Filter | None,
+                mode: str) -> tuple[list[Hit], dict[str, float]]:
         r = self.settings.retrieval
-        mode = mode or r.mode
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        vector = self.embedder.embed_query(question)
+        with observe.span("search.embed"):
+            vector = self.embedder.embed_query(question)
         t1 = time.perf_counter()
         timings["embed"] = t1 - t0
         bound = where.bind(self.documents) if where is not None and not where.empty else None
@@ -190,40 +200,49 @@ class Searcher:
             depth = max(depth, min(r.candidates, 4 * k))
         dense: list[StoredChunk] = []
         if mode in ("dense", "hybrid"):
-            dense = self.store.query(vector, depth, bound.where if bound else None,
-                                     with_vectors=r.diversity > 0)
+            with observe.span("search.dense", depth=depth):
+                dense = self.store.query(vector, depth, bound.where if bound else None,
+                                         with_vectors=r.diversity > 0)
+            timings["retrieve.dense"] = time.perf_counter() - t1
         keyword: list[tuple[str, float]] = []
         if mode in ("keyword", "hybrid"):
-            keyword = self.keyword_index().search(question, depth, bound.matches if bound else None)
-        chunks = {s.chunk_id: s for s in dense}
-        cosines = [(s.chunk_id, 1.0 - float(s.distance or 0.0)) for s in dense]
-        if mode == "dense":
-            ranked = cosines
-        elif mode == "keyword":
-            ranked = keyword
-        elif r.fusion == "rrf":
-            ranked = reciprocal_rank_fusion([[s.chunk_id for s in dense], [cid for cid, _ in keyword]], r.rrf_k)
-        else:
-            doc_of = {s.chunk_id: s.metadata.get("doc_id", "") for s in dense}
-            doc_scores: dict[str, float] = {}
-            if r.document_weight and keyword:
-                kw = self.keyword_index()
-                doc_of.update((cid, kw.doc_id_of(cid)) for cid, _ in keyword)
-                doc_scores = kw.document_scores(question, sorted(set(doc_of.values())))
-            ranked = weighted_fusion(cosines, keyword, r.dense_weight, doc_of, doc_scores, r.document_weight)
-        vectors = {s.chunk_id: s.vector for s in dense if s.vector is not None}
-        keep = max(k, r.rerank_candidates) if reranker is not None else depth if r.diversity > 0 else k
-        ranked = ranked[:keep]
-        missing = [cid for cid, _ in ranked if cid not in chunks]
-        if missing:  # keyword-only hits: fetch text and vector to give them a cosine score
-            for cid, (stored, vec) in self.store.fetch(missing).items():
-                chunks[cid] = StoredChunk(cid, stored.text, stored.metadata, 1.0 - _dot(vector, vec), vec)
-                vectors[cid] = vec
-        ranked = [(cid, score) for cid, score in ranked if cid in chunks]
+            t_keyword = time.perf_counter()
+            with observe.span("search.keyword", depth=depth):
+                keyword = self.keyword_index().search(question, depth, bound.matches if bound else None)
+            timings["retrieve.keyword"] = time.perf_counter() - t_keyword
+        t_fusion = time.perf_counter()
+        with observe.span("search.fusion"):  # with the document scores, and fetching keyword-only hits
+            chunks = {s.chunk_id: s for s in dense}
+            cosines = [(s.chunk_id, 1.0 - float(s.distance or 0.0)) for s in dense]
+            if mode == "dense":
+                ranked = cosines
+            elif mode == "keyword":
+                ranked = keyword
+            elif r.fusion == "rrf":
+                ranked = reciprocal_rank_fusion([[s.chunk_id for s in dense], [cid for cid, _ in keyword]], r.rrf_k)
+            else:
+                doc_of = {s.chunk_id: s.metadata.get("doc_id", "") for s in dense}
+                doc_scores: dict[str, float] = {}
+                if r.document_weight and keyword:
+                    kw = self.keyword_index()
+                    doc_of.update((cid, kw.doc_id_of(cid)) for cid, _ in keyword)
+                    doc_scores = kw.document_scores(question, sorted(set(doc_of.values())))
+                ranked = weighted_fusion(cosines, keyword, r.dense_weight, doc_of, doc_scores, r.document_weight)
+            vectors = {s.chunk_id: s.vector for s in dense if s.vector is not None}
+            keep = max(k, r.rerank_candidates) if reranker is not None else depth if r.diversity > 0 else k
+            ranked = ranked[:keep]
+            missing = [cid for cid, _ in ranked if cid not in chunks]
+            if missing:  # keyword-only hits: fetch text and vector to give them a cosine score
+                for cid, (stored, vec) in self.store.fetch(missing).items():
+                    chunks[cid] = StoredChunk(cid, stored.text, stored.metadata, 1.0 - _dot(vector, vec), vec)
+                    vectors[cid] = vec
+            ranked = [(cid, score) for cid, score in ranked if cid in chunks]
         t2 = time.perf_counter()
+        timings["retrieve.fusion"] = t2 - t_fusion
         timings["retrieve"] = t2 - t1
         if reranker is not None and ranked:
-            scores = reranker.score(question, [chunks[cid].text for cid, _ in ranked])
+            with observe.span("search.rerank", candidates=len(ranked)):
+                scores = reranker.score(question, [chunks[cid].text for cid, _ in ranked])
             ranked = sorted(zip((cid for cid, _ in ranked), scores), key=lambda p: -p[1])
             timings["rerank"] = time.perf_counter() - t2
         if r.diversity > 0 and len(ranked) > 1:

@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from rag_cli import observe
 from rag_cli.config import Settings
 from rag_cli.errors import ConfigError, IndexBusy, IndexNotFound, RagError
 from rag_cli.index_dir import IndexPaths
@@ -178,11 +179,12 @@ class Server:
         started = time.perf_counter()
         self._loading = True
         try:
-            if self.backend is None:
-                from rag_cli.serve.backend import Backend
+            with observe.span("serve.load", llm=self.llm):
+                if self.backend is None:
+                    from rag_cli.serve.backend import Backend
 
-                self.backend = Backend(self.settings)
-            self.backend.load(llm=self.llm)
+                    self.backend = Backend(self.settings)
+                self.backend.load(llm=self.llm)
         finally:
             self._loading = False
         self.ready.set()
@@ -355,7 +357,8 @@ class Server:
                 job.state = "running"
             job.started.set()
             try:
-                message = self._run(job)
+                with observe.span("serve.request", op=job.request.get("op")):
+                    message = self._run(job)
             except Exception:  # a bug: keep serving; the client works in-process
                 log.exception("request failed")
                 self._count("failed")
@@ -407,8 +410,9 @@ class Server:
             log.warning("a request failed", exc_info=True)
             return {"type": "error", "kind": "request", "message": f"bad request: {type(exc).__name__}: {exc}"}
         self._count("served")
-        log.debug("%s answered in %.1f ms (waited %.1f ms)", op, 1000 * (time.perf_counter() - started),
-                  1000 * waited)
+        stages = {"wait": waited, **{k: v for k, v in (result.get("answer", result).get("timings") or {}).items()
+                                     if k != "total"}, "total": time.perf_counter() - started}
+        observe.timings("serve", stages, label=op)  # the request in the worker, after its wait in the queue
         return message
 
     def _settings(self, data: Any) -> Settings:
