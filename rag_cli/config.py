@@ -286,12 +286,19 @@ def _split_key(key: str, source: str) -> tuple[str, str]:
     section, _, name = key.partition(".")
     if section not in SECTIONS:
         raise ConfigError(f"{source}: unknown section {section!r} in {key!r}",
-                          hint=f"valid sections: {', '.join(SECTIONS)}")
+                          hint=f"{_did_you_mean(section, SECTIONS)}valid sections: {', '.join(SECTIONS)}")
     names = [f.name for f in fields(SECTIONS[section])]
     if name not in names:
         raise ConfigError(f"{source}: unknown key {key!r}",
-                          hint=f"valid keys in [{section}]: {', '.join(names)}")
+                          hint=f"{_did_you_mean(name, names)}valid keys in [{section}]: {', '.join(names)}")
     return section, name
+
+
+def _did_you_mean(name: str, valid: Any) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(valid), n=1)
+    return f"did you mean {close[0]!r}? " if close else ""
 
 
 def _coerce(key: str, raw: Any, source: str, *, parse_text: bool = False) -> Any:
@@ -340,7 +347,8 @@ def _coerce(key: str, raw: Any, source: str, *, parse_text: bool = False) -> Any
                 raise ValueError
     except (ValueError, json.JSONDecodeError):
         type_name = getattr(kind, "__name__", str(kind)).replace("list", "list of strings")
-        raise ConfigError(f"{source}: {key} must be {type_name}, got {raw!r}") from None
+        raise ConfigError(f"{source}: {key} must be {type_name}, got {raw!r}",
+                          hint=_type_hint(key, kind, source)) from None
     if "choices" in meta and value not in meta["choices"]:
         raise ConfigError(f"{source}: {key} = {value!r} is not one of {', '.join(meta['choices'])}")
     if "max" in meta and value > meta["max"]:
@@ -348,6 +356,22 @@ def _coerce(key: str, raw: Any, source: str, *, parse_text: bool = False) -> Any
     if "min" in meta and value < meta["min"]:
         raise ConfigError(f"{source}: {key} must be at least {meta['min']}, got {value!r}")
     return value
+
+
+_TYPE_WORDS = {bool: "true or false (no quotes)", int: "a whole number", float: "a number", str: "text in quotes"}
+
+
+def _type_hint(key: str, kind: Any, source: str) -> str:
+    """How to write a value of ``key``'s type where it came from, with its default as the example."""
+    _, default, _ = describe(key)
+    if source.startswith("env "):
+        text = ",".join(default) if isinstance(default, list) else str(default).lower() if kind is bool else default
+        words = {bool: "true or false", str: "text"}.get(kind) or _TYPE_WORDS.get(kind, "comma-separated values")
+        return f"write it as {words}, e.g. {env_name(key)}={text}"
+    if source == "flag":
+        return f"give it as {_TYPE_WORDS.get(kind, 'a list of strings').replace(' in quotes', '')}"
+    return f"write it as {_TYPE_WORDS.get(kind, 'a list of strings in brackets')}, e.g. " \
+           f"{key.split('.', 1)[1]} = {_toml_value(default)} under [{key.split('.', 1)[0]}]"
 
 
 def find_config(start: Path) -> Path | None:
@@ -366,15 +390,23 @@ def read_config_file(path: Path) -> dict[str, Any]:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 text (byte {exc.start})",
+                          hint="save the file as UTF-8") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}",
+                          hint="fix that line (README, Settings, shows the format)") from None
     flat: dict[str, Any] = {}
     for section, table in data.items():
+        if not isinstance(table, dict):  # `size = 300` above any [section]
+            homes = [s for s, cls in SECTIONS.items() if section in {f.name for f in fields(cls)}]
+            raise ConfigError(f"{path}: {section!r} is not inside a [section]",
+                              hint=f"put it under [{homes[0]}]" if len(homes) == 1 else
+                              f"put it under one of [{'], ['.join(homes)}]" if homes else
+                              f"valid sections: {', '.join(SECTIONS)}")
         if section not in SECTIONS:
-            raise ConfigError(f"{path}: unknown section [{section}]", hint=f"valid sections: {', '.join(SECTIONS)}")
-        if not isinstance(table, dict):
-            raise ConfigError(f"{path}: {section!r} must be a [section] table",
-                              hint=f"valid sections: {', '.join(SECTIONS)}")
+            raise ConfigError(f"{path}: unknown section [{section}]",
+                              hint=f"{_did_you_mean(section, SECTIONS)}valid sections: {', '.join(SECTIONS)}")
         for name, value in table.items():
             key = f"{section}.{name}"
             _split_key(key, str(path))

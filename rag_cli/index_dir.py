@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rag_cli.config import Settings
-from rag_cli.errors import IndexBusy, IndexMismatch, IndexNotFound
+from rag_cli.errors import IndexBusy, IndexCorrupt, IndexMismatch, IndexNotFound
 from rag_cli.ingest.manifest import Manifest
 
 SCHEMA_VERSION = 1
@@ -101,12 +101,30 @@ class IndexPaths:
         except OSError:
             pass
 
-    def open_manifest(self, *, create: bool = False) -> Manifest:
+    def open_manifest(self, *, create: bool = False, set_damaged_aside: bool = False) -> Manifest:
+        """The manifest (IndexNotFound without one; IndexCorrupt when it is damaged, unless
+        ``set_damaged_aside``: then the damaged file is renamed ``*.damaged`` and a new one made)."""
         if not self.exists() and not create:
             raise IndexNotFound(f"no index in {self.root}", hint="run `rag index PATH` to build one")
         if create:
             self.create()
-        return Manifest(self.manifest)
+        try:
+            return Manifest(self.manifest)
+        except IndexCorrupt:
+            if not set_damaged_aside:
+                raise
+            for suffix in ("", "-wal", "-shm"):
+                damaged = self.manifest.with_name(self.manifest.name + suffix)
+                if damaged.exists():
+                    os.replace(damaged, damaged.with_name(damaged.name + ".damaged"))
+            return Manifest(self.manifest)
+
+    def check_vectors(self, manifest: Manifest) -> None:
+        """IndexCorrupt when the manifest lists chunks but the embedded vector store is gone."""
+        if not (self.chroma / "chroma.sqlite3").exists() and manifest.chunk_count() > 0:
+            raise IndexCorrupt(f"the vector store {self.chroma} is missing, though the index lists "
+                               f"{manifest.chunk_count()} chunks",
+                               hint="run `rag index --rebuild` to embed the documents again")
 
 
 class IndexLock:

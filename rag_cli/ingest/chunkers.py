@@ -22,10 +22,14 @@ from typing import Callable, ClassVar, Protocol
 from rag_cli.errors import ConfigError
 from rag_cli.ingest import splitting
 from rag_cli.ingest.splitting import Span
-from rag_cli.ingest.tokens import TokenCounter
+from rag_cli.ingest.tokens import TokenCounter, count_capped
 from rag_cli.models import Chunk, Document, Segment
 
 _LINE_KINDS = frozenset({"code", "table", "html"})  # cut between lines, never between "sentences"
+# Most characters in a chunk, per token of its size. Real text has 3-6 characters a token; a
+# word the tokenizer cannot split (over 100 characters for WordPiece) is one [UNK] token
+# however long, so a hex dump or a 5 MB "word" would otherwise be one enormous chunk.
+CHARS_PER_TOKEN = 32
 
 
 class Chunker(Protocol):
@@ -74,13 +78,25 @@ class BaseChunker:
         return max(1, self.size - (self.counter.count(header) if header else 0))
 
     # -- cutting and packing -------------------------------------------------------------
+    @property
+    def max_chars(self) -> int:
+        return CHARS_PER_TOKEN * self.size
+
     def fit(self, text: str, span: Span, kind: str, budget: int, tokens: int | None = None) -> list[Span]:
-        """Cut ``span`` into pieces of at most ``budget`` tokens, at the coarsest boundary
-        that works: paragraphs, sentences, lines, then tokens (code and tables: lines first)."""
+        """Cut ``span`` into pieces of at most ``budget`` tokens (and ``max_chars``), at the
+        coarsest boundary that works: paragraphs, sentences, lines, then tokens (code and
+        tables: lines first)."""
+        return [piece for piece, _ in self.fit_counted(text, span, kind, budget, tokens)]
+
+    def fit_counted(self, text: str, span: Span, kind: str, budget: int,
+                    tokens: int | None = None) -> list[tuple[Span, int | None]]:
+        """``fit``, with the token count of each piece where it is already known. ``tokens``
+        need only be exact up to ``budget`` (``tokens.count_capped``): a huge span is never
+        tokenized whole just to learn that it does not fit."""
         if tokens is None:
-            tokens = self.counter.count(text[span[0]:span[1]])
-        if tokens <= budget:
-            return [span]
+            tokens = count_capped(self.counter, [text[span[0]:span[1]]], budget)[0]
+        if tokens <= budget and span[1] - span[0] <= self.max_chars:
+            return [(span, tokens)]
         cutters: list[Callable[[str, int, int], list[Span]]]
         if kind in _LINE_KINDS:
             cutters = [splitting.lines]
@@ -89,22 +105,41 @@ class BaseChunker:
         for cut in cutters:
             parts = cut(text, *span)
             if len(parts) > 1:
-                counts = self.counter.count_many([text[s:e] for s, e in parts])
-                out: list[Span] = []
+                counts = count_capped(self.counter, [text[s:e] for s, e in parts], budget)
+                out: list[tuple[Span, int | None]] = []
                 for part, n in zip(parts, counts):
-                    out.extend(self.fit(text, part, kind, budget, n))
+                    out.extend(self.fit_counted(text, part, kind, budget, n))
                 return out
-        return splitting.token_windows(text, *span, counter=self.counter, budget=budget)
+        return [(piece, None) for piece in self.windows(text, *span, budget)]
+
+    def windows(self, text: str, start: int, end: int, budget: int, overlap: int = 0) -> list[Span]:
+        """Token windows, with any window longer than ``max_chars`` (enormous tokens) cut again
+        by characters, at whitespace where there is some."""
+        out: list[Span] = []
+        for s, e in splitting.token_windows(text, start, end, self.counter, budget, overlap):
+            out.extend(splitting.char_windows(text, s, e, self.max_chars) if e - s > self.max_chars else [(s, e)])
+        return out
+
+    def counted(self, text: str, pieces: list[tuple[Span, int | None]]) -> tuple[list[Span], list[int]]:
+        """The pieces' spans and token counts, counting only those not known yet."""
+        missing = [k for k, (_, n) in enumerate(pieces) if n is None]
+        found = self.counter.count_many([text[pieces[k][0][0]:pieces[k][0][1]] for k in missing])
+        counts = [n or 0 for _, n in pieces]
+        for k, n in zip(missing, found):
+            counts[k] = n
+        return [span for span, _ in pieces], counts
 
     def pack(self, units: list[Span], counts: list[int], budget: int) -> list[Span]:
-        """Greedy packing of consecutive units into spans of at most ``budget`` tokens, each
-        new span starting with the last units of the previous one up to ``overlap`` tokens."""
+        """Greedy packing of consecutive units into spans of at most ``budget`` tokens (and
+        ``max_chars``), each new span starting with the last units of the previous one up to
+        ``overlap`` tokens."""
         spans: list[Span] = []
+        limit = self.max_chars
         i = 0
         while i < len(units):
             first, total = i, counts[i]
             j = i + 1
-            while j < len(units) and total + counts[j] <= budget:
+            while j < len(units) and total + counts[j] <= budget and units[j][1] - units[first][0] <= limit:
                 total += counts[j]
                 j += 1
             spans.append((units[first][0], units[j - 1][1]))
@@ -113,7 +148,8 @@ class BaseChunker:
             # Overlap: step back over whole units that fit in `overlap` and leave room for unit j.
             back, carried = j, 0
             while back - 1 > first and carried + counts[back - 1] <= self.overlap \
-                    and carried + counts[back - 1] + counts[j] <= budget:
+                    and carried + counts[back - 1] + counts[j] <= budget \
+                    and units[j][1] - units[back - 1][0] <= limit:
                 back -= 1
                 carried += counts[back]
             i = back
@@ -130,7 +166,7 @@ class BaseChunker:
             if n > self.size:
                 budget = self.text_budget(header)
                 while True:
-                    windows = splitting.token_windows(doc.text, s, e, self.counter, budget)
+                    windows = self.windows(doc.text, s, e, budget)
                     texts = [header + doc.text[a:b] for a, b in windows]
                     ns = self.counter.count_many(texts)
                     if max(ns) <= self.size or budget == 1:
@@ -150,9 +186,17 @@ class BaseChunker:
         ]
 
     def heading_at(self, doc: Document, offset: int) -> tuple[str, ...]:
+        return self.headings_at(doc, [offset])[0]
+
+    @staticmethod
+    def headings_at(doc: Document, offsets: list[int]) -> list[tuple[str, ...]]:
+        """The heading path at each offset (one pass over the segments, not one per offset)."""
         starts = [seg.start for seg in doc.segments]
-        i = bisect.bisect_right(starts, offset) - 1
-        return doc.segments[i].heading if i >= 0 else ()
+        out = []
+        for offset in offsets:
+            i = bisect.bisect_right(starts, offset) - 1
+            out.append(doc.segments[i].heading if i >= 0 else ())
+        return out
 
 
 class StructureChunker(BaseChunker):
@@ -162,17 +206,18 @@ class StructureChunker(BaseChunker):
 
     def chunk(self, doc: Document) -> list[Chunk]:
         out: list[tuple[Span, tuple[str, ...], str]] = []
+        text = doc.text
         for section in self._sections(doc):
             header = self.header(doc, section.heading)
             budget = self.text_budget(header)
-            units: list[Span] = []
-            for seg in section.segments:
-                span = splitting.trim(doc.text, seg.start, seg.end)
-                if span:
-                    units.extend(self.fit(doc.text, span, seg.kind, budget))
-            if not units:
+            blocks = [(span, seg.kind) for seg in section.segments
+                      if (span := splitting.trim(text, seg.start, seg.end))]
+            if not blocks:
                 continue
-            counts = self.counter.count_many([doc.text[s:e] for s, e in units])
+            sizes = count_capped(self.counter, [text[s:e] for (s, e), _ in blocks], budget)
+            pieces = [piece for (span, kind), n in zip(blocks, sizes)
+                      for piece in self.fit_counted(text, span, kind, budget, n)]
+            units, counts = self.counted(text, pieces)
             out.extend((span, section.heading, header) for span in self.pack(units, counts, budget))
         return self.make_chunks(doc, out)
 
@@ -184,8 +229,10 @@ class StructureChunker(BaseChunker):
             sections[-1].segments.append(seg)
         # A tiny section (a heading alone, a near-empty page) joins the next one when both fit.
         merged: list[_Section] = []
-        sizes = self.counter.count_many(
-            [doc.text[s.segments[0].start:s.segments[-1].end] for s in sections])
+        # Exact up to `size`: beyond it a section never merges, and a whole book of one section
+        # (a plain text file) is not tokenized just for this.
+        sizes = count_capped(self.counter, [doc.text[s.segments[0].start:s.segments[-1].end] for s in sections],
+                             self.size)
         k = 0
         while k < len(sections):
             current, size = sections[k], sizes[k]
@@ -208,14 +255,17 @@ class SentenceChunker(BaseChunker):
     def chunk(self, doc: Document) -> list[Chunk]:
         header = self.header(doc, ())
         budget = self.text_budget(header)
-        units: list[Span] = []
-        for span in splitting.sentences(doc.text, 0, len(doc.text)):
-            units.extend(self.fit(doc.text, span, "paragraph", budget))
-        if not units:
+        text = doc.text
+        sentences = splitting.sentences(text, 0, len(text))
+        if not sentences:
             return []
-        counts = self.counter.count_many([doc.text[s:e] for s, e in units])
+        sizes = count_capped(self.counter, [text[s:e] for s, e in sentences], budget)
+        pieces = [piece for span, n in zip(sentences, sizes)
+                  for piece in self.fit_counted(text, span, "paragraph", budget, n)]
+        units, counts = self.counted(text, pieces)
         spans = self.pack(units, counts, budget)
-        return self.make_chunks(doc, [(sp, self.heading_at(doc, sp[0]), header) for sp in spans])
+        headings = self.headings_at(doc, [sp[0] for sp in spans])
+        return self.make_chunks(doc, [(sp, heading, header) for sp, heading in zip(spans, headings)])
 
 
 class FixedChunker(BaseChunker):
@@ -225,9 +275,9 @@ class FixedChunker(BaseChunker):
 
     def chunk(self, doc: Document) -> list[Chunk]:
         header = self.header(doc, ())
-        spans = splitting.token_windows(doc.text, 0, len(doc.text), self.counter,
-                                        self.text_budget(header), self.overlap)
-        return self.make_chunks(doc, [(sp, self.heading_at(doc, sp[0]), header) for sp in spans])
+        spans = self.windows(doc.text, 0, len(doc.text), self.text_budget(header), self.overlap)
+        headings = self.headings_at(doc, [sp[0] for sp in spans])
+        return self.make_chunks(doc, [(sp, heading, header) for sp, heading in zip(spans, headings)])
 
 
 CHUNKERS: dict[str, type[BaseChunker]] = {

@@ -7,6 +7,7 @@ cannot be read; the indexer records it and carries on with the next file.
 from __future__ import annotations
 
 import json
+import math
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ def decode_text(data: bytes) -> tuple[str, str | None]:
     for bom, encoding in _BOMS:
         if data.startswith(bom):
             try:
-                return _clean(data.decode(encoding)), None
+                return _clean(_not_binary(data.decode(encoding))), None
             except UnicodeDecodeError:
                 raise DocumentError(f"not valid {encoding.upper()} despite its byte-order mark") from None
     head = data[:8192]
@@ -55,7 +56,8 @@ def decode_text(data: bytes) -> tuple[str, str | None]:
         for encoding, nuls, total in (("utf-16-le", odd, len(head[1::2])), ("utf-16-be", even, len(head[0::2]))):
             if total and nuls / total > 0.9:
                 try:
-                    return _clean(data.decode(encoding)), None
+                    # A table of small 16-bit numbers has the same NULs: its "text" is control characters.
+                    return _clean(_not_binary(data.decode(encoding))), None
                 except UnicodeDecodeError:
                     break
         raise DocumentError("binary file (contains NUL bytes), not text")
@@ -67,14 +69,26 @@ def decode_text(data: bytes) -> tuple[str, str | None]:
         except UnicodeDecodeError:
             text = data.decode("latin-1")
         note = f"not UTF-8 (byte {exc.start}); read as Windows-1252/Latin-1"
-    controls = sum(1 for ch in text[:8192] if unicodedata.category(ch) == "Cc" and ch not in "\t\n\r\f\v")
-    if controls > max(8, len(text[:8192]) // 100):
+    return _clean(_not_binary(text)), note
+
+
+def _not_binary(text: str) -> str:
+    """``text``, unless its head is full of control characters (a binary file)."""
+    head = text[:8192]
+    controls = sum(1 for ch in head if unicodedata.category(ch) == "Cc" and ch not in "\t\n\r\f\v")
+    if controls > max(8, len(head) // 100):
         raise DocumentError("binary file (control characters), not text")
-    return _clean(text), note
+    return text
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def _clean(text: str) -> str:
-    return text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
+    # A lone surrogate (a JSON "\\ud800" escape, a broken PDF text map) is not Unicode: it cannot
+    # be tokenized, hashed or stored.
+    return _SURROGATES.sub("\ufffd", text) if _SURROGATES.search(text) else text
 
 
 def read_bytes(path: Path) -> bytes:
@@ -101,7 +115,7 @@ class TextLoader:
         if not text.strip():
             return Loaded([])
         segments = [Segment(s, e, "paragraph") for s, e in splitting.paragraphs(text, 0, len(text))]
-        doc = Document(doc_id=doc_id, source=str(path), kind=self.kind, text=text, title=path.stem,
+        doc = Document(doc_id=doc_id, source=str(path), kind=self.kind, text=text, title=_unicode(path.stem),
                        segments=segments)
         return Loaded([doc], notes=[note] if note else [])
 
@@ -124,17 +138,19 @@ class MarkdownLoader:
     def __init__(self) -> None:
         from markdown_it import MarkdownIt
 
-        self._md = MarkdownIt("commonmark").enable(["table", "strikethrough"])
+        # Block structure only: inline parsing (emphasis, links) would build a token tree for every
+        # paragraph that nothing reads (a heading's text is its inline token's raw content).
+        self._md = MarkdownIt("commonmark").enable(["table", "strikethrough"]).disable("inline")
 
     def load(self, path: Path, doc_id: str, data: bytes | None = None) -> Loaded:
         text, note = _read(path, data)
         if not text.strip():
             return Loaded([])
-        doc = self.parse(text, doc_id=doc_id, source=str(path), default_title=path.stem)
+        doc = self.parse(text, doc_id=doc_id, source=str(path), default_title=_unicode(path.stem))
         return Loaded([doc], notes=[note] if note else [])
 
     def parse(self, text: str, *, doc_id: str, source: str, default_title: str) -> Document:
-        line_starts = [0] + [i + 1 for i, ch in enumerate(text) if ch == "\n"]
+        line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
 
         def offset(line: int) -> int:
             return line_starts[line] if line < len(line_starts) else len(text)
@@ -182,7 +198,10 @@ class PdfLoader:
         import io
         import logging
 
-        logging.getLogger("pypdf").setLevel(logging.ERROR)  # its repair notes are noise here
+        # Its repair notes, and the errors it recovers from (a damaged font encoding is logged at
+        # ERROR with a 256-entry table), are noise here: what matters becomes a DocumentError or
+        # a page warning, and an unconfigured logger would print them on stderr.
+        logging.getLogger("pypdf").setLevel(logging.CRITICAL)
         from pypdf import PdfReader
 
         try:
@@ -216,12 +235,13 @@ class PdfLoader:
                                 if page_count else "PDF has no pages")
         title = ""
         try:
-            title = str((reader.metadata or {}).get("/Title") or "").strip()
+            title = _unicode(str((reader.metadata or {}).get("/Title") or "").strip())
         except Exception:
             title = ""
         if not re.search(r"[A-Za-z]{3,}\s+[A-Za-z]", title):
             title = ""  # an accession number or "untitled": the file name says more
-        return Loaded([paged_document(texts, doc_id=doc_id, source=str(path), title=title or path.stem)], warnings)
+        doc = paged_document(texts, doc_id=doc_id, source=str(path), title=title or _unicode(path.stem))
+        return Loaded([doc], warnings)
 
 
 def paged_document(pages: list[str], *, doc_id: str, source: str, title: str) -> Document:
@@ -260,6 +280,12 @@ class JsonlLoader:
             except json.JSONDecodeError as exc:
                 warnings.append(f"line {number}: not valid JSON ({exc.msg})")
                 continue
+            except RecursionError:
+                warnings.append(f"line {number}: JSON nested too deeply")
+                continue
+            except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+                warnings.append(f"line {number}: not valid JSON ({exc})")
+                continue
             if not isinstance(record, dict):
                 warnings.append(f"line {number}: not a JSON object")
                 continue
@@ -267,15 +293,16 @@ class JsonlLoader:
             if isinstance(rid, bool) or not isinstance(rid, (str, int)) or str(rid) == "":
                 warnings.append(f"line {number}: no 'id' (a string or number)")
                 continue
-            rid = str(rid)
+            rid = _unicode(str(rid))
             body, title = record.get("text"), record.get("title") or ""
             if body is None:  # no 'text' at all reads like an empty one: the title stands in
                 body = ""
             if not isinstance(body, str) or not isinstance(title, str):
                 warnings.append(f"line {number}: 'text' and 'title' must be strings")
                 continue
+            body, title = _clean(body), _clean(title).strip()  # cleaned first: "\u0000" is no text
             if not body.strip():
-                if not title.strip():
+                if not title:
                     warnings.append(f"line {number}: record {rid!r} has no text")
                     continue
                 body = title
@@ -284,24 +311,36 @@ class JsonlLoader:
                 continue
             seen[rid] = number
             meta = _flatten({k: v for k, v in record.items() if k not in ("id", "_id", "text", "title")})
-            docs.append(Document(doc_id=rid, source=str(path), kind=self.kind, text=_clean(body),
-                                 title=title.strip(), metadata=meta))
+            docs.append(Document(doc_id=rid, source=str(path), kind=self.kind, text=body, title=title,
+                                 metadata=meta))
         return Loaded(docs, warnings, notes=[note] if note else [])
+
+
+def _unicode(text: str) -> str:
+    """``text`` with any lone surrogate replaced (JSON can spell one: "\\udc00")."""
+    return _SURROGATES.sub("\ufffd", text) if _SURROGATES.search(text) else text
 
 
 def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Metadata a vector store can hold: scalars, with nested objects as dotted keys and
-    lists as JSON text."""
+    lists as JSON text. Numbers a store cannot hold as numbers (NaN, infinities, integers
+    beyond 64 bits) are kept as text."""
     out: dict[str, Any] = {}
     for key, value in record.items():
-        name = f"{prefix}{key}"
+        name = _unicode(f"{prefix}{key}")
         if isinstance(value, dict):
             if prefix:  # one level of nesting is kept; deeper levels become JSON
-                out[name] = json.dumps(value, ensure_ascii=False)
+                out[name] = _unicode(json.dumps(value, ensure_ascii=False))
             else:
                 out.update(_flatten(value, f"{name}."))
         elif isinstance(value, list):
-            out[name] = json.dumps(value, ensure_ascii=False)
+            out[name] = _unicode(json.dumps(value, ensure_ascii=False))
+        elif isinstance(value, str):
+            out[name] = _unicode(value)
+        elif isinstance(value, float) and not math.isfinite(value):
+            out[name] = str(value)
+        elif isinstance(value, int) and not isinstance(value, bool) and not -2**63 <= value < 2**63:
+            out[name] = str(value)
         elif value is not None:
             out[name] = value
     return out

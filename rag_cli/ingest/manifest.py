@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from rag_cli.errors import IndexCorrupt
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS roots (path TEXT PRIMARY KEY, added REAL NOT NULL);
@@ -53,9 +55,16 @@ class Manifest:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db = sqlite3.connect(str(path), timeout=30, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+            self._db.execute("SELECT COUNT(*) FROM files").fetchone()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise IndexCorrupt(f"the index manifest {path} is damaged ({exc})",
+                               hint="run `rag index --rebuild PATH` to build the index again (the damaged manifest "
+                                    "is set aside)") from None
 
     def close(self) -> None:
         self._db.close()

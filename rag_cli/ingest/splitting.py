@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from rag_cli.ingest.tokens import TokenCounter
+from rag_cli.ingest.tokens import TokenCounter, piece_ends
 
 Span = tuple[int, int]
 
@@ -75,28 +75,62 @@ def sentences(text: str, start: int, end: int) -> list[Span]:
     return _cut(text, start, end, sorted(set(cuts)))
 
 
+class _TokenStream:
+    """Token offsets of ``text[start:end]``, read a piece at a time (``tokens.piece_ends``) and
+    forgotten once passed: a window never needs more than the tokens around it."""
+
+    def __init__(self, text: str, start: int, end: int, counter: TokenCounter) -> None:
+        self._text, self._counter = text, counter
+        ends = piece_ends(text, start, end)
+        self._pieces = iter(zip([start, *ends], ends))
+        self._buf: list[tuple[int, int]] = []
+        self._base = 0  # index of _buf[0] among all the tokens
+        self.exhausted = False
+
+    def known(self, want: int) -> int:
+        """How many tokens there are, up to at least ``want`` if the text holds that many."""
+        while self._base + len(self._buf) < want and not self.exhausted:
+            piece = next(self._pieces, None)
+            if piece is None:
+                self.exhausted = True
+                break
+            a, b = piece
+            self._buf.extend((s + a, e + a) for s, e in self._counter.token_spans(self._text[a:b]))
+        return self._base + len(self._buf)
+
+    def __getitem__(self, index: int) -> tuple[int, int]:
+        return self._buf[index - self._base]
+
+    def forget_before(self, index: int) -> None:
+        drop = index - self._base
+        if drop > 4096:  # in big steps: deleting a list's head moves the rest
+            del self._buf[:drop]
+            self._base = index
+
+
 def token_windows(text: str, start: int, end: int, counter: TokenCounter, budget: int,
                   overlap: int = 0) -> list[Span]:
     """Windows of at most ``budget`` tokens, each starting ``budget - overlap`` tokens after
     the previous one. Windows end at word boundaries where the tokenizer allows it."""
-    offsets = [(s + start, e + start) for s, e in counter.token_spans(text[start:end])]
-    if not offsets:
+    offsets = _TokenStream(text, start, end, counter)
+    if not offsets.known(1):
         span = trim(text, start, end)
         return [span] if span else []
     budget = max(1, budget)
     overlap = min(overlap, budget - 1)
     spans: list[Span] = []
     first, cursor = 0, start  # cursor: where the previous window ended (no text is left out)
-    while first < len(offsets):
-        last = min(first + budget, len(offsets)) - 1
-        if last + 1 < len(offsets):
+    while True:
+        count = offsets.known(first + budget + 1)
+        last = min(first + budget, count) - 1
+        if last + 1 < count:
             # Prefer to stop where the next token starts a new word, if one is within reach.
             probe = last
             while probe > first and offsets[probe + 1][0] == offsets[probe][1]:
                 probe -= 1
             if probe > first + budget // 2:
                 last = probe
-        done = last + 1 >= len(offsets)
+        done = last + 1 >= count
         span = trim(text, min(cursor, offsets[first][0]), end if done else offsets[last][1])
         if span:
             spans.append(span)
@@ -108,4 +142,12 @@ def token_windows(text: str, start: int, end: int, counter: TokenCounter, budget
         # (the window would outgrow its budget) and reads badly.
         while first <= last and offsets[first][0] == offsets[first - 1][1]:
             first += 1
+        offsets.forget_before(first - 1)
     return spans
+
+
+def char_windows(text: str, start: int, end: int, size: int) -> list[Span]:
+    """Pieces of at most ``size`` characters, cut at whitespace where the last quarter of a
+    piece has some: the last resort for text made of tokens too long to cut between."""
+    ends = piece_ends(text, start, end, max(1, size))
+    return _cut(text, start, end, ends[:-1])

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -22,7 +24,8 @@ class FoundFile:
 @dataclass
 class Walk:
     files: list[FoundFile] = field(default_factory=list)
-    errors: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): unreadable folders
+    # (path, reason): unreadable folders, broken links, file names that are not UTF-8
+    errors: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _matches(rel: str, patterns: Sequence[str]) -> bool:
@@ -42,9 +45,13 @@ def walk(root: Path, *, include: Sequence[str] = (), exclude: Sequence[str] = ()
 
     Hidden files and folders, the folders in ``skip`` (the index itself) and anything that
     matches an ``exclude`` glob are left out; with ``include`` globs, a file must match one.
-    Symbolic links are followed, once: a link loop is not walked twice.
+    Symbolic links are followed, once: a link loop is not walked twice. What cannot be read
+    (a folder, a file link that loops, a name that is not UTF-8, a pipe) is listed in
+    ``errors``; a dangling link is left out without a word (its target may come back).
     """
     root = Path(os.path.abspath(root))
+    if not _is_utf8(str(root)):
+        raise InputError(f"{shown(str(root))}: the path is not valid UTF-8", hint="rename it")
     result = Walk()
     if root.is_file():
         if root.suffix.lower() not in SUPPORTED_SUFFIXES:
@@ -78,6 +85,11 @@ def walk(root: Path, *, include: Sequence[str] = (), exclude: Sequence[str] = ()
             and os.path.realpath(os.path.join(folder, d)) not in skip_real
             and not _matches(rel_folder + d, exclude)
         )
+        for d in [d for d in dirs if not _is_utf8(d)]:
+            # Its files' names could not be stored or printed: rename it, rather than index it half.
+            dirs.remove(d)
+            result.errors.append((shown(os.path.join(folder, d)), "folder name is not valid UTF-8 "
+                                  "(rename it): its files are not indexed"))
         for name in sorted(names):
             if name.startswith(".") or Path(name).suffix.lower() not in SUPPORTED_SUFFIXES:
                 continue
@@ -85,6 +97,39 @@ def walk(root: Path, *, include: Sequence[str] = (), exclude: Sequence[str] = ()
             if _matches(rel, exclude) or (include and not _matches(rel, include)):
                 continue
             path = Path(folder) / name
-            if path.is_file():  # follows links; skips sockets, fifos and dangling links
+            problem = _problem(path, name)
+            if problem is None:
                 result.files.append(FoundFile(path, root, rel))
+            elif problem:  # "": a dangling link, left out without a word (its target may come back)
+                result.errors.append((shown(str(path)), problem))
     return result
+
+
+def _problem(path: Path, name: str) -> str | None:
+    """None when ``path`` (links followed) can be read as a file, else why not; "" for a
+    dangling link."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return ""
+        return "symbolic link loop" if exc.errno == errno.ELOOP else f"cannot read: {exc.strerror or exc}"
+    if not stat.S_ISREG(mode):
+        return "not a regular file (a pipe, socket or device)"
+    if not _is_utf8(name):
+        return "file name is not valid UTF-8 (rename it)"
+    return None
+
+
+def _is_utf8(name: str) -> bool:
+    """False for a name with bytes that are not UTF-8 (Python keeps them as surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown(path: str) -> str:
+    """A path as it can be printed: bytes that are not UTF-8 as \\xNN."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")

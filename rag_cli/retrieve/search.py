@@ -81,6 +81,7 @@ class Searcher:
         else:
             manifest = self.paths.open_manifest()  # IndexNotFound when there is none
             try:
+                self.paths.check_vectors(manifest)
                 recorded = manifest.get_meta("build") or {}
                 self.updated = manifest.get_meta("updated")
                 self.documents = [DocumentInfo(d, p, t) for d, p, t in manifest.document_table()]
