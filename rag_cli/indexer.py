@@ -36,7 +36,7 @@ from rag_cli import observe
 from rag_cli.progress import NullProgress, Progress
 from rag_cli.ingest.readahead import Channel
 from rag_cli.store.catalog import Catalog, table_digest, writer_record
-from rag_cli.store.chroma import ChromaStore, LazyChromaStore, VectorStore, open_store
+from rag_cli.store.chroma import ChromaStore, LazyChromaStore, VectorStore, chunk_metadata, open_store, record_hash
 from rag_cli.store.embedders import Embedder, make_embedder
 from rag_cli.store.keyword import KeywordIndex
 
@@ -492,8 +492,13 @@ class Indexer:
                 manifest.register_chunks(item.path, ((c.chunk_id, c.doc_id) for c in part.chunks))
                 item.chunk_ids.update(c.chunk_id for c in part.chunks)
         chunks = [c for part in group for c in part.chunks]
-        stored = store.stored_hashes([c.chunk_id for c in chunks])
-        todo = [c for c in chunks if stored.get(c.chunk_id) != c.content_hash]
+        stored = store.stored_records([c.chunk_id for c in chunks])
+        todo = [c for c in chunks if stored.get(c.chunk_id, ("", ""))[0] != c.content_hash]
+        # Same vector, other metadata (a record's fields, offsets after an edit above): rewrite, keep the vector.
+        relabel = [c for c in chunks if c.chunk_id in stored and stored[c.chunk_id][0] == c.content_hash
+                   and stored[c.chunk_id][1] != record_hash(chunk_metadata(c))]
+        if relabel:
+            store.relabel(relabel)
         self._chunks_seen += len(chunks)
         self.progress.update("embed", advance=len(chunks) - len(todo), total=self._chunks_seen)
         self._add("write", t0, opened)

@@ -484,3 +484,41 @@ def test_an_interrupted_first_run_on_a_server_resumes(tmp_path: Path, samples: P
     store._client.delete_collection(store.catalog.name)
     redone = index_paths(settings, [samples])
     assert redone.chunks_written == redone.chunks_total > 0
+
+
+def test_metadata_changes_reach_the_store_without_embedding_again(tmp_path: Path, store_flags: dict[str, str]) -> None:
+    """A JSONL record's fields, or a chunk's offsets after an edit above it, change what is stored
+    beside the vector but not the vector: the metadata is rewritten, nothing is embedded."""
+    from rag_cli.testing.fakes import HashEmbedder
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    records = [{"id": f"r{i}", "title": f"Record {i}", "text": f"Rye bread recipe number {i} with caraway.",
+                "year": 2020} for i in range(3)]
+    corpus = docs / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in records))
+    note = docs / "note.md"
+    note.write_text("# Note\n\n" + "\n\n".join(f"Paragraph {i} about sourdough hydration and folds." * 6
+                                              for i in range(12)) + "\n")
+    settings = hash_settings(tmp_path, **store_flags)
+    counting = HashEmbedder()
+    index_paths(settings, [docs], embedder=counting)
+
+    records[1]["year"] = 2021
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in records))
+    note.write_text(note.read_text().replace("# Note\n\n", "# Note\n\nA new first line.\n\n", 1))
+    before = counting.texts_embedded
+    report = index_paths(settings, [docs], embedder=counting)
+    assert report.count(FileStatus.UPDATED) == 2
+    searcher = Searcher(settings, embedder=HashEmbedder())
+    hits, _ = searcher.search("rye bread caraway", 5, parse_where(["year=2021"]))
+    assert [h.doc_id for h in hits] == ["r1"]
+    assert not searcher.search("rye bread caraway", 5, parse_where(["year=2020", "path=corpus.jsonl"]))[0] or \
+        all(h.doc_id != "r1" for h in searcher.search("rye bread caraway", 5, parse_where(["year=2020"]))[0])
+    # Every stored chunk of the note has the offsets of the note as it is now.
+    text = note.read_text()
+    ids, texts, metas = searcher.store.all_chunks()
+    for chunk_text, meta in zip(texts, metas):
+        if meta["doc_id"] == "note.md":
+            assert text[meta["start"]:meta["end"]] == chunk_text
+    assert counting.texts_embedded - before < 4  # only the chunk that holds the new line, if any

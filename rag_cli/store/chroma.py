@@ -7,6 +7,7 @@ translated into :class:`StoreError` here, at the boundary.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from rag_cli.models import Chunk
 
 COLLECTION = "chunks"
 _RESERVED = frozenset({"doc_id", "source", "kind", "index", "start", "end", "tokens", "hash", "heading",
-                       "title", "page_start", "page_end"})
+                       "title", "page_start", "page_end", "record"})
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,14 @@ class VectorStore(Protocol):
 
     def stored_hashes(self, ids: Sequence[str]) -> dict[str, str]:
         """The content hash stored with each of ``ids`` that is in the store."""
+        ...
+
+    def stored_records(self, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """(content hash, record hash) stored with each of ``ids`` that is in the store."""
+        ...
+
+    def relabel(self, chunks: Sequence[Chunk]) -> None:
+        """Rewrite the text and metadata of stored chunks, keeping their vectors."""
         ...
 
     def upsert(self, chunks: Sequence[Chunk], embeddings: Sequence[Sequence[float]]) -> None: ...
@@ -64,7 +73,16 @@ def chunk_metadata(chunk: Chunk) -> dict[str, Any]:
         if not isinstance(value, (str, int, float, bool)):
             value = json.dumps(value, ensure_ascii=False)
         meta[f"meta_{key}"] = value
+    meta["record"] = record_hash(meta)
     return meta
+
+
+def record_hash(meta: dict[str, Any]) -> str:
+    """A hash of everything stored beside a chunk's vector: when only this changes (a JSONL
+    record's fields, a chunk's offsets after an edit above it, a page number), the metadata is
+    rewritten and the vector kept."""
+    material = json.dumps({k: v for k, v in meta.items() if k != "record"}, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()[:16]
 
 
 def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -136,12 +154,20 @@ class ChromaStore:
         return int(self._call("count", self._collection.count))
 
     def stored_hashes(self, ids: Sequence[str]) -> dict[str, str]:
-        found: dict[str, str] = {}
+        return {cid: content for cid, (content, _) in self.stored_records(ids).items()}
+
+    def stored_records(self, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+        found: dict[str, tuple[str, str]] = {}
         for batch in _batches(list(ids), 500):
             got = self._call("get", self._collection.get, ids=list(batch), include=["metadatas"])
             for cid, meta in zip(got["ids"], got["metadatas"] or []):
-                found[cid] = (meta or {}).get("hash", "")
+                found[cid] = ((meta or {}).get("hash", ""), (meta or {}).get("record", ""))
         return found
+
+    def relabel(self, chunks: Sequence[Chunk]) -> None:
+        vectors = self.fetch([c.chunk_id for c in chunks])
+        kept = [c for c in chunks if c.chunk_id in vectors]
+        self.upsert(kept, [vectors[c.chunk_id][1] for c in kept])
 
     def upsert(self, chunks: Sequence[Chunk], embeddings: Sequence[Sequence[float]]) -> None:
         self.upsert_raw([c.chunk_id for c in chunks], embeddings, [c.text for c in chunks],
