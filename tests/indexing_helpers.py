@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rag_cli.config import Settings, load_settings
 from rag_cli.index_dir import IndexPaths
@@ -55,3 +55,46 @@ def invoke(args: list[str], cwd: Path, input: str | None = None, **env: str):
         return CliRunner().invoke(app, args, input=input, env={"RAG_EMBEDDING_BACKEND": "hash", **env})
     finally:
         os.chdir(old)
+
+
+def as_nobody(run: Callable[[], dict], why: str) -> dict:
+    """``run()`` (which returns JSON-able data) as is, or, as root (who reads any file), in a forked
+    child that has dropped to the `nobody` user: in-process, because the interpreter may live where
+    `nobody` cannot execute it (under /root). Skips the test when privileges cannot be dropped."""
+    import json
+    import os
+
+    import pytest
+
+    if os.geteuid() != 0:
+        return run()
+    if not hasattr(os, "fork"):
+        pytest.skip(f"running as root without os.fork: cannot drop privileges {why}")
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        status, payload = 1, b""
+        try:
+            os.close(read_fd)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            payload = json.dumps(run()).encode()
+            status = 0
+        except BaseException:
+            import traceback
+
+            payload = json.dumps({"crash": traceback.format_exc()}).encode()
+        finally:
+            with os.fdopen(write_fd, "wb") as pipe:
+                pipe.write(payload)
+            os._exit(status)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as pipe:
+        data = pipe.read()
+    os.waitpid(pid, 0)
+    out = json.loads(data or b"{}")
+    if not out or "crash" in out and "setuid" in out["crash"]:
+        pytest.skip(f"running as root and cannot drop to the nobody user {why}")
+    assert "crash" not in out, out.get("crash")
+    return out

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from helpers_ingest import SAMPLES, assert_chunk_invariants, real_counter
-from indexing_helpers import index_state, invoke, settings_in
+from indexing_helpers import as_nobody, index_state, invoke, settings_in
 from rag_cli.errors import ExitCode
 from rag_cli.index_dir import IndexPaths
 from rag_cli.indexer import index_paths
@@ -300,8 +300,6 @@ def _index_unprivileged(work: Path) -> dict:
 
     if os.geteuid() != 0:
         return run()
-    if not hasattr(os, "fork"):
-        pytest.skip("running as root without os.fork: cannot drop privileges to make a file unreadable")
     warm = Path(tempfile.mkdtemp(prefix="rag-warm-"))
     try:  # import everything a run needs while still root: the child may not read the interpreter's files
         (warm / "docs").mkdir()
@@ -309,34 +307,7 @@ def _index_unprivileged(work: Path) -> dict:
         assert invoke(["index", "docs"], warm, **NO_SERVE).exit_code == 0
     finally:
         shutil.rmtree(warm, ignore_errors=True)
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never return into pytest
-        status = 1
-        try:
-            os.close(read_fd)
-            os.setgroups([])
-            os.setgid(65534)
-            os.setuid(65534)
-            payload = json.dumps(run()).encode()
-            status = 0
-        except BaseException:
-            import traceback
-
-            payload = json.dumps({"crash": traceback.format_exc()}).encode()
-        finally:
-            with os.fdopen(write_fd, "wb") as pipe:
-                pipe.write(payload)
-            os._exit(status)
-    os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as pipe:
-        data = pipe.read()
-    os.waitpid(pid, 0)
-    out = json.loads(data or b"{}")
-    if "crash" in out and "setuid" in out["crash"]:
-        pytest.skip("running as root and cannot drop to the nobody user")
-    assert "crash" not in out, out.get("crash")
-    return out
+    return as_nobody(run, "to make a file unreadable")
 
 
 def test_unreadable_file_and_folder_are_skipped_with_a_warning() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -12,6 +11,7 @@ import pytest
 
 from rag_cli.errors import ExitCode, InputError
 from rag_cli.ingest.walk import walk
+from tests.indexing_helpers import as_nobody
 
 
 def make_tree(root: Path, files: list[str]) -> Path:
@@ -185,36 +185,13 @@ def test_two_links_to_one_folder_list_it_once(tmp_path: Path) -> None:
 # -- unreadable folders ---------------------------------------------------------------------
 
 def _walk_unprivileged(root: Path) -> dict:
-    """walk(root) as {"files": [...rel], "errors": [...]}. As root (which reads any folder) the walk
-    runs in a forked child that has dropped to the `nobody` user."""
+    """walk(root) as {"files": [...rel], "errors": [...]}, as the `nobody` user when run as root
+    (which reads any folder)."""
     def run() -> dict:
         result = walk(root)
         return {"files": [f.rel for f in result.files], "errors": [list(e) for e in result.errors]}
 
-    if os.geteuid() != 0:
-        return run()
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never return into pytest
-        status = 1
-        try:
-            os.close(read_fd)
-            os.setgroups([])
-            os.setgid(65534)
-            os.setuid(65534)
-            os.write(write_fd, json.dumps(run()).encode())
-            status = 0
-        except BaseException:
-            status = 3
-        finally:
-            os._exit(status)
-    os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as pipe:
-        data = pipe.read()
-    _, status = os.waitpid(pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0 or not data:
-        pytest.skip("running as root and cannot drop to the nobody user to make a folder unreadable")
-    return json.loads(data)
+    return as_nobody(run, "to make a folder unreadable")
 
 
 def test_unreadable_folder_is_reported_in_errors() -> None:
