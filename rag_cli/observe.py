@@ -24,6 +24,7 @@ import datetime as _dt
 import json
 import logging
 import os
+import re
 import threading
 import time
 from contextlib import contextmanager, nullcontext
@@ -321,6 +322,21 @@ class JsonFormatter(logging.Formatter):
 
 
 HUMAN_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character but newline and tab shown as ``\\xNN``: a
+    document (or a model) that holds terminal escape sequences cannot recolour, retitle or
+    clear the user's terminal (the CLI's ``safe``; log lines quote file names and documents)."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text) if text else text
+
+
+class HumanFormatter(logging.Formatter):
+    """The -v format, with control characters made visible (JSON lines escape them anyway)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record))
 
 
 def configure_logging(log_format: str, verbose: bool, stream: Any) -> None:
@@ -344,7 +360,7 @@ def configure_logging(log_format: str, verbose: bool, stream: Any) -> None:
         return
     handler = logging.StreamHandler(stream)
     handler._rag_cli = True  # type: ignore[attr-defined]
-    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(HUMAN_FORMAT))
+    handler.setFormatter(JsonFormatter() if log_format == "json" else HumanFormatter(HUMAN_FORMAT))
     root.addHandler(handler)
     if root.level == logging.NOTSET or root.level > logging.WARNING:
         root.setLevel(logging.WARNING)

@@ -153,3 +153,14 @@ def test_the_index_folder_is_the_users_alone(tmp_path: Path, samples: Path) -> N
     assert index.stat().st_uid == os.getuid()
     # Everything the documents went into is inside it.
     assert {p.name for p in index.iterdir()} >= {"chroma", "manifest.sqlite3", "keyword"}
+
+
+def test_verbose_log_lines_show_control_characters_escaped(tmp_path: Path) -> None:
+    import logging
+
+    from rag_cli.observe import HUMAN_FORMAT, HumanFormatter
+
+    record = logging.LogRecord("rag_cli.indexer", logging.WARNING, __file__, 1, "reading %s", ("a\x1b]0;x\x07.md",),
+                               None)
+    line = HumanFormatter(HUMAN_FORMAT).format(record)
+    assert "\x1b" not in line and "\x07" not in line and "a\\x1b]0;x\\x07.md" in line

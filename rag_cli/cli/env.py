@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any, TextIO
 
 from rich.console import Console
 
-from rag_cli.observe import CLI_LOGGER
+from rag_cli.observe import CLI_LOGGER, printable
 
 
 @dataclass
@@ -88,14 +87,12 @@ class Env:
         self.stderr.flush()
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
 def safe(text: str) -> str:
-    """``text`` with every control character but newline and tab shown as ``\\xNN``: a
-    document (or a model) that holds terminal escape sequences cannot recolour, retitle or
-    clear the user's terminal. Rich markup needs no such care: text goes to Rich as ``Text``."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text) if text else text
+    """``text`` with every control character but newline and tab shown as ``\\xNN``
+    (``observe.printable``): a document (or a model) that holds terminal escape sequences cannot
+    recolour, retitle or clear the user's terminal. Rich markup needs no such care: text goes to
+    Rich as ``Text``."""
+    return printable(text)
 
 
 def safe_tree(value: Any) -> Any:
