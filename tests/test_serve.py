@@ -400,3 +400,15 @@ def test_a_socket_path_too_long_for_af_unix_goes_to_a_private_folder(tmp_path: P
     os.chmod(path.parent, 0o755)  # opened to others: refused
     with pytest.raises(PermissionError):
         socket_path(deep)
+
+
+def test_the_servers_log_of_a_request_names_the_clients_run(hash_workdir: Path, caplog) -> None:
+    import logging
+
+    from rag_cli import observe
+
+    settings = settings_of(hash_workdir)
+    with caplog.at_level(logging.INFO, logger=observe.TIMINGS_LOGGER), thread_server(settings):
+        assert served(settings) is not None
+    events = [r.rag_event for r in caplog.records if getattr(r, "rag_event", {}).get("command") == "serve"]
+    assert events and events[-1]["client_run_id"] == observe.run_id()  # one process here: the same id

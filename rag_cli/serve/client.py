@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rag_cli.config import TRUE_WORDS
+from rag_cli.observe import run_id
 from rag_cli.serve.protocol import (PROTOCOL, encode, lock_path, private_file_ok, read_state, settings_to_dict,
                                     state_path)
 
@@ -74,7 +75,8 @@ def exchange(state: dict[str, Any], op: str, payload: dict[str, Any], timeouts: 
         sock.settimeout(timeouts.connect)
         try:
             sock.connect(path)
-            sock.sendall(encode({"protocol": PROTOCOL, "token": state["token"], "op": op, **payload}))
+            sock.sendall(encode({"protocol": PROTOCOL, "token": state["token"], "op": op,
+                                 "client_run_id": run_id(), **payload}))
         except OSError as exc:  # refused (a dead server's socket), timed out, ...
             raise Unavailable(f"cannot reach the server: {exc.strerror or exc}") from None
         buffer = b""

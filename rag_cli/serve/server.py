@@ -357,7 +357,8 @@ class Server:
                 job.state = "running"
             job.started.set()
             try:
-                with observe.span("serve.request", op=job.request.get("op")):
+                with observe.span("serve.request", op=job.request.get("op"),
+                                  client_run_id=job.request.get("client_run_id")):
                     message = self._run(job)
             except Exception:  # a bug: keep serving; the client works in-process
                 log.exception("request failed")
@@ -412,7 +413,8 @@ class Server:
         self._count("served")
         stages = {"wait": waited, **{k: v for k, v in (result.get("answer", result).get("timings") or {}).items()
                                      if k != "total"}, "total": time.perf_counter() - started}
-        observe.timings("serve", stages, label=op)  # the request in the worker, after its wait in the queue
+        # The request in the worker, after its wait in the queue; client_run_id joins it to the client's logs.
+        observe.timings("serve", stages, label=op, client_run_id=request.get("client_run_id"))
         return message
 
     def _settings(self, data: Any) -> Settings:
