@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 from rag_cli.ask import Asker
 from rag_cli.config import Settings
-from rag_cli.errors import IndexNotFound, RagError
+from rag_cli.errors import IndexNotFound, RagError, StoreError
 from rag_cli.generate.llama import Generator, LlamaCppGenerator, resolve_gguf
 from rag_cli.index_dir import IndexPaths
 from rag_cli.retrieve.filters import parse_where
@@ -45,14 +45,17 @@ class PooledAsker(Asker):
         return self._pool(self.settings, model)
 
 
-def index_stamp(index_dir: Path, settings: Settings | None = None) -> tuple[Any, ...]:
+def index_stamp(index_dir: Path, settings: Settings | None = None, *, catalog: Any = None) -> tuple[Any, ...]:
     """What changes whenever a `rag index` run changes the index (its "updated" mark) or a file's
     recorded stat (filters on modification time use it). Raises IndexNotFound without a manifest.
-    An index on a Chroma server: its catalog's stamp and file-table digest (one request)."""
+    An index on a Chroma server: its catalog's stamp and file-table digest (one request when
+    ``catalog``, the server's open catalog, is given)."""
     if settings is not None and settings.store.url:
-        from rag_cli.store.chroma import ChromaStore
+        if catalog is None:
+            from rag_cli.store.chroma import ChromaStore
 
-        state = ChromaStore.on_server(settings.store, create=False).catalog.state()
+            catalog = ChromaStore.on_server(settings.store, create=False).catalog
+        state = catalog.state()
         return (state.get("updated"), state.get("files"))
     path = IndexPaths(index_dir).manifest
     try:
@@ -90,6 +93,7 @@ class Backend:
         self._variants: OrderedDict[str, tuple[Searcher, PooledAsker]] = OrderedDict()
         self._identities: dict[str, Any] = {}
         self._stamp: tuple[Any, ...] | None = None
+        self._catalog: Any = None  # a server index's catalog, kept open for the stamp checks
         self.reopened = 0
         self.llm_error: str | None = None
 
@@ -144,7 +148,7 @@ class Backend:
                 "index_reopened": self.reopened}
 
     def _check_index(self) -> None:
-        stamp = index_stamp(self.index_dir, self.settings)
+        stamp = self._read_stamp()
         if stamp == self._stamp:
             return
         if self._stamp is not None:
@@ -153,6 +157,21 @@ class Backend:
         self._variants.clear()
         self._forget_chroma_client()
         self._stamp = stamp
+
+    def _read_stamp(self) -> tuple[Any, ...]:
+        """``index_stamp``; for a server index through the catalog opened once (connecting and
+        opening its collections is several requests), reopened once if the collection went."""
+        if not self.settings.store.url:
+            return index_stamp(self.index_dir)
+        if self._catalog is not None:
+            try:
+                return index_stamp(self.index_dir, self.settings, catalog=self._catalog)
+            except StoreError:  # dropped or recreated on the server: open it again, below
+                self._catalog = None
+        from rag_cli.store.chroma import ChromaStore
+
+        self._catalog = ChromaStore.on_server(self.settings.store, create=False).catalog
+        return index_stamp(self.index_dir, self.settings, catalog=self._catalog)
 
     def _forget_chroma_client(self) -> None:
         """Chroma caches one client per folder for the life of the process; a new one reads the
