@@ -11,8 +11,6 @@ shared with `rag doctor`.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import os
 import sqlite3
 from dataclasses import replace
@@ -64,17 +62,9 @@ def lock_holder(path: Path) -> int | None:
             if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5] == device:
                 return written or (int(parts[4]) if parts[4].lstrip("-").isdigit() else -1)
         return None
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError as exc:
-        return (written or -1) if exc.errno in (errno.EAGAIN, errno.EACCES) else None
-    finally:
-        os.close(fd)
-    return None
+    from rag_cli.serve.protocol import flock_held
+
+    return (written or -1) if flock_held(path) else None
 
 
 def _pid_in(path: Path) -> int | None:

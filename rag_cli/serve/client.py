@@ -8,7 +8,6 @@ connection -- is ``Unavailable``, and the caller does the work in-process.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import logging
@@ -23,8 +22,8 @@ from typing import Any, Callable
 
 from rag_cli.config import TRUE_WORDS
 from rag_cli.observe import run_id
-from rag_cli.serve.protocol import (PROTOCOL, encode, lock_path, private_file_ok, read_state, settings_to_dict,
-                                    state_path)
+from rag_cli.serve.protocol import (PROTOCOL, encode, flock_held, lock_path, private_file_ok, read_state,
+                                    settings_to_dict, state_path)
 
 log = logging.getLogger(__name__)
 NO_SERVE_ENV = "RAG_NO_SERVE"
@@ -209,17 +208,7 @@ def status(settings: Any) -> ServeStatus:
 
 def _lock_held(index_dir: Path) -> bool:
     """Whether a server holds the index's serve lock (the kernel frees it when the server dies)."""
-    try:
-        fd = os.open(lock_path(index_dir), os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError as exc:
-        return exc.errno in (errno.EAGAIN, errno.EACCES)
-    finally:
-        os.close(fd)
-    return False
+    return flock_held(lock_path(index_dir))
 
 
 def stop(settings: Any, wait: float = 30.0) -> ServeStatus:

@@ -19,6 +19,8 @@ Wire format: one JSON object a line, both ways. The client sends one request
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -105,6 +107,22 @@ def write_state(index_dir: Path, state: dict[str, Any]) -> None:
     with os.fdopen(fd, "wb") as fh:
         fh.write(json.dumps(state).encode())
     os.replace(tmp, target)
+
+
+def flock_held(path: Path) -> bool:
+    """Whether a process holds an exclusive ``flock`` on ``path``: probed with a non-blocking
+    shared lock, released at once (the kernel frees a lock when its holder dies)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        return exc.errno in (errno.EAGAIN, errno.EACCES)
+    finally:
+        os.close(fd)
+    return False
 
 
 def encode(message: dict[str, Any]) -> bytes:
