@@ -20,11 +20,11 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
+from rag_cli.fileio import write_json_atomically
 from rag_cli.model_files import cache_root
 
 log = logging.getLogger(__name__)
@@ -67,14 +67,7 @@ class CircuitBreaker:
     def _write(self, state: dict[str, Any]) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".breaker-", suffix=".tmp", dir=self.path.parent)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                    json.dump({"key": self.key, **state, "written": self.clock()}, fh)
-                os.replace(tmp, self.path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_json_atomically(self.path, {"key": self.key, **state, "written": self.clock()})
         except OSError as exc:  # a read-only cache: the breaker forgets, the call is unaffected
             log.debug("cannot write the circuit breaker file %s: %s", self.path, exc)
 

@@ -28,6 +28,8 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from rag_cli.fileio import write_json_atomically
+
 PROTOCOL = 1
 STATE_NAME = "serve.json"
 SOCKET_NAME = "serve.sock"
@@ -97,16 +99,7 @@ def read_state(index_dir: Path) -> dict[str, Any] | None:
 
 def write_state(index_dir: Path, state: dict[str, Any]) -> None:
     """Atomically, created 0600 (never a moment readable by others)."""
-    target = state_path(index_dir)
-    tmp = target.with_name(f".{STATE_NAME}.{os.getpid()}.tmp")
-    try:
-        os.unlink(tmp)
-    except FileNotFoundError:
-        pass
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(json.dumps(state).encode())
-    os.replace(tmp, target)
+    write_json_atomically(state_path(index_dir), state)
 
 
 def flock_held(path: Path) -> bool:

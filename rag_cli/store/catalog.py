@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import socket
 from pathlib import Path
 from typing import Any, Callable
 
 from rag_cli.errors import IndexMismatch
+from rag_cli.fileio import write_json_atomically
 
 CATALOG_CACHE = "catalog-files.json"  # a reader's copy of the file table, in its index folder
 STATE = "@state"
@@ -129,10 +129,8 @@ class Catalog:
             pass
         files = self.files()
         if digest and table_digest(files) == digest:  # only a table the state vouches for
-            tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
             try:
-                tmp.write_text(json.dumps({"where": self.where, "digest": digest, "files": files}))
-                os.replace(tmp, path)
+                write_json_atomically(path, {"where": self.where, "digest": digest, "files": files})
             except OSError:
                 pass
         return files
