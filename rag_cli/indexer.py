@@ -35,7 +35,7 @@ from rag_cli.models import Chunk, Document, FileOutcome, FileStatus, IndexReport
 from rag_cli import observe
 from rag_cli.progress import NullProgress, Progress
 from rag_cli.ingest.readahead import Channel
-from rag_cli.store.catalog import Catalog, table_digest, writer_record
+from rag_cli.store.catalog import Catalog, writer_record
 from rag_cli.store.chroma import ChromaStore, LazyChromaStore, VectorStore, chunk_metadata, open_store, record_hash
 from rag_cli.store.embedders import Embedder, make_embedder
 from rag_cli.store.keyword import KeywordIndex
@@ -196,12 +196,8 @@ class Indexer:
         """Give readers on other machines what the manifest tells local ones: the file table
         first, then the build record and the stamp they key their caches on."""
         assert self._catalog is not None
-        table = manifest.file_table()
-        digest = table_digest(table)
-        if self._catalog.state().get("files") != digest:  # else the server's table is this one already
-            self._catalog.sync_files(table)
-        self._catalog.put_state(build=manifest.get_meta("build"), updated=updated, files=digest,
-                                writer=writer_record(manifest, self.paths.root))
+        self._catalog.publish(build=manifest.get_meta("build"), updated=updated, files=manifest.file_table(),
+                              writer=writer_record(manifest, self.paths.root))
 
     def _mark_dirty(self, manifest: Manifest) -> None:
         """Before the first write to the store: until the run ends, readers know that the

@@ -103,6 +103,16 @@ class Catalog:
             self.put_state(writer=writer)
         return state
 
+    def publish(self, *, build: Any, updated: Any, files: dict[str, tuple[int | None, list[str]]],
+                writer: dict[str, str]) -> None:
+        """The end of a run (or a copy): the file table first, then the build record and the
+        stamp readers key their caches on. The table is compared only when its digest differs
+        from the one published last (else the server's table is this one already)."""
+        digest = table_digest(files)
+        if self.state().get("files") != digest:
+            self.sync_files(files)
+        self.put_state(build=build, updated=updated, files=digest, writer=writer)
+
     # -- the file table --------------------------------------------------------------------
     def files(self) -> dict[str, tuple[int | None, list[str]]]:
         """{path: (mtime_ns, doc ids)} of every indexed file."""

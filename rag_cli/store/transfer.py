@@ -18,7 +18,7 @@ from rag_cli.errors import IndexCorrupt, IndexNotFound, InputError
 from rag_cli.index_dir import IndexLock, IndexPaths
 from rag_cli.models import CopyReport
 from rag_cli.progress import NullProgress, Progress
-from rag_cli.store.catalog import table_digest, writer_record
+from rag_cli.store.catalog import writer_record
 from rag_cli.store.chroma import ChromaStore
 from rag_cli.store.server import describe_server
 
@@ -50,14 +50,14 @@ def copy_index(settings: Settings, url: str, *, replace_other: bool = False, loc
             writer = writer_record(manifest, paths.root)
             table = manifest.file_table()
             source = ChromaStore(paths.chroma)
-            if source.count() != manifest.chunk_count():
-                raise IndexCorrupt(f"the index in {paths.root} holds {source.count()} chunks where its manifest "
-                                   f"lists {manifest.chunk_count()}", hint="run `rag index` to repair it, then copy it")
+            total, listed = source.count(), manifest.chunk_count()
+            if total != listed:
+                raise IndexCorrupt(f"the index in {paths.root} holds {total} chunks where its manifest lists {listed}",
+                                   hint="run `rag index` to repair it, then copy it")
             target = ChromaStore.on_server(replace(settings.store, url=url))
             catalog = target.catalog
             catalog.claim(writer, take_over=replace_other)
             catalog.put_state(updated=f"dirty:{time.time()}")  # readers: a copy is under way
-            total = source.count()
             progress.update("copy", total=total)
             sent = skipped = 0
             local_ids: set[str] = set()
@@ -74,8 +74,7 @@ def copy_index(settings: Settings, url: str, *, replace_other: bool = False, loc
                 progress.update("copy", advance=len(ids))
             stale = [cid for cid in target.all_ids() if cid not in local_ids]
             target.delete(stale)
-            catalog.sync_files(table)
-            catalog.put_state(build=build, updated=updated, files=table_digest(table), writer=writer)
+            catalog.publish(build=build, updated=updated, files=table, writer=writer)
             return CopyReport(source=str(paths.root), target=target.where, chunks_sent=sent, chunks_skipped=skipped,
                               chunks_deleted=len(stale), chunks_total=target.count(), files=len(table),
                               seconds=time.perf_counter() - started)
