@@ -549,3 +549,27 @@ def test_metadata_changes_reach_the_store_without_embedding_again(tmp_path: Path
         if meta["doc_id"] == "note.md":
             assert text[meta["start"]:meta["end"]] == chunk_text
     assert counting.texts_embedded - before < 4  # only the chunk that holds the new line, if any
+
+
+def test_a_second_copy_carries_metadata_changes(tmp_path: Path, chroma_url: str) -> None:
+    from rag_cli.store.transfer import copy_index
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    records = [{"id": f"r{i}", "text": f"Rye bread recipe number {i} with caraway.", "year": 2020} for i in range(3)]
+    corpus = docs / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in records))
+    settings = hash_settings(tmp_path)
+    index_paths(settings, [docs])
+    collection = f"t-{uuid.uuid4().hex[:12]}"
+    local = replace(settings, store=replace(settings.store, collection=collection))
+    copy_index(local, chroma_url)
+    records[1]["year"] = 2021
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert index_paths(settings, [docs]).chunks_written == 0  # relabelled locally, not embedded
+    again = copy_index(local, chroma_url)
+    assert again.chunks_sent == 1 and again.chunks_skipped == 2
+    reader = tmp_path / "reader"
+    reader.mkdir()
+    remote = Searcher(hash_settings(reader, store__url=chroma_url, store__collection=collection))
+    assert [h.doc_id for h in remote.search("rye bread caraway", 5, parse_where(["year=2021"]))[0]] == ["r1"]

@@ -1,8 +1,8 @@
 """`rag index --to URL`: copy a local index to a Chroma server without embedding anything again.
 
 Chunks travel with their vectors, text and metadata, a page at a time; a chunk the server
-already holds with the same content hash is not sent again, so an interrupted copy resumes
-where it stopped, and a second copy sends only what changed. Chunks on the server that the
+already holds with the same content and record hash (its metadata) is not sent again, so an
+interrupted copy resumes where it stopped, and a second copy sends only what changed. Chunks on the server that the
 local index no longer holds are deleted. Then the catalog (store/catalog.py) is published
 and this index folder becomes the collection's writer: with ``store.url`` set to the same
 server, later `rag index` runs update it incrementally.
@@ -64,8 +64,9 @@ def copy_index(settings: Settings, url: str, *, replace_other: bool = False, loc
             for offset in range(0, total, PAGE):
                 ids, texts, metas, vectors = source.page(offset, PAGE)
                 local_ids.update(ids)
-                there = target.stored_hashes(ids)
-                keep = [i for i, (cid, meta) in enumerate(zip(ids, metas)) if there.get(cid) != meta.get("hash")]
+                there = target.stored_records(ids)  # content and record hash: metadata changes travel too
+                keep = [i for i, (cid, meta) in enumerate(zip(ids, metas))
+                        if there.get(cid) != (meta.get("hash", ""), meta.get("record", ""))]
                 if keep:
                     target.upsert_raw([ids[i] for i in keep], [vectors[i] for i in keep], [texts[i] for i in keep],
                                       [metas[i] for i in keep])
