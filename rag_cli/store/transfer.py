@@ -2,10 +2,10 @@
 
 Chunks travel with their vectors, text and metadata, a page at a time; a chunk the server
 already holds with the same content and record hash (its metadata) is not sent again, so an
-interrupted copy resumes where it stopped, and a second copy sends only what changed. Chunks on the server that the
-local index no longer holds are deleted. Then the catalog (store/catalog.py) is published
-and this index folder becomes the collection's writer: with ``store.url`` set to the same
-server, later `rag index` runs update it incrementally.
+interrupted copy resumes where it stopped, and a second copy sends only what changed. Chunks
+on the server that the local index no longer holds are deleted. Then the catalog
+(store/catalog.py) is published and this index folder becomes the collection's writer: with
+``store.url`` set to the same server, later `rag index` runs update it incrementally.
 """
 
 from __future__ import annotations
