@@ -28,6 +28,18 @@ from rag_cli.errors import IndexBusy, IndexCorrupt, IndexMismatch, IndexNotFound
 from rag_cli.ingest.manifest import Manifest
 
 SCHEMA_VERSION = 1
+DIRTY = "dirty:"  # the "updated" stamp from a run's first write to its end: "dirty:<unix time>"
+
+
+def dirty_stamp() -> str:
+    """The stamp a run writes before its first write (to the manifest, and a server's catalog)."""
+    return f"{DIRTY}{time.time()}"
+
+
+def is_dirty(stamp: Any) -> bool:
+    """Whether an "updated" stamp says a run is writing, or was interrupted: the keyword index
+    and cached answers may not match the store."""
+    return isinstance(stamp, str) and stamp.startswith(DIRTY)
 
 
 def build_record(settings: Settings, model_name: str, dimension: int, size: int,

@@ -24,7 +24,7 @@ from typing import Callable, Iterator, Sequence
 
 from rag_cli.config import Settings
 from rag_cli.errors import DocumentError, InputError
-from rag_cli.index_dir import IndexLock, IndexPaths, build_record, check_build
+from rag_cli.index_dir import IndexLock, IndexPaths, build_record, check_build, dirty_stamp
 from rag_cli.ingest.chunkers import BaseChunker, make_chunker
 from rag_cli.ingest.loaders import loader_for, read_bytes
 from rag_cli.ingest.manifest import FAILED, OK, PENDING, SKIPPED, FileRecord, Manifest
@@ -204,7 +204,7 @@ class Indexer:
         keyword index and cached answers may not match the store."""
         if not self._dirty:
             self._before = manifest.get_meta("updated")
-            dirty = f"dirty:{time.time()}"
+            dirty = dirty_stamp()
             with manifest.transaction():
                 manifest.set_meta("updated", dirty)
             if self._catalog is not None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from rag_cli.config import Settings, all_keys, describe
 from rag_cli.errors import IndexCorrupt, IndexNotFound
-from rag_cli.index_dir import IndexPaths
+from rag_cli.index_dir import DIRTY, IndexPaths, is_dirty
 from rag_cli.models import IndexStatus
 
 SERVER_PROBE_TIMEOUT = 10.0  # seconds: status and doctor never wait store.timeout (60 s) for a server
@@ -30,9 +30,9 @@ def read_stamp(value: Any) -> tuple[float | None, bool]:
     ``"dirty:<time>"`` from the first write of a run until its end (the time the run began writing)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value), False
-    if isinstance(value, str) and value.startswith("dirty:"):
+    if is_dirty(value):
         try:
-            return float(value[len("dirty:"):]), True
+            return float(value[len(DIRTY):]), True
         except ValueError:
             return None, True
     return None, False
@@ -166,7 +166,7 @@ def _server_facts(settings: Settings, paths: IndexPaths) -> tuple[str, dict[str,
 
     store = ChromaStore.on_server(server_settings(settings), create=False)  # IndexNotFound: no collection
     state = store.catalog.state()
-    if not state.get("build") and not str(state.get("updated", "")).startswith("dirty:"):
+    if not state.get("build") and not is_dirty(state.get("updated")):
         raise IndexNotFound(f"no index {store.where}", hint="run `rag index PATH` with this store.url, or "
                                                           "`rag index --to URL` from a folder with a local index")
     files = store.catalog.files_cached(paths.root / CATALOG_CACHE, state.get("files"))

@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 from rag_cli import observe
 from rag_cli.config import Settings
 from rag_cli.errors import IndexNotFound
-from rag_cli.index_dir import IndexPaths, check_build
+from rag_cli.index_dir import IndexPaths, check_build, is_dirty
 from rag_cli.model_files import embedding_prefixes
 from rag_cli.retrieve.filters import DocumentInfo, Filter
 from rag_cli.store.catalog import CATALOG_CACHE, document_table
@@ -114,7 +114,7 @@ class Searcher:
         self.store = ChromaStore.on_server(self.settings.store, create=False)
         state = self.store.catalog.state()
         if not state.get("build"):
-            if str(state.get("updated", "")).startswith("dirty:"):
+            if is_dirty(state.get("updated")):
                 raise IndexNotFound(f"the index {self.store.where} is not complete yet (a `rag index` or `rag index "
                                     "--to` run is writing it, or was interrupted)",
                                     hint="wait for it, or run it again from the folder that writes the collection")
@@ -139,7 +139,7 @@ class Searcher:
                          "index is on a server and changed); building it from the store")
                 ids, texts, metas = self.store.all_chunks()
                 self._keyword = KeywordIndex.build(ids, texts, metas, tag=self.updated)
-                if self.settings.store.url and not str(self.updated).startswith("dirty:"):
+                if self.settings.store.url and not is_dirty(self.updated):
                     try:  # the next question on this machine reads it instead of the whole collection
                         self._keyword.save(self.paths.keyword)
                     except OSError as exc:

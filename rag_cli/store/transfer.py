@@ -15,7 +15,7 @@ from dataclasses import replace
 
 from rag_cli.config import Settings
 from rag_cli.errors import IndexCorrupt, IndexNotFound, InputError
-from rag_cli.index_dir import IndexLock, IndexPaths
+from rag_cli.index_dir import IndexLock, IndexPaths, dirty_stamp
 from rag_cli.models import CopyReport
 from rag_cli.progress import NullProgress, Progress
 from rag_cli.store.catalog import writer_record
@@ -57,7 +57,7 @@ def copy_index(settings: Settings, url: str, *, replace_other: bool = False, loc
             target = ChromaStore.on_server(replace(settings.store, url=url))
             catalog = target.catalog
             catalog.claim(writer, take_over=replace_other)
-            catalog.put_state(updated=f"dirty:{time.time()}")  # readers: a copy is under way
+            catalog.put_state(updated=dirty_stamp())  # readers: a copy is under way
             progress.update("copy", total=total)
             sent = skipped = 0
             local_ids: set[str] = set()
