@@ -10,6 +10,7 @@
   vectors.sqlite3      the vector cache of questions and narrowed sentences (store/vector_cache.py)
   catalog-files.json   with store.url: this machine's copy of the server index's file table
   lock                 held by the `rag index` run that is writing
+  chroma.lock          held for each call into chroma/, by any process (store/chroma.py FolderGate)
 ```
 """
 

@@ -172,3 +172,93 @@ def test_schema_version_mismatch(tmp_path: Path) -> None:
         check_build({**record(), "schema_version": SCHEMA_VERSION + 1}, record(), tmp_path)
     assert "schema version" in info.value.message
     assert info.value.hint is not None and "rag index --rebuild" in info.value.hint
+
+
+# A child process inside the Chroma folder gate: says "in", holds the gate until told to go, says "out".
+GATE_HOLDER = """
+import sys
+from pathlib import Path
+from rag_cli.store.chroma import FolderGate
+with FolderGate(Path(sys.argv[1])):
+    print("in", flush=True)
+    sys.stdin.readline()
+    Path(sys.argv[2]).write_text("out")
+"""
+
+
+def gate_holder(gate: Path, marker: Path) -> subprocess.Popen:
+    child = subprocess.Popen([sys.executable, "-c", GATE_HOLDER, str(gate), str(marker)], cwd=REPO_ROOT,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None and child.stdout.readline().strip() == "in"
+    return child
+
+
+def test_folder_gate_lets_one_process_in_at_a_time(tmp_path: Path) -> None:
+    from rag_cli.store.chroma import FolderGate
+
+    gate, marker = tmp_path / "chroma.lock", tmp_path / "marker"
+    child = gate_holder(gate, marker)
+    release = threading.Timer(0.3, lambda: (child.stdin.write("go\n"), child.stdin.flush()))
+    release.start()
+    with FolderGate(gate):  # waits for the child to leave
+        assert marker.read_text() == "out"
+    child.wait(30)
+    release.join()
+
+
+def test_folder_gate_names_the_lock_when_it_stays_busy(tmp_path: Path) -> None:
+    from rag_cli.errors import StoreError
+    from rag_cli.store.chroma import FolderGate
+
+    gate = tmp_path / "chroma.lock"
+    child = gate_holder(gate, tmp_path / "marker")
+    try:
+        with pytest.raises(StoreError) as info:
+            with FolderGate(gate, timeout=0.2):
+                pytest.fail("entered the gate while another process holds it")
+        assert str(gate) in info.value.message and "busy" in info.value.message
+    finally:
+        child.stdin.write("go\n")
+        child.stdin.close()
+        child.wait(30)
+    gate_again = FolderGate(gate, timeout=0.2)
+    with gate_again, gate_again:  # free again, and re-entrant within a thread
+        pass
+
+
+def test_folder_gate_excludes_threads_of_one_process(tmp_path: Path) -> None:
+    from rag_cli.store.chroma import FolderGate
+
+    gate = FolderGate(tmp_path / "chroma.lock")
+    inside, most = [0], [0]
+
+    def visit() -> None:
+        for _ in range(50):
+            with gate:
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+                time.sleep(0.0005)
+                inside[0] -= 1
+
+    threads = [threading.Thread(target=visit) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most[0] == 1
+
+
+def test_the_embedded_store_calls_chroma_through_the_gate(tmp_path: Path) -> None:
+    """A query waits while another process holds `chroma.lock` beside the Chroma folder."""
+    from rag_cli.store.chroma import ChromaStore
+
+    store = ChromaStore(tmp_path / "chroma")
+    gate, marker = tmp_path / "chroma.lock", tmp_path / "marker"
+    assert gate.exists()
+    child = gate_holder(gate, marker)
+    release = threading.Timer(0.3, lambda: (child.stdin.write("go\n"), child.stdin.flush()))
+    release.start()
+    assert store.count() == 0
+    assert marker.read_text() == "out"  # count() ran only after the child left the gate
+    child.wait(30)
+    release.join()

@@ -7,8 +7,14 @@ translated into :class:`StoreError` here, at the boundary.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
+import os
+import threading
+import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
@@ -90,6 +96,73 @@ def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[i:i + size]
 
 
+class FolderGate:
+    """One process at a time inside an embedded Chroma folder: an exclusive ``flock`` on a file
+    beside it (``.rag/chroma.lock``), held for each call into Chroma.
+
+    Chroma's embedded store is not safe across processes: a writer rewrites its HNSW files
+    (``index_metadata.pickle`` and the rest) in place while it upserts, so a `rag ask` that opened
+    the index at that moment read a half-written file ("Error deserializing pickle file"), and a
+    reader that finds log records not yet applied applies them itself. Each call is short (one
+    upsert batch at most), so a reader waits a moment for a writer, never a whole run; `rag index`'s
+    own run lock (``.rag/lock``) is a different, longer lock. The kernel releases the lock of a
+    killed process. Threads of one process take turns on a threading lock first: ``flock`` on one
+    descriptor does not exclude them."""
+
+    def __init__(self, path: Path, timeout: float = 300.0) -> None:
+        self.path = path
+        self.timeout = timeout
+        self._fd: int | None = None
+        self._thread_lock = threading.RLock()
+        self._depth = 0
+
+    def _descriptor(self) -> int | None:
+        if self._fd is None:
+            try:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError:
+                try:  # a folder the user may read but not write: flock works on a read-only descriptor
+                    self._fd = os.open(self.path, os.O_RDONLY)
+                except OSError:
+                    return None
+        return self._fd
+
+    def __enter__(self) -> "FolderGate":
+        self._thread_lock.acquire()
+        self._depth += 1
+        if self._depth > 1:
+            return self
+        fd = self._descriptor()
+        if fd is None:
+            return self
+        deadline = time.monotonic() + self.timeout
+        pause = 0.005
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return self
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() >= deadline:
+                    self._depth -= 1
+                    self._thread_lock.release()
+                    if exc.errno in (errno.EAGAIN, errno.EACCES):
+                        raise StoreError(f"the Chroma folder {self.path.with_suffix('')} stayed busy for "
+                                         f"{self.timeout:.0f} s (another process holds {self.path})",
+                                         hint="a `rag index` or `rag serve` that is stuck may hold it: "
+                                              "see `rag status`") from None
+                    raise StoreError(f"cannot lock {self.path}: {exc.strerror}") from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.1)
+
+    def __exit__(self, *_: Any) -> None:
+        self._depth -= 1
+        try:
+            if self._depth == 0 and self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()
+
+
 class ChromaStore:
     """Chunks in one Chroma collection, cosine distance: embedded in the index folder
     (``ChromaStore(path)``) or on a Chroma server (``ChromaStore.on_server(settings.store)``)."""
@@ -106,6 +179,7 @@ class ChromaStore:
         self.where = f"in {path}"
         self.catalog: Any = None  # a server index's record of itself (store/catalog.py)
         self._create = True
+        self._gate: Any = FolderGate(path.with_name(path.name + ".lock"))
         self._attach(client, collection, hint="if the folder is damaged, run `rag index --rebuild`")
 
     @classmethod
@@ -118,6 +192,7 @@ class ChromaStore:
 
         self = cls.__new__(cls)
         self.path = None
+        self._gate = nullcontext()  # the server orders its clients' requests itself
         self.where = f"on the Chroma server {describe_server(store)}"
         self._create = create
         self._attach(lambda: http_client(store), store.collection,
@@ -129,9 +204,10 @@ class ChromaStore:
     def _attach(self, client: Any, collection: str, *, hint: str) -> None:
         self.collection_name = collection
         try:
-            self._client = client()
-            self._collection = self._open()
-            self._max_batch = max(1, min(5000, self._client.get_max_batch_size()))
+            with self._gate:
+                self._client = client()
+                self._collection = self._open()
+                self._max_batch = max(1, min(5000, self._client.get_max_batch_size()))
         except RagError:  # a bad store.url (ConfigError) stays what it is
             raise
         except Exception as exc:
@@ -146,7 +222,10 @@ class ChromaStore:
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with self._gate:
+                return fn(*args, **kwargs)
+        except RagError:
+            raise
         except Exception as exc:
             raise StoreError(f"Chroma {what} failed {self.where}: {type(exc).__name__}: {exc}") from None
 
