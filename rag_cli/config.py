@@ -151,8 +151,9 @@ class LlmSettings:
     connect_timeout: float = _opt(3.0, "Seconds to wait for llm.url to accept a connection.", min=0.1)
     timeout: float = _opt(60.0, "Seconds to wait for llm.url's first token, and then for each next one (raise it "
                           "for big models on a CPU, whose prompt processing is slow).", min=1.0)
-    retries: int = _opt(2, "Retries of a request to llm.url after a connection error, a timeout before any text, "
-                        "or HTTP 429/502/503/504, with exponential backoff and jitter (up to 0.5 s, 1 s, 2 s ...; "
+    retries: int = _opt(2, "Retries of a request to llm.url after a connection error, a connect timeout, "
+                        "or HTTP 429/502/503/504 (not after llm.timeout: a server that took the request and "
+                        "stayed silent is not sent it again), with exponential backoff and jitter (up to 0.5 s, 1 s, 2 s ...; "
                         "a Retry-After of up to 8 s is honoured); never once text has streamed.", min=0, max=10)
     breaker_failures: int = _opt(3, "Consecutive failed requests to llm.url (each after its retries) after which "
                                  "every rag process skips it at once for llm.breaker_cooldown seconds (0: never "

@@ -183,10 +183,11 @@ def test_a_rejected_request_is_a_clear_error_and_not_retried(monkeypatch: pytest
 def test_a_silent_server_times_out_and_so_does_one_that_only_pings() -> None:
     with FakeLlmServer(Action("stall", delay=5)) as server:
         started = time.perf_counter()
-        with pytest.raises(GeneratorUnavailable, match="no reply within 0.4 s"):
-            generate(generator(server.url, timeout=0.4, retries=1))
+        with pytest.raises(GeneratorUnavailable, match="no reply within 0.4 s") as caught:
+            generate(generator(server.url, timeout=0.4, retries=2))
         assert time.perf_counter() - started < 3
-        assert len(server.completions()) == 2  # a timeout before any text is retried
+        assert len(server.completions()) == 1  # a server that took the request and stayed silent is not asked again
+        assert "(1 attempt " in caught.value.message and "llm.timeout" in caught.value.hint
     with FakeLlmServer(Action("pings", delay=5)) as server:
         started = time.perf_counter()
         with pytest.raises(GeneratorUnavailable, match="no reply within"):

@@ -8,8 +8,11 @@ Nothing here may hang or leak a third-party exception:
   tokens (httpx's read timeout covers a silent server; the clock in ``_read_stream`` covers one
   that only sends keep-alive comments).
 - **Retries.** Up to ``retries`` more attempts, with exponential backoff and jitter, for a
-  connection error, a timeout before any text, or HTTP 429/502/503/504 (``Retry-After`` honoured
-  up to the cap). Never once text has reached ``on_text``: the caller has shown it already.
+  connection error, a connect timeout, or HTTP 429/502/503/504 (``Retry-After`` honoured up to
+  the cap). Never once text has reached ``on_text``: the caller has shown it already. Never after
+  ``timeout`` either: a server that accepted the request and then stayed silent is stuck or still
+  busy with it, and sending it again would triple the wait (3 × 60 s with the defaults) and queue
+  more work on it; that failure counts towards the breaker at once.
   Other 4xx answers are the request's fault and are reported at once, with the server's message.
 - **Circuit breaker** (``breaker.py``): consecutive failed requests open it, and while it is open
   calls fail at once, in this process and in the next ones.
@@ -67,10 +70,11 @@ class _NotOpenAI(ValueError):
 class _Retryable(Exception):
     """A failure before any text that another attempt may not meet."""
 
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+    def __init__(self, reason: str, retry_after: float | None = None, *, again: bool = True) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+        self.again = again  # False: a failure another attempt would only repeat (a silent server)
 
 
 @dataclass
@@ -204,13 +208,13 @@ class OpenAIServerGenerator:
                 f"the language-model server at {self.url} kept failing; skipping it for {wait:.0f} s more "
                 "(its circuit breaker is open)",
                 hint="start the server (or fix llm.url); llm.breaker_failures and llm.breaker_cooldown tune this")
-        last = "no attempt"
+        last, silent = "no attempt", False
         for number in range(self.retries + 1):
             try:
                 result = attempt()
             except _Retryable as exc:
-                last = exc.reason
-                if number == self.retries:
+                last, silent = exc.reason, not exc.again
+                if number == self.retries or silent:
                     break
                 delay = min(BACKOFF_CAP, self.backoff * 2 ** number) * random.uniform(0.5, 1.0)
                 if exc.retry_after is not None:
@@ -225,10 +229,12 @@ class OpenAIServerGenerator:
                 self.breaker.success()
             return result
         self.breaker.failure(last)
-        tries = f"{self.retries + 1} attempts" if self.retries else "1 attempt"
+        tries = f"{number + 1} attempts" if number else "1 attempt"
+        hint = ("it took the request and sent nothing: it may be stuck, or still busy with a long prompt "
+                "(raise llm.timeout for a big model on a CPU)") if silent else \
+            "is the server running? check llm.url (rag config)"
         raise GeneratorUnavailable(f"the language-model server at {self.url} could not be reached or kept failing "
-                                   f"({tries} at {what}): {last}",
-                                   hint="is the server running? check llm.url (rag config)")
+                                   f"({tries} at {what}): {last}", hint=hint)
 
     def _translate(self, exc: Exception, stream: _Stream | None, what: str) -> Exception:
         """An httpx exception as _Retryable (nothing streamed yet) or GeneratorUnavailable."""
@@ -245,7 +251,7 @@ class OpenAIServerGenerator:
         if stream is not None and stream.started:
             return GeneratorUnavailable(f"the language-model server at {self.url} stopped in the middle of {what}: "
                                         f"{reason}", hint="the text shown so far is incomplete")
-        return _Retryable(reason)
+        return _Retryable(reason, again=not isinstance(exc, httpx.ReadTimeout))
 
     # -- warm-up: is the server there, which model, how big a window -----------------------------------
     def warm_up(self) -> None:
