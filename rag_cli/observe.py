@@ -5,6 +5,8 @@
 - ``timings(command, stages, **fields)``: one INFO record on the ``rag_cli.timings`` logger. Its
   message is the human line (``-v``); its extra fields are the structured event (``--log-format
   json``): ``{"event": "timings", "command": "ask", "stages": {...}, ...}``.
+- ``failed(command, exit_code, error)``: the same event for a command that failed, with
+  ``outcome``, ``exit_code`` and ``error``; the CLI's error boundary sends it.
 - ``span(name, **attrs)``: a context manager around a stage. Tracing is on only when
   ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) is set; otherwise
   ``span`` returns one shared no-op and opentelemetry is never imported (a module-level flag,
@@ -113,6 +115,16 @@ def timings(command: str, stages: Mapping[str, float], *, medians: Mapping[str, 
     if _tracer is not None:
         current = _trace_api().get_current_span()
         current.set_attributes({f"rag.timings.{k}": v for k, v in event["stages"].items()})
+
+
+def failed(command: str, exit_code: int, error: str) -> None:
+    """Report a command that ended with an error (or Ctrl-C): the same ``timings`` event, with
+    ``outcome: "failed"``, its exit code and the error's class, so a log that ends without an
+    outcome ended with a crash; on the command's span, the exit code and the error's class."""
+    timings(command, {"total": wall_seconds()}, note=f"failed, exit code {exit_code} ({error})",
+            outcome="failed", exit_code=exit_code, error=error)
+    if _tracer is not None:  # the error status comes from the typer.Exit that leaves the span
+        _trace_api().get_current_span().set_attributes({"rag.exit_code": exit_code, "rag.error": error})
 
 
 # -- spans ------------------------------------------------------------------------------------

@@ -185,12 +185,24 @@ def test_json_log_levels_without_and_with_verbose(indexed: Path) -> None:
 def test_json_logs_carry_errors_and_hints(indexed: Path) -> None:
     result = cli(["--log-format", "json", "chunk-preview", "missing.txt"], indexed)
     assert result.exit_code == 2
-    (record,) = json_lines(result.stderr)
+    record, event = json_lines(result.stderr)
     assert record["level"] == "ERROR" and record["logger"] == "rag_cli.cli"
     assert record["msg"] == "missing.txt: no such file" and record["run_id"] == observe.run_id()
+    # a failed command ends with the timings event too: its outcome, exit code and error class
+    assert event["event"] == "timings" and event["command"] == "chunk-preview" and event["outcome"] == "failed"
+    assert event["exit_code"] == 2 and event["error"] == "InputError" and set(event["stages"]) == {"total"}
+    assert event["msg"].endswith("failed, exit code 2 (InputError)")
     unsupported = cli(["--log-format", "json", "chunk-preview", ".rag.toml"], indexed)
-    (record,) = json_lines(unsupported.stderr)
+    record, _ = json_lines(unsupported.stderr)
     assert "hint" in record and record["hint"].startswith("supported:")
+    empty = indexed / "empty"
+    empty.mkdir()
+    (empty / ".rag.toml").write_text(HASH_TOML)
+    missing = cli(["--log-format", "json", "ask", QUESTION], empty)
+    assert missing.exit_code == 4
+    event = json_lines(missing.stderr)[-1]
+    assert (event["command"], event["outcome"], event["exit_code"], event["error"]) == ("ask", "failed", 4,
+                                                                                       "IndexNotFound")
 
 
 def test_json_documents_carry_the_run_id(workdir: Path) -> None:
@@ -296,6 +308,18 @@ def test_index_spans_per_stage_not_per_chunk(spans: Any, workdir: Path) -> None:
     assert group.attributes["rag.chunks"] > 0 and group.attributes["rag.embed_seconds"] > 0
     assert "rag.timings.embed" in root.attributes  # the timings, on the root span too
     assert len(finished) < 20  # per run and per group, not per file or chunk
+
+
+def test_a_failed_command_s_span_has_the_error_status(spans: Any, indexed: Path) -> None:
+    from opentelemetry.trace import StatusCode
+
+    spans.clear()  # the spans of indexing
+    result = cli(["chunk-preview", "missing.txt"], indexed)
+    assert result.exit_code == 2
+    root = tree(spans.get_finished_spans())["rag chunk-preview"]
+    assert root.status.status_code == StatusCode.ERROR
+    assert root.attributes["rag.exit_code"] == 2 and root.attributes["rag.error"] == "InputError"
+    assert root.attributes["rag.timings.total"] > 0
 
 
 def test_ask_and_eval_spans(spans: Any, indexed: Path) -> None:

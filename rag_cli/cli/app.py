@@ -65,13 +65,16 @@ def boundary(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         ctx = kwargs.get("ctx")  # every command takes the Typer context as `ctx`
         env = env_of(ctx) if ctx is not None else Env()
+        command = (ctx.info_name if ctx is not None else None) or fn.__name__
         try:
             return fn(*args, **kwargs)
         except RagError as exc:
             env.error(exc.message, exc.hint)
+            observe.failed(command, int(exc.exit_code), type(exc).__name__)
             raise typer.Exit(int(exc.exit_code)) from None
         except KeyboardInterrupt:
             env.error("interrupted", "what was committed is kept; run the command again to finish")
+            observe.failed(command, int(ExitCode.INTERRUPTED), "KeyboardInterrupt")
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
 
     return wrapper  # type: ignore[return-value]
