@@ -9,7 +9,6 @@ from rag_cli.errors import ConfigError, InputError
 from rag_cli.generate.answering import attribute, clean_citations, is_refusal, route
 from rag_cli.generate.packing import TEMPLATE_MARGIN, merge_neighbours, pack
 from rag_cli.generate.prompts import DEFAULT_REFUSAL, PromptTemplates
-from rag_cli.retrieve.filters import parse_where
 from rag_cli.retrieve.search import Hit
 
 

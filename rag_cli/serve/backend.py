@@ -20,7 +20,7 @@ import sys
 from collections import OrderedDict
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 from rag_cli.ask import Asker
 from rag_cli.config import Settings
