@@ -5,6 +5,8 @@
 - ``timings(command, stages, **fields)``: one INFO record on the ``rag_cli.timings`` logger. Its
   message is the human line (``-v``); its extra fields are the structured event (``--log-format
   json``): ``{"event": "timings", "command": "ask", "stages": {...}, ...}``.
+- ``trace_carrier()`` / ``span(..., remote_parent=...)``: the W3C trace context a `rag ask`
+  sends with a request to `rag serve`, whose request span then joins the client's trace.
 - ``failed(command, exit_code, error)``: the same event for a command that failed, with
   ``outcome``, ``exit_code`` and ``error``; the CLI's error boundary sends it.
 - ``span(name, **attrs)``: a context manager around a stage. Tracing is on only when
@@ -170,17 +172,37 @@ def tracing() -> bool:
     return _tracer is not None or _WANTED
 
 
-def span(name: str, **attrs: Any) -> Any:
+def span(name: str, *, remote_parent: Mapping[str, str] | None = None, **attrs: Any) -> Any:
     """A span around a stage; attributes are named ``rag.<key>`` (None values dropped). A span
-    with no parent (a command's, a served request's) also carries ``rag.run_id``. With tracing
-    off: a shared no-op, nothing imported."""
+    with no parent in this process (a command's, a served request's) also carries
+    ``rag.run_id``. ``remote_parent``: another process's ``trace_carrier()`` (a `rag ask` that
+    sent the request `rag serve` answers), whose span becomes this one's parent, so the two
+    processes' spans form one trace. With tracing off: a shared no-op, nothing imported."""
     if _tracer is None:
         if not _WANTED or not _start():
             return _NO_SPAN
     attributes = {f"rag.{k}": _attribute(v) for k, v in attrs.items() if v is not None}
     if not _trace_api().get_current_span().get_span_context().is_valid:
         attributes["rag.run_id"] = _RUN_ID
-    return _tracer.start_as_current_span(name, attributes=attributes)
+    context = None
+    if remote_parent:
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        carrier = {k: v for k, v in remote_parent.items() if isinstance(k, str) and isinstance(v, str)}
+        context = TraceContextTextMapPropagator().extract(carrier)  # a malformed one: no parent
+    return _tracer.start_as_current_span(name, context=context, attributes=attributes)
+
+
+def trace_carrier() -> dict[str, str]:
+    """The current span as W3C trace-context fields (``traceparent``, ``tracestate``) to send to
+    another process; empty when tracing is off or there is no current span."""
+    if _tracer is None:
+        return {}
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    carrier: dict[str, str] = {}
+    TraceContextTextMapPropagator().inject(carrier)
+    return carrier
 
 
 @contextmanager

@@ -356,6 +356,42 @@ def test_ask_and_eval_spans(spans: Any, indexed: Path) -> None:
     assert {s.parent.span_id for s in searches} == {s.context.span_id for s in questions}
 
 
+def test_a_served_request_joins_the_trace_of_the_rag_ask_that_sent_it(spans: Any, indexed: Path) -> None:
+    from rag_cli.serve import client
+    from rag_cli.serve.backend import Backend
+    from rag_cli.serve.server import Server
+
+    settings = load_settings(indexed, env={})
+    server = Server(settings, Backend(settings), on_event=lambda _: None)
+    server.open()
+    server.start()
+    server.load()
+    spans.clear()
+    try:
+        with observe.span("rag ask", command="ask"):
+            assert client.ask_served(settings, QUESTION, where=[], model=None, retrieve_only=True,
+                                     use_cache=False) is not None
+        assert observe.trace_carrier() == {}  # outside any span: nothing to send
+    finally:
+        server.close(grace=10)
+    finished = spans.get_finished_spans()
+    (sent,) = [s for s in finished if s.name == "rag ask"]
+    (served,) = [s for s in finished if s.name == "serve.request"]
+    assert served.context.trace_id == sent.context.trace_id and served.parent.span_id == sent.context.span_id
+    assert served.parent.is_remote and served.attributes["rag.client_run_id"] == observe.run_id()
+    assert {s.name for s in finished if s.parent and s.parent.span_id == served.context.span_id} == {"ask"}
+
+
+def test_a_malformed_trace_carrier_starts_a_root_span(spans: Any) -> None:
+    spans.clear()
+    with observe.span("serve.request", remote_parent={"traceparent": "not-a-trace"}, op="ask"):
+        pass
+    with observe.span("serve.request", remote_parent={"traceparent": 7}, op="ask"):  # type: ignore[dict-item]
+        pass
+    finished = spans.get_finished_spans()
+    assert len(finished) == 2 and all(s.parent is None and s.attributes["rag.run_id"] for s in finished)
+
+
 def test_our_provider_and_the_global_one_leave_each_other_alone(spans: Any) -> None:
     """chromadb (CHROMA_OTEL_*) sets the global tracer provider; ours is private. Each keeps its
     spans, and spans of the global provider started inside ours nest under them."""

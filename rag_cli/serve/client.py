@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rag_cli.config import TRUE_WORDS
-from rag_cli.observe import run_id
+from rag_cli.observe import run_id, trace_carrier
 from rag_cli.serve.protocol import (PROTOCOL, encode, flock_held, lock_path, private_file_ok, read_state,
                                     settings_to_dict, state_path)
 
@@ -74,8 +74,11 @@ def exchange(state: dict[str, Any], op: str, payload: dict[str, Any], timeouts: 
         sock.settimeout(timeouts.connect)
         try:
             sock.connect(path)
-            sock.sendall(encode({"protocol": PROTOCOL, "token": state["token"], "op": op,
-                                 "client_run_id": run_id(), **payload}))
+            request = {"protocol": PROTOCOL, "token": state["token"], "op": op, "client_run_id": run_id(), **payload}
+            trace = trace_carrier()
+            if trace:
+                request["trace"] = trace  # the server's request span joins this command's trace
+            sock.sendall(encode(request))
         except OSError as exc:  # refused (a dead server's socket), timed out, ...
             raise Unavailable(f"cannot reach the server: {exc.strerror or exc}") from None
         buffer = b""

@@ -357,8 +357,9 @@ class Server:
                 job.state = "running"
             job.started.set()
             try:
-                with observe.span("serve.request", op=job.request.get("op"),
-                                  client_run_id=job.request.get("client_run_id")):
+                trace = job.request.get("trace")
+                with observe.span("serve.request", remote_parent=trace if isinstance(trace, dict) else None,
+                                  op=job.request.get("op"), client_run_id=job.request.get("client_run_id")):
                     message = self._run(job)
             except Exception:  # a bug: keep serving; the client works in-process
                 log.exception("request failed")
