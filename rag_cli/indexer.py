@@ -432,7 +432,7 @@ class Indexer:
             assert prev is not None
             with manifest.transaction():
                 manifest.put_file(replace(prev, size=item.size, mtime_ns=item.mtime_ns))
-            return FileOutcome(path, FileStatus.UNCHANGED, prev.documents, prev.chunks)
+            return FileOutcome(path, FileStatus.UNCHANGED, prev.documents, prev.chunks, warnings=prev.warnings)
         if not item.error and part.chunks:
             owners = manifest.owners(sorted(set(item.doc_ids)), path)
             if owners:
@@ -595,7 +595,9 @@ def _cached_outcome(rec: FileRecord) -> FileOutcome:
         return FileOutcome(rec.path, FileStatus.FAILED, reason=rec.reason + " (file unchanged since)")
     if rec.status == SKIPPED:
         return FileOutcome(rec.path, FileStatus.SKIPPED, reason=rec.reason)
-    return FileOutcome(rec.path, FileStatus.UNCHANGED, rec.documents, rec.chunks)
+    # What the file lost on the way in (bad JSONL records, pages without text) is still lost: the
+    # same input gives the same warnings and exit code on every run, as a failed file does.
+    return FileOutcome(rec.path, FileStatus.UNCHANGED, rec.documents, rec.chunks, warnings=rec.warnings)
 
 
 def _under_any(path: str, root: str, roots: list[Path]) -> bool:

@@ -50,6 +50,26 @@ def test_bad_input_folder_exit_code_and_warnings(tmp_path: Path) -> None:
     assert report["files"]["skipped"] == 1
 
 
+def test_records_lost_on_the_way_in_are_reported_on_every_run(tmp_path: Path) -> None:
+    """Same input, same warnings, same exit code: an unchanged JSONL file with a bad line is
+    reported again (from the manifest, without being read), as an unchanged failed file is."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "notes.jsonl").write_text('{"id": "a", "text": "Rye ferments fast."}\n{"id": "b", "text": \n')
+    first = run(["index", str(docs)], tmp_path)
+    assert first.exit_code == ExitCode.PARTIAL, first.output
+    warning = next(line for line in first.stderr.splitlines() if "notes.jsonl" in line)
+    assert "line 2" in warning
+    again = run(["index", str(docs)], tmp_path)  # not read at all
+    assert again.exit_code == ExitCode.PARTIAL, again.output
+    assert "1 file(s) with problems" in again.stdout and warning.split("notes.jsonl")[1] in again.stdout
+    os.utime(docs / "notes.jsonl")  # read again, hashed, found unchanged
+    report = json.loads(run(["index", str(docs), "--json"], tmp_path).stdout)
+    assert report["files"]["unchanged"] == 1 and report["chunks"]["written"] == 0
+    (problem,) = report["problems"]
+    assert problem["path"].endswith("notes.jsonl") and "line 2" in " ".join(problem["warnings"])
+
+
 def test_second_run_is_refused_while_the_lock_is_held(tmp_path: Path, samples: Path) -> None:
     paths = IndexPaths(tmp_path / ".rag")
     paths.create()
