@@ -262,3 +262,16 @@ def test_the_embedded_store_calls_chroma_through_the_gate(tmp_path: Path) -> Non
     assert marker.read_text() == "out"  # count() ran only after the child left the gate
     child.wait(30)
     release.join()
+
+
+def test_a_dropped_gate_closes_its_descriptor(tmp_path: Path) -> None:
+    from rag_cli.store.chroma import FolderGate
+
+    def open_descriptors() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    before = open_descriptors()
+    for _ in range(20):  # `rag serve` reopens the store each time the index changes
+        with FolderGate(tmp_path / "chroma.lock"):
+            pass
+    assert open_descriptors() <= before + 1

@@ -162,6 +162,14 @@ class FolderGate:
         finally:
             self._thread_lock.release()
 
+    def __del__(self) -> None:  # a store reopened by `rag serve` must not keep the old descriptor
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = None
+
 
 class ChromaStore:
     """Chunks in one Chroma collection, cosine distance: embedded in the index folder
