@@ -248,9 +248,9 @@ def test_folder_permissions_and_disk_space(project: Path, monkeypatch: pytest.Mo
     code, report = doctor(project)
     assert code == 0 and not_ok(report) == {"folder permissions": "warn"}
     assert check(report, "folder permissions")["fix"] == f"chmod 700 {project / '.rag'}"
-    import rag_cli.doctor
+    import rag_cli.doctor.storage
 
-    monkeypatch.setattr(rag_cli.doctor.shutil, "disk_usage",
+    monkeypatch.setattr(rag_cli.doctor.storage.shutil, "disk_usage",
                         lambda path: SimpleNamespace(total=10 << 30, used=10 << 30, free=50 << 20))
     code, report = doctor(project)
     assert code == 4 and check(report, "disk space")["status"] == "fail" and "50.0 MiB free" in check(
@@ -258,10 +258,10 @@ def test_folder_permissions_and_disk_space(project: Path, monkeypatch: pytest.Mo
 
 
 def test_missing_package(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import rag_cli.doctor
+    import rag_cli.doctor.install
 
-    real = rag_cli.doctor._version
-    monkeypatch.setattr(rag_cli.doctor, "_version", lambda name: None if name == "bm25s" else real(name))
+    real = rag_cli.doctor.install._version
+    monkeypatch.setattr(rag_cli.doctor.install, "_version", lambda name: None if name == "bm25s" else real(name))
     code, report = doctor(project)
     assert code == 4 and failed_checks(report) == ["packages"]
     failed = check(report, "packages")

@@ -1,0 +1,148 @@
+"""The checks of `rag doctor` about the index itself (group "index", first half): the index (the
+local manifest, or the store.url server's catalog), its build record against the settings, the state
+of the last run, and the index lock."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime
+
+from rag_cli.doctor.base import FAIL, OK, WARN, CheckState, Found
+from rag_cli.errors import ExitCode, IndexMismatch, IndexNotFound
+from rag_cli.index_dir import build_record, check_build
+from rag_cli.status import lock_holder, read_stamp, server_settings
+
+
+class IndexChecks(CheckState):
+    """index, build record, run state, lock."""
+
+    def check_index(self) -> Found:
+        if self.settings.store.url:  # type: ignore[union-attr]
+            return self._open_server_index()
+        paths = self.paths
+        assert paths is not None
+        if not paths.exists():
+            raise IndexNotFound(f"no index in {paths.root}", hint="run `rag index PATH` to build one")
+        try:
+            manifest = paths.open_manifest()
+            try:
+                records = list(manifest.files().values())
+                info = {"build": manifest.get_meta("build"), "updated": manifest.get_meta("updated"),
+                        "chunks": manifest.chunk_count(), "files": len(records),
+                        "pending": sum(1 for r in records if r.status == "pending"),
+                        "documents": len({d for d, _, _ in manifest.document_table()}), "writer": True}
+            finally:
+                manifest.close()
+        except sqlite3.DatabaseError as exc:
+            return Found(FAIL, f"the manifest {paths.manifest} is damaged ({type(exc).__name__}: {exc})",
+                         f"delete {paths.root} and run `rag index PATH` to build the index again", int(ExitCode.INDEX))
+        self.index = info
+        data = {k: info[k] for k in ("files", "documents", "chunks", "pending")}
+        if not info["build"]:
+            return Found(FAIL, f"the index in {paths.root} has no build record: its first run, or a --rebuild, did "
+                         "not finish", "run `rag index` to finish it", int(ExitCode.INDEX), data)
+        return Found(OK, f"{paths.root}: {info['files']} files, {info['documents']} documents, "
+                     f"{info['chunks']} chunks", data=data)
+
+    def _open_server_index(self) -> Found:
+        from rag_cli.store.chroma import ChromaStore
+
+        s = self.settings
+        assert s is not None and self.paths is not None
+        self.store = ChromaStore.on_server(server_settings(s), create=False)  # StoreError, IndexNotFound
+        state = self.store.catalog.state()
+        writer = state.get("writer") or {}
+        mine = None
+        if self.paths.exists():
+            manifest = self.paths.open_manifest()
+            try:
+                mine = manifest.get_meta("index_id"), manifest.chunk_count()
+            finally:
+                manifest.close()
+        is_writer = mine is not None and writer.get("id") == mine[0]
+        self.index = {"build": state.get("build"), "updated": state.get("updated"), "pending": 0,
+                      "chunks": mine[1] if is_writer else None, "writer": is_writer}
+        data = {"writer": writer or None, "this_folder_writes": is_writer}
+        if not state.get("build"):
+            if read_stamp(state.get("updated"))[1]:
+                return Found(FAIL, f"the index {self.store.where} is not complete yet (a `rag index` or `rag index "
+                             f"--to` from {writer.get('host', '?')}:{writer.get('path', '?')} is writing it, or was "
+                             "interrupted)", "run `rag index` in the folder that writes it to finish it",
+                             int(ExitCode.INDEX), data)
+            raise IndexNotFound(f"no index {self.store.where}", hint="run `rag index PATH` with this store.url, "
+                                "or `rag index --to URL` from a folder with a local index")
+        return Found(OK, f"{self.store.where}: reachable; written from {writer.get('host', '?')}:"
+                     f"{writer.get('path', '?')}" + (" (this folder)" if is_writer else ""), data=data)
+
+    def check_build_record(self) -> Found:
+        if (skip := self._needs_index()) is not None:
+            return skip
+        s = self.settings
+        assert s is not None and self.index is not None
+        from rag_cli.ingest.chunkers import make_chunker
+        from rag_cli.ingest.tokens import load_token_counter
+        from rag_cli.model_files import embedding_prefixes
+        from rag_cli.store.embedders import make_embedder
+
+        e, c = s.embedding, s.chunking
+        prefixes = embedding_prefixes(e, s.base_dir)
+        embedder = make_embedder(e.backend, e.model, base_dir=s.base_dir, device=e.device, query_prefix=prefixes[0],
+                                 runtime=e.runtime)  # cheap: nothing is loaded
+        chunker = make_chunker(c.strategy, load_token_counter(e.model, str(s.base_dir)), size=c.size,
+                               overlap=c.overlap, min_size=c.min_size, context_header=c.context_header,
+                               document_prefix=prefixes[1])
+        current = build_record(s, embedder.name, embedder.dimension, chunker.size, prefixes)
+        recorded = self.index["build"]
+        where = self.store.where if self.store is not None else self.paths.root  # type: ignore[union-attr]
+        reading = {k: v for k, v in current.items() if k.startswith("embedding.")}
+        data = {"recorded": recorded, "current": current}
+        try:
+            check_build(recorded, reading, where)
+        except IndexMismatch as exc:
+            return Found(FAIL, f"searching refuses it: {exc.message}", exc.hint or "", int(exc.exit_code), data)
+        try:
+            check_build(recorded, current, where)
+        except IndexMismatch as exc:
+            return Found(FAIL, f"`rag index` refuses it (searching works): {exc.message}", exc.hint or "",
+                         int(exc.exit_code), data)
+        r = recorded
+        return Found(OK, f"matches the settings: {r.get('embedding.model')} ({r.get('embedding.dimension')} "
+                     f"dimensions), {r.get('chunking.strategy')} chunks of {r.get('chunking.size')} tokens, "
+                     f"overlap {r.get('chunking.overlap')}", data=data)
+
+    def check_run_state(self) -> Found:
+        if (skip := self._needs_index()) is not None:
+            return skip
+        assert self.index is not None and self.paths is not None
+        when, dirty = read_stamp(self.index["updated"])
+        pending = self.index["pending"]
+        holder = lock_holder(self.paths.lock)
+        data = {"updated": when, "dirty": dirty, "pending_files": pending, "writer_pid": holder}
+        if dirty or pending:
+            since = f" since {_when(when)}" if when else ""
+            if holder is not None:
+                return Found(WARN, f"a `rag index` (pid {holder}) is writing now{since}", "wait for it to finish",
+                             data=data)
+            if self.store is not None and not self.index["writer"]:
+                return Found(WARN, f"a run from the folder that writes {self.store.where} is writing it, or was "
+                             f"interrupted{since}", "if no run is going on, run `rag index` in that folder to "
+                             "finish it", data=data)
+            what = (f"marked dirty{since}" if dirty else "") + (" and " if dirty and pending else "") + (
+                f"{pending} file(s) left pending" if pending else "")
+            return Found(FAIL, f"a `rag index` run was interrupted ({what}): searches still work, but the keyword "
+                         "index is rebuilt for every question and some changes may be missing",
+                         "run `rag index` to finish it", int(ExitCode.INDEX), data)
+        return Found(OK, f"complete; last updated {_when(when)}" if when else "complete", data=data)
+
+    def check_lock(self) -> Found:
+        assert self.paths is not None
+        holder = lock_holder(self.paths.lock)
+        if holder is None:
+            return Found(OK, "free: no `rag index` is writing", data={"path": str(self.paths.lock), "pid": None})
+        return Found(WARN, f"held by a `rag index` (pid {holder}): another one would stop with exit code 7",
+                     "wait for it to finish (or pass --wait SECONDS to the next `rag index`)",
+                     data={"path": str(self.paths.lock), "pid": holder})
+
+
+def _when(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp).isoformat(sep=" ", timespec="seconds")
