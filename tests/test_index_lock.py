@@ -275,3 +275,45 @@ def test_a_dropped_gate_closes_its_descriptor(tmp_path: Path) -> None:
         with FolderGate(tmp_path / "chroma.lock"):
             pass
     assert open_descriptors() <= before + 1
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from rag_cli.store.chroma import ChromaStore
+store = ChromaStore(Path(sys.argv[1]))
+store.upsert_raw([f"b{i}" for i in range(300)], [[0.5, float(i)] for i in range(300)], ["new"] * 300,
+                 [{"n": i} for i in range(300)])
+"""
+
+
+def test_a_reader_sees_what_another_process_wrote_since_it_searched(tmp_path: Path) -> None:
+    """Chroma re-reads its database on every call but keeps the HNSW index a process loaded
+    first: after another process wrote, the new chunks had text and no vector here ("Error
+    finding id") and dense search missed them. The folder's write count makes the store reopen."""
+    from rag_cli.store.chroma import ChromaStore
+
+    folder = tmp_path / "chroma"
+    store = ChromaStore(folder)
+    store.upsert_raw([f"a{i}" for i in range(10)], [[1.0, float(i)] for i in range(10)], ["old"] * 10,
+                     [{"n": i} for i in range(10)])
+    assert len(store.query([1.0, 0.0], 3)) == 3  # this process has loaded the HNSW index now
+    subprocess.run([sys.executable, "-c", WRITER, str(folder)], cwd=REPO_ROOT, check=True, timeout=120)
+    assert store.count() == 310
+    fetched = store.fetch(["b1", "b2"])
+    assert sorted(fetched) == ["b1", "b2"] and fetched["b1"][0].text == "new"
+    assert any(hit.chunk_id.startswith("b") for hit in store.query([0.5, 1.0], 5))
+    again = store.fetch(["a1"])  # nothing written since: the same client, no reopening
+    assert again["a1"][0].text == "old"
+
+
+def test_the_gate_counts_writes(tmp_path: Path) -> None:
+    from rag_cli.store.chroma import FolderGate
+
+    gate = FolderGate(tmp_path / "chroma.lock")
+    with gate:
+        assert gate.generation() == 0
+        assert gate.bump() == 1 and gate.bump() == 2
+    other = FolderGate(tmp_path / "chroma.lock")  # another process's view of the same file
+    with other:
+        assert other.generation() == 2

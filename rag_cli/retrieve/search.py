@@ -17,6 +17,7 @@ import hashlib
 import logging
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
@@ -146,6 +147,10 @@ class Searcher:
                         log.warning("could not save the keyword index in %s: %s", self.paths.keyword, exc)
         return self._keyword
 
+    def _consistent(self) -> Any:
+        consistent = getattr(self.store, "consistent", None)  # test doubles of the store need not have it
+        return consistent() if consistent is not None else nullcontext()
+
     def coverage(self, question: str, hit: Hit) -> float | None:
         """The share of the question's words (weighted by rarity) that the hit's chunk holds, as
         BM25 sees the chunk (title and heading too); None when it cannot be told."""
@@ -199,45 +204,48 @@ class Searcher:
             depth = max(depth, r.rerank_candidates)
         if r.diversity > 0:
             depth = max(depth, min(r.candidates, 4 * k))
-        dense: list[StoredChunk] = []
-        if mode in ("dense", "hybrid"):
-            with observe.span("search.dense", depth=depth):
-                dense = self.store.query(vector, depth, bound.where if bound else None,
-                                         with_vectors=r.diversity > 0)
-            timings["retrieve.dense"] = time.perf_counter() - t1
-        keyword: list[tuple[str, float]] = []
-        if mode in ("keyword", "hybrid"):
-            t_keyword = time.perf_counter()
-            with observe.span("search.keyword", depth=depth):
-                keyword = self.keyword_index().search(question, depth, bound.matches if bound else None)
-            timings["retrieve.keyword"] = time.perf_counter() - t_keyword
-        t_fusion = time.perf_counter()
-        with observe.span("search.fusion"):  # with the document scores, and fetching keyword-only hits
-            chunks = {s.chunk_id: s for s in dense}
-            cosines = [(s.chunk_id, 1.0 - float(s.distance or 0.0)) for s in dense]
-            if mode == "dense":
-                ranked = cosines
-            elif mode == "keyword":
-                ranked = keyword
-            elif r.fusion == "rrf":
-                ranked = reciprocal_rank_fusion([[s.chunk_id for s in dense], [cid for cid, _ in keyword]], r.rrf_k)
-            else:
-                doc_of = {s.chunk_id: s.metadata.get("doc_id", "") for s in dense}
-                doc_scores: dict[str, float] = {}
-                if r.document_weight and keyword:
-                    kw = self.keyword_index()
-                    doc_of.update((cid, kw.doc_id_of(cid)) for cid, _ in keyword)
-                    doc_scores = kw.document_scores(question, sorted(set(doc_of.values())))
-                ranked = weighted_fusion(cosines, keyword, r.dense_weight, doc_of, doc_scores, r.document_weight)
-            vectors = {s.chunk_id: s.vector for s in dense if s.vector is not None}
-            keep = max(k, r.rerank_candidates) if reranker is not None else depth if r.diversity > 0 else k
-            ranked = ranked[:keep]
-            missing = [cid for cid, _ in ranked if cid not in chunks]
-            if missing:  # keyword-only hits: fetch text and vector to give them a cosine score
-                for cid, (stored, vec) in self.store.fetch(missing).items():
-                    chunks[cid] = StoredChunk(cid, stored.text, stored.metadata, 1.0 - _dot(vector, vec), vec)
-                    vectors[cid] = vec
-            ranked = [(cid, score) for cid, score in ranked if cid in chunks]
+        # One moment of the store for the dense query, the keyword index built from its chunks and
+        # the vectors of keyword-only hits: no `rag index` write lands in between (ChromaStore.consistent).
+        with self._consistent():
+            dense: list[StoredChunk] = []
+            if mode in ("dense", "hybrid"):
+                with observe.span("search.dense", depth=depth):
+                    dense = self.store.query(vector, depth, bound.where if bound else None,
+                                             with_vectors=r.diversity > 0)
+                timings["retrieve.dense"] = time.perf_counter() - t1
+            keyword: list[tuple[str, float]] = []
+            if mode in ("keyword", "hybrid"):
+                t_keyword = time.perf_counter()
+                with observe.span("search.keyword", depth=depth):
+                    keyword = self.keyword_index().search(question, depth, bound.matches if bound else None)
+                timings["retrieve.keyword"] = time.perf_counter() - t_keyword
+            t_fusion = time.perf_counter()
+            with observe.span("search.fusion"):  # with the document scores, and fetching keyword-only hits
+                chunks = {s.chunk_id: s for s in dense}
+                cosines = [(s.chunk_id, 1.0 - float(s.distance or 0.0)) for s in dense]
+                if mode == "dense":
+                    ranked = cosines
+                elif mode == "keyword":
+                    ranked = keyword
+                elif r.fusion == "rrf":
+                    ranked = reciprocal_rank_fusion([[s.chunk_id for s in dense], [cid for cid, _ in keyword]], r.rrf_k)
+                else:
+                    doc_of = {s.chunk_id: s.metadata.get("doc_id", "") for s in dense}
+                    doc_scores: dict[str, float] = {}
+                    if r.document_weight and keyword:
+                        kw = self.keyword_index()
+                        doc_of.update((cid, kw.doc_id_of(cid)) for cid, _ in keyword)
+                        doc_scores = kw.document_scores(question, sorted(set(doc_of.values())))
+                    ranked = weighted_fusion(cosines, keyword, r.dense_weight, doc_of, doc_scores, r.document_weight)
+                vectors = {s.chunk_id: s.vector for s in dense if s.vector is not None}
+                keep = max(k, r.rerank_candidates) if reranker is not None else depth if r.diversity > 0 else k
+                ranked = ranked[:keep]
+                missing = [cid for cid, _ in ranked if cid not in chunks]
+                if missing:  # keyword-only hits: fetch text and vector to give them a cosine score
+                    for cid, (stored, vec) in self.store.fetch(missing).items():
+                        chunks[cid] = StoredChunk(cid, stored.text, stored.metadata, 1.0 - _dot(vector, vec), vec)
+                        vectors[cid] = vec
+                ranked = [(cid, score) for cid, score in ranked if cid in chunks]
         t2 = time.perf_counter()
         timings["retrieve.fusion"] = t2 - t_fusion
         timings["retrieve"] = t2 - t1

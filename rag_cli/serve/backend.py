@@ -178,11 +178,9 @@ class Backend:
         files another process (`rag index`) wrote. Only this folder's entry is dropped."""
         if "chromadb" not in sys.modules:
             return
-        from chromadb.api.client import SharedSystemClient
+        from rag_cli.store.chroma import forget_client
 
-        key = str(IndexPaths(self.index_dir).chroma)
-        SharedSystemClient._identifier_to_system.pop(key, None)
-        SharedSystemClient._identifier_to_refcount.pop(key, None)
+        forget_client(IndexPaths(self.index_dir).chroma)
 
     def _variant(self, settings: Settings) -> tuple[Searcher, PooledAsker]:
         key = _variant_key(settings)

@@ -162,6 +162,27 @@ class FolderGate:
         finally:
             self._thread_lock.release()
 
+    def generation(self) -> int:
+        """How many writes the folder has seen (the lock file's content); 0 without a lock file.
+        Read inside the gate."""
+        if self._fd is None:
+            return 0
+        try:
+            return int.from_bytes(os.pread(self._fd, 8, 0), "little")
+        except OSError:
+            return 0
+
+    def bump(self) -> int:
+        """Count a write that is about to happen (before it: a writer killed in the middle still
+        leaves a new number); the new generation. Inside the gate."""
+        generation = self.generation() + 1
+        if self._fd is not None:
+            try:
+                os.pwrite(self._fd, generation.to_bytes(8, "little"), 0)
+            except OSError:  # a read-only descriptor: this process does not write the index anyway
+                pass
+        return generation
+
     def __del__(self) -> None:  # a store reopened by `rag serve` must not keep the old descriptor
         if self._fd is not None:
             try:
@@ -188,6 +209,7 @@ class ChromaStore:
         self.catalog: Any = None  # a server index's record of itself (store/catalog.py)
         self._create = True
         self._gate: Any = FolderGate(path.with_name(path.name + ".lock"))
+        self._reconnect = client
         self._attach(client, collection, hint="if the folder is damaged, run `rag index --rebuild`")
 
     @classmethod
@@ -201,6 +223,7 @@ class ChromaStore:
         self = cls.__new__(cls)
         self.path = None
         self._gate = nullcontext()  # the server orders its clients' requests itself
+        self._reconnect = None
         self.where = f"on the Chroma server {describe_server(store)}"
         self._create = create
         self._attach(lambda: http_client(store), store.collection,
@@ -216,6 +239,7 @@ class ChromaStore:
                 self._client = client()
                 self._collection = self._open()
                 self._max_batch = max(1, min(5000, self._client.get_max_batch_size()))
+                self._generation = self._gate.generation() if self.path is not None else 0
         except RagError:  # a bad store.url (ConfigError) stays what it is
             raise
         except Exception as exc:
@@ -231,11 +255,47 @@ class ChromaStore:
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             with self._gate:
-                return fn(*args, **kwargs)
+                if self.path is None:
+                    return fn(*args, **kwargs)
+                fn = self._current(fn)
+                if what not in _WRITES:
+                    return fn(*args, **kwargs)
+                generation = self._gate.bump()
+                result = fn(*args, **kwargs)
+                self._generation = generation  # this process's own write: its client knows it
+                return result
         except RagError:
             raise
         except Exception as exc:
             raise StoreError(f"Chroma {what} failed {self.where}: {type(exc).__name__}: {exc}") from None
+
+    def _current(self, fn: Any) -> Any:
+        """``fn`` on a client that has seen every write to the folder. Chroma reads chroma.sqlite3
+        afresh on each call but keeps the HNSW index a process loaded first, so after another
+        process wrote, this one would find chunks with text and no vector ("Error finding id")
+        and miss new chunks in dense search. When the folder's write count moved since this
+        client opened, Chroma's cached client for the folder is dropped and a new one opened
+        (inside the gate: no write can land meanwhile)."""
+        generation = self._gate.generation()
+        if generation == self._generation:
+            return fn
+        old_client, old_collection = self._client, self._collection
+        forget_client(self.path)
+        self._client = self._reconnect()
+        self._collection = self._open()
+        self._generation = generation
+        owner = getattr(fn, "__self__", None)
+        if owner is old_collection:
+            return getattr(self._collection, fn.__name__)
+        if owner is old_client:
+            return getattr(self._client, fn.__name__)
+        return fn
+
+    def consistent(self) -> Any:
+        """Hold the store still across several calls that must see one moment of it (a search:
+        the dense query, the keyword index built from the stored chunks, the vectors fetched for
+        keyword-only hits): on an embedded folder, the FolderGate for the whole span."""
+        return self._gate
 
     def count(self) -> int:
         return int(self._call("count", self._collection.count))
@@ -332,6 +392,23 @@ class ChromaStore:
 
     def all_ids(self) -> list[str]:
         return list(self._call("get", self._collection.get, include=[])["ids"])
+
+
+_WRITES = frozenset({"upsert", "update", "delete", "delete_collection", "create_collection"})
+
+
+def forget_client(path: Path) -> None:
+    """Drop Chroma's process-wide client for an embedded folder, so that the next one opened
+    reads what other processes wrote (Chroma caches one per folder for the life of the process)."""
+    import sys
+
+    if "chromadb" not in sys.modules:
+        return
+    from chromadb.api.client import SharedSystemClient
+
+    key = str(path)
+    SharedSystemClient._identifier_to_system.pop(key, None)
+    SharedSystemClient._identifier_to_refcount.pop(key, None)
 
 
 def open_existing(client: Any, name: str, where: str) -> Any:
