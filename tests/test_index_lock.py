@@ -299,6 +299,8 @@ def test_a_reader_sees_what_another_process_wrote_since_it_searched(tmp_path: Pa
                      [{"n": i} for i in range(10)])
     assert len(store.query([1.0, 0.0], 3)) == 3  # this process has loaded the HNSW index now
     subprocess.run([sys.executable, "-c", WRITER, str(folder)], cwd=REPO_ROOT, check=True, timeout=120)
+    # a store opened now in this process gets Chroma's cached client for the folder, which is stale
+    assert sorted(ChromaStore(folder).fetch(["b3"])) == ["b3"]
     assert store.count() == 310
     fetched = store.fetch(["b1", "b2"])
     assert sorted(fetched) == ["b1", "b2"] and fetched["b1"][0].text == "new"

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import sys
 from collections import OrderedDict
 from dataclasses import asdict
 from pathlib import Path
@@ -174,10 +173,9 @@ class Backend:
         return index_stamp(self.index_dir, self.settings, catalog=self._catalog)
 
     def _forget_chroma_client(self) -> None:
-        """Chroma caches one client per folder for the life of the process; a new one reads the
-        files another process (`rag index`) wrote. Only this folder's entry is dropped."""
-        if "chromadb" not in sys.modules:
-            return
+        """Chroma caches one client per folder for the life of the process. A store reopens it
+        itself when the folder's write count moved (ChromaStore._fresh_client); this also covers
+        an index folder deleted and built again, whose new count may match the old one."""
         from rag_cli.store.chroma import forget_client
 
         forget_client(IndexPaths(self.index_dir).chroma)

@@ -236,10 +236,12 @@ class ChromaStore:
         self.collection_name = collection
         try:
             with self._gate:
-                self._client = client()
+                if self.path is None:
+                    self._client = client()
+                else:
+                    self._fresh_client()
                 self._collection = self._open()
                 self._max_batch = max(1, min(5000, self._client.get_max_batch_size()))
-                self._generation = self._gate.generation() if self.path is not None else 0
         except RagError:  # a bad store.url (ConfigError) stays what it is
             raise
         except Exception as exc:
@@ -262,28 +264,35 @@ class ChromaStore:
                     return fn(*args, **kwargs)
                 generation = self._gate.bump()
                 result = fn(*args, **kwargs)
-                self._generation = generation  # this process's own write: its client knows it
+                # this process's own write: its client (Chroma's cached one for the folder) knows it
+                _CLIENT_SEEN[str(self.path)] = self._generation = generation
                 return result
         except RagError:
             raise
         except Exception as exc:
             raise StoreError(f"Chroma {what} failed {self.where}: {type(exc).__name__}: {exc}") from None
 
-    def _current(self, fn: Any) -> Any:
-        """``fn`` on a client that has seen every write to the folder. Chroma reads chroma.sqlite3
-        afresh on each call but keeps the HNSW index a process loaded first, so after another
-        process wrote, this one would find chunks with text and no vector ("Error finding id")
-        and miss new chunks in dense search. When the folder's write count moved since this
-        client opened, Chroma's cached client for the folder is dropped and a new one opened
-        (inside the gate: no write can land meanwhile)."""
+    def _fresh_client(self) -> None:
+        """Chroma's client for the folder, reopened when the folder's write count moved since the
+        one Chroma caches for this process was opened (by this store or another one). Chroma reads
+        chroma.sqlite3 afresh on each call but keeps the HNSW index a process loaded first, so
+        after another process wrote, a stale client finds chunks with text and no vector ("Error
+        finding id") and misses new chunks in dense search. Inside the gate: no write can land
+        meanwhile."""
         generation = self._gate.generation()
-        if generation == self._generation:
+        key = str(self.path)
+        if _CLIENT_SEEN.get(key, generation) != generation:
+            forget_client(self.path)
+        self._client = self._reconnect()
+        _CLIENT_SEEN[key] = self._generation = generation
+
+    def _current(self, fn: Any) -> Any:
+        """``fn`` on a client that has seen every write to the folder (``_fresh_client``)."""
+        if self._gate.generation() == self._generation:
             return fn
         old_client, old_collection = self._client, self._collection
-        forget_client(self.path)
-        self._client = self._reconnect()
+        self._fresh_client()
         self._collection = self._open()
-        self._generation = generation
         owner = getattr(fn, "__self__", None)
         if owner is old_collection:
             return getattr(self._collection, fn.__name__)
@@ -395,6 +404,8 @@ class ChromaStore:
 
 
 _WRITES = frozenset({"upsert", "update", "delete", "delete_collection", "create_collection"})
+# Per embedded folder, the write count that Chroma's cached client in this process has seen.
+_CLIENT_SEEN: dict[str, int] = {}
 
 
 def forget_client(path: Path) -> None:
@@ -409,6 +420,7 @@ def forget_client(path: Path) -> None:
     key = str(path)
     SharedSystemClient._identifier_to_system.pop(key, None)
     SharedSystemClient._identifier_to_refcount.pop(key, None)
+    _CLIENT_SEEN.pop(key, None)
 
 
 def open_existing(client: Any, name: str, where: str) -> Any:
