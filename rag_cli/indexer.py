@@ -36,7 +36,7 @@ from rag_cli import observe
 from rag_cli.progress import NullProgress, Progress
 from rag_cli.ingest.readahead import Channel
 from rag_cli.store.catalog import Catalog, writer_record
-from rag_cli.store.chroma import ChromaStore, LazyChromaStore, VectorStore, chunk_metadata, open_store, record_hash
+from rag_cli.store.chroma import ChromaStore, LazyChromaStore, VectorStore, chunk_metadata, open_store
 from rag_cli.store.embedders import Embedder, make_embedder
 from rag_cli.store.keyword import KeywordIndex
 
@@ -492,7 +492,7 @@ class Indexer:
         todo = [c for c in chunks if stored.get(c.chunk_id, ("", ""))[0] != c.content_hash]
         # Same vector, other metadata (a record's fields, offsets after an edit above): rewrite, keep the vector.
         relabel = [c for c in chunks if c.chunk_id in stored and stored[c.chunk_id][0] == c.content_hash
-                   and stored[c.chunk_id][1] != record_hash(chunk_metadata(c))]
+                   and stored[c.chunk_id][1] != chunk_metadata(c)["record"]]
         if relabel:
             store.relabel(relabel)
         self._chunks_seen += len(chunks)
