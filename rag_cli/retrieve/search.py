@@ -17,7 +17,6 @@ import hashlib
 import logging
 import math
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
@@ -147,10 +146,6 @@ class Searcher:
                         log.warning("could not save the keyword index in %s: %s", self.paths.keyword, exc)
         return self._keyword
 
-    def _consistent(self) -> Any:
-        consistent = getattr(self.store, "consistent", None)  # test doubles of the store need not have it
-        return consistent() if consistent is not None else nullcontext()
-
     def coverage(self, question: str, hit: Hit) -> float | None:
         """The share of the question's words (weighted by rarity) that the hit's chunk holds, as
         BM25 sees the chunk (title and heading too); None when it cannot be told."""
@@ -206,7 +201,7 @@ class Searcher:
             depth = max(depth, min(r.candidates, 4 * k))
         # One moment of the store for the dense query, the keyword index built from its chunks and
         # the vectors of keyword-only hits: no `rag index` write lands in between (ChromaStore.consistent).
-        with self._consistent():
+        with self.store.consistent():
             dense: list[StoredChunk] = []
             if mode in ("dense", "hybrid"):
                 with observe.span("search.dense", depth=depth):

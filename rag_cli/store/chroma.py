@@ -403,7 +403,7 @@ class ChromaStore:
         return list(self._call("get", self._collection.get, include=[])["ids"])
 
 
-_WRITES = frozenset({"upsert", "update", "delete", "delete_collection", "create_collection"})
+_WRITES = frozenset({"upsert", "delete", "delete_collection", "create_collection"})
 # Per embedded folder, the write count that Chroma's cached client in this process has seen.
 _CLIENT_SEEN: dict[str, int] = {}
 
