@@ -110,7 +110,8 @@ def render_preview(env: Env, preview: ChunkPreview, *, as_json: bool) -> None:
 
 # -- rag config -------------------------------------------------------------------------
 
-def _value(value: Any) -> str:
+def setting_text(value: Any) -> str:
+    """A setting's value as `rag config` and `rag status` print it (TOML-like)."""
     if isinstance(value, list):
         return "[" + ", ".join(repr(v) for v in value) + "]"
     if isinstance(value, bool):
@@ -133,7 +134,8 @@ def render_settings(env: Env, settings: Settings, *, as_json: bool) -> None:
         for column in ("key", "value", "source"):
             table.add_column(column)
         for key, value, source in settings.items():
-            table.add_row(Text(key), Text(_value(value)), Text(source, style="dim" if source == "default" else ""))
+            table.add_row(Text(key), Text(setting_text(value)),
+                          Text(source, style="dim" if source == "default" else ""))
         env.out.print(Text(f"settings file: {where}"))
         env.out.print(Text(f"index folder:  {settings.index_dir}"))
         env.out.print(table)
@@ -141,7 +143,7 @@ def render_settings(env: Env, settings: Settings, *, as_json: bool) -> None:
         env.line(f"settings file: {where}")
         env.line(f"index folder: {settings.index_dir}")
         for key, value, source in settings.items():
-            env.line(f"{key} = {_value(value)}  # {source}")
+            env.line(f"{key} = {setting_text(value)}  # {source}")
 
 
 # -- rag ask ----------------------------------------------------------------------------

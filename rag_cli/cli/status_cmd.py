@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from typing import Any
 
 import typer
 from rich.text import Text
@@ -60,7 +59,9 @@ def _rows(st: IndexStatus) -> list[tuple[str, str]]:
     model = llm["model"] if not llm["url"] else f"the server at {llm['url']}" + (
         f" (model {llm['model']})" if llm["model"] != "bundled" else "")
     rows.append(("llm", model + (f"; strong: {llm['strong_model']}" if llm["strong_model"] else "")))
-    changed = [f"{k} = {_value(v)} ({src})" for k, v, _, src in st.changed_settings]
+    from rag_cli.cli.render import setting_text  # rich.table and the rest only when it prints
+
+    changed = [f"{k} = {setting_text(v)} ({src})" for k, v, _, src in st.changed_settings]
     rows.append(("settings", "defaults" if not changed else f"{len(changed)} differ from the defaults"))
     rows += [("", f"  {line}") for line in changed]
     serve = st.serve
@@ -75,10 +76,6 @@ def _when(ts: float | None) -> str:
     span = f"{ago:.0f} s" if ago < 120 else f"{ago / 60:.0f} min" if ago < 7200 else f"{ago / 3600:.1f} h" \
         if ago < 172800 else f"{ago / 86400:.0f} days"
     return f"{datetime.fromtimestamp(ts).isoformat(sep=' ', timespec='seconds')} ({span} ago)"
-
-
-def _value(v: Any) -> str:
-    return repr(v) if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else str(v)
 
 
 def register(app: typer.Typer) -> None:
