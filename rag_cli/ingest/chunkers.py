@@ -82,15 +82,11 @@ class BaseChunker:
     def max_chars(self) -> int:
         return CHARS_PER_TOKEN * self.size
 
-    def fit(self, text: str, span: Span, kind: str, budget: int, tokens: int | None = None) -> list[Span]:
-        """Cut ``span`` into pieces of at most ``budget`` tokens (and ``max_chars``), at the
-        coarsest boundary that works: paragraphs, sentences, lines, then tokens (code and
-        tables: lines first)."""
-        return [piece for piece, _ in self.fit_counted(text, span, kind, budget, tokens)]
-
     def fit_counted(self, text: str, span: Span, kind: str, budget: int,
                     tokens: int | None = None) -> list[tuple[Span, int | None]]:
-        """``fit``, with the token count of each piece where it is already known. ``tokens``
+        """Cut ``span`` into pieces of at most ``budget`` tokens (and ``max_chars``), at the
+        coarsest boundary that works: paragraphs, sentences, lines, then tokens (code and
+        tables: lines first); with the token count of each piece where it is already known. ``tokens``
         need only be exact up to ``budget`` (``tokens.count_capped``): a huge span is never
         tokenized whole just to learn that it does not fit."""
         if tokens is None:
@@ -184,9 +180,6 @@ class BaseChunker:
                   title=doc.title, metadata=doc.metadata)
             for index, ((a, b), text, count, heading) in enumerate(pieces_all)
         ]
-
-    def heading_at(self, doc: Document, offset: int) -> tuple[str, ...]:
-        return self.headings_at(doc, [offset])[0]
 
     @staticmethod
     def headings_at(doc: Document, offsets: list[int]) -> list[tuple[str, ...]]:

@@ -88,7 +88,7 @@ def _clean(text: str) -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
     # A lone surrogate (a JSON "\\ud800" escape, a broken PDF text map) is not Unicode: it cannot
     # be tokenized, hashed or stored.
-    return _SURROGATES.sub("\ufffd", text) if _SURROGATES.search(text) else text
+    return _unicode(text)
 
 
 def read_bytes(path: Path) -> bytes:
