@@ -125,7 +125,7 @@ def index_status(settings: Settings) -> IndexStatus:
     from rag_cli.serve import client
 
     paths = IndexPaths(settings.index_dir)
-    where, facts = _server_facts(settings, paths) if settings.store.url else ("", _local_facts(paths))
+    where, facts = _server_facts(settings, paths) if settings.store.url else ("", local_facts(paths))
     updated, dirty = read_stamp(facts.pop("updated"))
     serve = client.status(settings).to_dict()
     serve.pop("schema", None)
@@ -137,7 +137,9 @@ def index_status(settings: Settings) -> IndexStatus:
         changed_settings=tuple(changed_settings(settings)), serve=serve, **facts)
 
 
-def _local_facts(paths: IndexPaths) -> dict[str, Any]:
+def local_facts(paths: IndexPaths) -> dict[str, Any]:
+    """What the manifest of a local index says (build, updated, documents, chunks, file counts by
+    status, roots): IndexNotFound without one, IndexCorrupt when it cannot be read."""
     try:
         return _read_manifest(paths)
     except sqlite3.DatabaseError as exc:

@@ -4,13 +4,12 @@ of the last run, and the index lock."""
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import datetime
 
 from rag_cli.doctor.base import FAIL, OK, WARN, CheckState, Found
 from rag_cli.errors import ExitCode, IndexMismatch, IndexNotFound
 from rag_cli.index_dir import build_record, check_build
-from rag_cli.status import lock_holder, read_stamp, server_settings
+from rag_cli.status import local_facts, lock_holder, read_stamp, server_settings
 
 
 class IndexChecks(CheckState):
@@ -21,21 +20,10 @@ class IndexChecks(CheckState):
             return self._open_server_index()
         paths = self.paths
         assert paths is not None
-        if not paths.exists():
-            raise IndexNotFound(f"no index in {paths.root}", hint="run `rag index PATH` to build one")
-        try:
-            manifest = paths.open_manifest()
-            try:
-                records = list(manifest.files().values())
-                info = {"build": manifest.get_meta("build"), "updated": manifest.get_meta("updated"),
-                        "chunks": manifest.chunk_count(), "files": len(records),
-                        "pending": sum(1 for r in records if r.status == "pending"),
-                        "documents": len({d for d, _, _ in manifest.document_table()}), "writer": True}
-            finally:
-                manifest.close()
-        except sqlite3.DatabaseError as exc:
-            return Found(FAIL, f"the manifest {paths.manifest} is damaged ({type(exc).__name__}: {exc})",
-                         f"delete {paths.root} and run `rag index PATH` to build the index again", int(ExitCode.INDEX))
+        facts = local_facts(paths)  # IndexNotFound, IndexCorrupt: a failed check with their message and hint
+        info = {"build": facts["build"], "updated": facts["updated"], "chunks": facts["chunks"],
+                "files": facts["files"]["total"], "pending": facts["files"]["pending"],
+                "documents": facts["documents"], "writer": True}
         self.index = info
         data = {k: info[k] for k in ("files", "documents", "chunks", "pending")}
         if not info["build"]:
