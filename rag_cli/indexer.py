@@ -226,9 +226,13 @@ class Indexer:
         spent = time.perf_counter() - since - (self.timings.open - opened)
         setattr(self.timings, stage, getattr(self.timings, stage) + spent)
 
+    def current_build(self) -> dict[str, object]:
+        """The build record these settings give (what the index must have been built with)."""
+        return build_record(self.settings, self.embedder.name, self.embedder.dimension, self.chunker.size,
+                            self.prefixes)
+
     def _prepare_index(self, manifest: Manifest, store: VectorStore, rebuild: bool, lost: bool = False) -> None:
-        current = build_record(self.settings, self.embedder.name, self.embedder.dimension, self.chunker.size,
-                               self.prefixes)
+        current = self.current_build()
         recorded = manifest.get_meta("build")
         if not rebuild:
             check_build(recorded, current, self.paths.root)

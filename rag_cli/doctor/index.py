@@ -8,7 +8,7 @@ from datetime import datetime
 
 from rag_cli.doctor.base import FAIL, OK, WARN, CheckState, Found
 from rag_cli.errors import ExitCode, IndexMismatch, IndexNotFound
-from rag_cli.index_dir import build_record, check_build
+from rag_cli.index_dir import check_build
 from rag_cli.status import local_facts, lock_holder, read_stamp, server_settings
 
 
@@ -67,19 +67,9 @@ class IndexChecks(CheckState):
             return skip
         s = self.settings
         assert s is not None and self.index is not None
-        from rag_cli.ingest.chunkers import make_chunker
-        from rag_cli.ingest.tokens import load_token_counter
-        from rag_cli.model_files import embedding_prefixes
-        from rag_cli.store.embedders import make_embedder
+        from rag_cli.indexer import Indexer
 
-        e, c = s.embedding, s.chunking
-        prefixes = embedding_prefixes(e, s.base_dir)
-        embedder = make_embedder(e.backend, e.model, base_dir=s.base_dir, device=e.device, query_prefix=prefixes[0],
-                                 runtime=e.runtime)  # cheap: nothing is loaded
-        chunker = make_chunker(c.strategy, load_token_counter(e.model, str(s.base_dir)), size=c.size,
-                               overlap=c.overlap, min_size=c.min_size, context_header=c.context_header,
-                               document_prefix=prefixes[1])
-        current = build_record(s, embedder.name, embedder.dimension, chunker.size, prefixes)
+        current = Indexer(s).current_build()  # cheap: no model is loaded
         recorded = self.index["build"]
         where = self.store.where if self.store is not None else self.paths.root  # type: ignore[union-attr]
         reading = {k: v for k, v in current.items() if k.startswith("embedding.")}
