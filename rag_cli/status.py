@@ -162,8 +162,9 @@ def _read_manifest(paths: IndexPaths) -> dict[str, Any]:
         manifest.close()
 
 
-def _server_facts(settings: Settings, paths: IndexPaths) -> tuple[str, dict[str, Any]]:
-    from rag_cli.store.catalog import CATALOG_CACHE
+def open_server_index(settings: Settings) -> tuple[Any, dict[str, Any]]:
+    """The store.url collection (probe timeouts) and its catalog state. IndexNotFound when there
+    is no collection, or no build record and no run writing one."""
     from rag_cli.store.chroma import ChromaStore
 
     store = ChromaStore.on_server(server_settings(settings), create=False)  # IndexNotFound: no collection
@@ -171,6 +172,13 @@ def _server_facts(settings: Settings, paths: IndexPaths) -> tuple[str, dict[str,
     if not state.get("build") and not is_dirty(state.get("updated")):
         raise IndexNotFound(f"no index {store.where}", hint="run `rag index PATH` with this store.url, or "
                                                           "`rag index --to URL` from a folder with a local index")
+    return store, state
+
+
+def _server_facts(settings: Settings, paths: IndexPaths) -> tuple[str, dict[str, Any]]:
+    from rag_cli.store.catalog import CATALOG_CACHE
+
+    store, state = open_server_index(settings)
     files = store.catalog.files_cached(paths.root / CATALOG_CACHE, state.get("files"))
     return store.where, {
         "build": state.get("build") or {}, "updated": state.get("updated"),

@@ -7,9 +7,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from rag_cli.doctor.base import FAIL, OK, WARN, CheckState, Found
-from rag_cli.errors import ExitCode, IndexMismatch, IndexNotFound
+from rag_cli.errors import ExitCode, IndexMismatch
 from rag_cli.index_dir import check_build
-from rag_cli.status import local_facts, lock_holder, read_stamp, server_settings
+from rag_cli.status import local_facts, lock_holder, open_server_index, read_stamp
 
 
 class IndexChecks(CheckState):
@@ -33,12 +33,8 @@ class IndexChecks(CheckState):
                      f"{info['chunks']} chunks", data=data)
 
     def _open_server_index(self) -> Found:
-        from rag_cli.store.chroma import ChromaStore
-
-        s = self.settings
-        assert s is not None and self.paths is not None
-        self.store = ChromaStore.on_server(server_settings(s), create=False)  # StoreError, IndexNotFound
-        state = self.store.catalog.state()
+        assert self.settings is not None and self.paths is not None
+        self.store, state = open_server_index(self.settings)  # StoreError, IndexNotFound
         writer = state.get("writer") or {}
         mine = None
         if self.paths.exists():
@@ -51,14 +47,11 @@ class IndexChecks(CheckState):
         self.index = {"build": state.get("build"), "updated": state.get("updated"), "pending": 0,
                       "chunks": mine[1] if is_writer else None, "writer": is_writer}
         data = {"writer": writer or None, "this_folder_writes": is_writer}
-        if not state.get("build"):
-            if read_stamp(state.get("updated"))[1]:
-                return Found(FAIL, f"the index {self.store.where} is not complete yet (a `rag index` or `rag index "
-                             f"--to` from {writer.get('host', '?')}:{writer.get('path', '?')} is writing it, or was "
-                             "interrupted)", "run `rag index` in the folder that writes it to finish it",
-                             int(ExitCode.INDEX), data)
-            raise IndexNotFound(f"no index {self.store.where}", hint="run `rag index PATH` with this store.url, "
-                                "or `rag index --to URL` from a folder with a local index")
+        if not state.get("build"):  # a run is writing it (open_server_index raised IndexNotFound otherwise)
+            return Found(FAIL, f"the index {self.store.where} is not complete yet (a `rag index` or `rag index "
+                         f"--to` from {writer.get('host', '?')}:{writer.get('path', '?')} is writing it, or was "
+                         "interrupted)", "run `rag index` in the folder that writes it to finish it",
+                         int(ExitCode.INDEX), data)
         return Found(OK, f"{self.store.where}: reachable; written from {writer.get('host', '?')}:"
                      f"{writer.get('path', '?')}" + (" (this folder)" if is_writer else ""), data=data)
 
