@@ -83,7 +83,9 @@ class Catalog:
         return value if isinstance(value, dict) else {}
 
     def put_state(self, **values: Any) -> dict[str, Any]:
-        state = {**self.state(), **values}
+        return self._write_state({**self.state(), **values})
+
+    def _write_state(self, state: dict[str, Any]) -> dict[str, Any]:
         self._call("upsert", self._col.upsert, ids=[STATE], embeddings=[_PLACEHOLDER],
                    documents=[json.dumps(state)], metadatas=[{"kind": "state"}])
         return state
@@ -100,7 +102,7 @@ class Catalog:
                                 hint="run `rag index` from that folder, or pass --rebuild to replace the collection "
                                      "with this folder's index")
         if other.get("id") != writer["id"]:
-            self.put_state(writer=writer)
+            self._write_state({**state, "writer": writer})
         return state
 
     def publish(self, *, build: Any, updated: Any, files: dict[str, tuple[int | None, list[str]]],
@@ -109,9 +111,10 @@ class Catalog:
         stamp readers key their caches on. The table is compared only when its digest differs
         from the one published last (else the server's table is this one already)."""
         digest = table_digest(files)
-        if self.state().get("files") != digest:
-            self.sync_files(files)
-        self.put_state(build=build, updated=updated, files=digest, writer=writer)
+        state = self.state()
+        if state.get("files") != digest:
+            self.sync_files(files)  # file records only: the state read above stays current
+        self._write_state({**state, "build": build, "updated": updated, "files": digest, "writer": writer})
 
     # -- the file table --------------------------------------------------------------------
     def files(self) -> dict[str, tuple[int | None, list[str]]]:
