@@ -25,7 +25,7 @@ def index_state(settings: Settings, *, complete: bool = True) -> dict[str, str]:
     paths = IndexPaths(settings.index_dir)
     store = ChromaStore(paths.chroma)
     ids = store.all_ids()
-    hashes = store.stored_hashes(ids)
+    hashes = {cid: content for cid, (content, _) in store.stored_records(ids).items()}
     manifest = Manifest(paths.manifest)
     try:
         registered = set()

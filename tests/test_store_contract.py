@@ -22,7 +22,7 @@ from rag_cli.indexer import index_paths
 from rag_cli.models import Chunk, FileStatus
 from rag_cli.retrieve.filters import parse_where
 from rag_cli.retrieve.search import Searcher
-from rag_cli.store.chroma import ChromaStore, open_store
+from rag_cli.store.chroma import ChromaStore, chunk_metadata, open_store
 from rag_cli.store.keyword import KeywordIndex
 from rag_cli.testing.chroma_server import ChromaServer, free_port
 from tests.indexing_helpers import invoke, settings_in
@@ -76,7 +76,8 @@ def test_vector_store_contract(tmp_path: Path, store_flags: dict[str, str]) -> N
               chunk("b.txt", 0, "bake the loaf at 250 degrees", year=2024), chunk("b.txt", 1, "cool on a rack")]
     store.upsert(chunks, emb.embed_documents([c.embed_text for c in chunks]))
     assert store.count() == 4
-    assert store.stored_hashes(["a.txt::0", "zzz"]) == {"a.txt::0": chunks[0].content_hash}
+    assert store.stored_records(["a.txt::0", "zzz"]) == {"a.txt::0": (chunks[0].content_hash,
+                                                                       chunk_metadata(chunks[0])["record"])}
 
     hits = store.query(emb.embed_query("rye flour"), k=2)
     assert hits[0].chunk_id == "a.txt::0" and hits[0].text == "rye flour and water"

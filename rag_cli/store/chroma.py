@@ -41,10 +41,6 @@ class StoredChunk:
 class VectorStore(Protocol):
     def count(self) -> int: ...
 
-    def stored_hashes(self, ids: Sequence[str]) -> dict[str, str]:
-        """The content hash stored with each of ``ids`` that is in the store."""
-        ...
-
     def stored_records(self, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
         """(content hash, record hash) stored with each of ``ids`` that is in the store."""
         ...
@@ -308,9 +304,6 @@ class ChromaStore:
 
     def count(self) -> int:
         return int(self._call("count", self._collection.count))
-
-    def stored_hashes(self, ids: Sequence[str]) -> dict[str, str]:
-        return {cid: content for cid, (content, _) in self.stored_records(ids).items()}
 
     def stored_records(self, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
         found: dict[str, tuple[str, str]] = {}
