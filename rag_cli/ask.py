@@ -99,9 +99,7 @@ class Asker:
 
                 self.generators[model] = OpenAIServerGenerator.from_settings(llm, model)
             else:
-                self.generators[model] = LlamaCppGenerator(model, base_dir=self.settings.base_dir,
-                                                           context_size=llm.context_size, threads=llm.threads,
-                                                           style=llm.prompt_style)
+                self.generators[model] = LlamaCppGenerator.from_settings(llm, model, base_dir=self.settings.base_dir)
         return self.generators[model]
 
     def _start_loading(self, model: str) -> None:

@@ -141,6 +141,11 @@ class LlmSettings:
                              "the GGUF has a chat template (always chat with llm.url).",
                              choices=("auto", "chat", "completion"))
     threads: int = _opt(0, "CPU threads for llama.cpp; 0: all cores.", min=0)
+    extra_buffers: str = _opt("auto", "llama.cpp's extra weight buffer types (AMX, repacked CPU layouts). auto: on, "
+                              "but off where llama.cpp reports AMX (its AMX path crashes on some CPUs: llama.cpp "
+                              "#20824) or where the one-time test decode in a child process crashed with them on; "
+                              "on / off: force (a crash of the test decode is then an error).",
+                              choices=("auto", "on", "off"))
     url: str = _opt("", "Base URL of an OpenAI-compatible server (llama.cpp's llama-server, python -m "
                     "llama_cpp.server, ...), e.g. http://127.0.0.1:8080/v1: answers are streamed from its "
                     "/chat/completions (/completions with prompt_style = completion) and no model is loaded "

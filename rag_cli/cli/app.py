@@ -9,7 +9,7 @@ from typing import Annotated, Any, Callable, TypeVar
 
 import typer
 
-from rag_cli import __version__, observe
+from rag_cli import __version__, crash, observe
 from rag_cli.cli.env import Env
 from rag_cli.errors import ExitCode, RagError
 
@@ -97,4 +97,5 @@ _register()
 
 
 def main() -> None:
+    crash.enable()  # a native crash (llama.cpp, ONNX Runtime, Chroma) prints its stage, not a bare segfault
     app(prog_name="rag")

@@ -91,7 +91,7 @@ class ModelChecks(CheckState):
         name = s.get(key)
         if s.llm.url:
             return self._check_llm_server(name)
-        from rag_cli.generate.llama import LlamaCppGenerator, resolve_gguf
+        from rag_cli.generate.llama import LlamaCppGenerator, download_gguf, resolve_gguf
 
         location = resolve_gguf(name, s.base_dir)  # ModelLoadError: missing, or not a GGUF file
         size = Path(location).stat().st_size if not location.startswith("hf:") else None
@@ -99,18 +99,36 @@ class ModelChecks(CheckState):
         where = f"{name}: {location}" + (f" ({size / 2**20:.0f} MiB)" if size else "")
         if not self.models:
             return Found(OK, f"{where} (not loaded: --no-models)", data=data)
-        generator = LlamaCppGenerator(name, base_dir=s.base_dir, context_size=min(s.llm.context_size, 512),
-                                      threads=s.llm.threads, style=s.llm.prompt_style)
-        started = time.perf_counter()
-        generator.warm_up()
-        loaded = time.perf_counter() - started
-        generator.generate([{"role": "prompt", "content": "The capital of France is"}], max_tokens=1,
-                           temperature=0.0)
-        data.update(load_seconds=round(loaded, 3), style=generator.style,
-                    generate_seconds=round(time.perf_counter() - started - loaded, 3))
-        del generator
-        return Found(OK, f"{where}: loaded in {loaded:.2f} s, generated a token in {data['generate_seconds']:.2f} s "
-                     f"({data['style']} prompts)", data=data)
+        from rag_cli.generate import canary
+
+        # A real decode, in a child process with the settings `rag ask` would choose, tested afresh
+        # (a recorded outcome is replaced): a crash in llama.cpp is a failed check, not a dead doctor.
+        generator = LlamaCppGenerator.from_settings(s.llm, name, base_dir=s.base_dir)
+        local = download_gguf(location) if location.startswith("hf:") else location
+        try:
+            chosen = canary.plan(local, mode=s.llm.extra_buffers, threads=generator.threads, fresh=True)
+        except canary.ModelCrashed as exc:
+            return Found(FAIL, exc.message, exc.hint or "", int(ExitCode.MODEL), data)
+        last = chosen.probes[-1]
+        data["probes"] = [{"extra_buffers": p.extra_buffers, "outcome": p.outcome, "signal": p.signal,
+                           "seconds": round(p.seconds, 3)} for p in chosen.probes]
+        data["extra_buffers"] = chosen.extra_buffers
+        if last.outcome != "ok":
+            ended = "timed out" if last.outcome == "timeout" else "failed"
+            return Found(FAIL, f"{where}: the test decode in a child process {ended}: {last.detail}",
+                         "check the file (download it again), or set llm.model to another GGUF model",
+                         int(ExitCode.MODEL), data)
+        style = s.llm.prompt_style if s.llm.prompt_style != "auto" else (
+            "chat" if last.data.get("chat_template") else "completion")
+        data.update(load_seconds=last.data.get("load_seconds"), generate_seconds=last.data.get("decode_seconds"),
+                    style=style, child_seconds=round(last.seconds, 3))
+        detail = (f"{where}: a child process loaded it in {data['load_seconds']:.2f} s and decoded in "
+                  f"{data['generate_seconds']:.2f} s ({style} prompts; llama.cpp's extra buffer types "
+                  f"{'on' if chosen.extra_buffers else 'off'})")
+        if chosen.fell_back:
+            crashed = next(p for p in chosen.probes if p.outcome == "crashed")
+            detail += f"; with them on llama.cpp crashed ({crashed.signal}), so `rag ask` loads it with them off"
+        return Found(OK, detail, data=data)
 
     def _check_llm_server(self, name: str) -> Found:
         """llm.url answers GET /models, asked once with short timeouts and no retry; the circuit

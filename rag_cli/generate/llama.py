@@ -14,8 +14,9 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Protocol, Sequence
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
+from rag_cli import crash
 from rag_cli.errors import GenerationError, ModelLoadError, RagError
 from rag_cli.model_files import cache_root
 
@@ -148,11 +149,23 @@ def resolve_gguf(name: str, base_dir: Path | None = None) -> str:
     return str(path)
 
 
+def download_gguf(location: str) -> str:
+    """``hf:REPO/FILE.gguf`` downloaded (once) into the Hugging Face cache: its local path."""
+    repo, _, filename = location[3:].rpartition("/")
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return str(hf_hub_download(repo_id=repo, filename=filename))
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load model {location} (from the Hugging Face hub): {type(exc).__name__}: {exc}",
+                             hint="check the file, or set llm.model to another GGUF model") from None
+
+
 class LlamaCppGenerator:
     """A GGUF model in-process through llama-cpp-python, with the chat template stored in the file."""
 
     def __init__(self, model: str, *, base_dir: Path | None = None, context_size: int = 2048,
-                 threads: int = 0, seed: int = 0, style: str = "auto") -> None:
+                 threads: int = 0, seed: int = 0, style: str = "auto", extra_buffers: str = "auto") -> None:
         self.setting = model
         self.location = resolve_gguf(model, base_dir)
         self.name = Path(self.location).name if not self.location.startswith("hf:") else self.location
@@ -160,16 +173,25 @@ class LlamaCppGenerator:
         self.threads = threads or max(1, os.cpu_count() or 1)
         self.seed = seed
         self.style = style  # "auto" until the model is loaded
+        self.extra_buffers = extra_buffers  # llm.extra_buffers: auto, on, off
+        self.load_plan = None  # the canary's choice (rag_cli.generate.canary.LoadPlan), once loaded
         self._llm = None
         self._loading: threading.Thread | None = None
         self._load_error: BaseException | None = None
+
+    @classmethod
+    def from_settings(cls, llm: Any, model: str, *, base_dir: Path | None = None,
+                      context_size: int | None = None) -> "LlamaCppGenerator":
+        """The generator for ``model`` with the llm.* settings (``llm``: LlmSettings)."""
+        return cls(model, base_dir=base_dir, context_size=context_size or llm.context_size, threads=llm.threads,
+                   style=llm.prompt_style, extra_buffers=llm.extra_buffers)
 
     def start_warm_up(self) -> None:
         """Begin loading the model on a background thread; ``warm_up`` waits for it. llama.cpp
         loads in C through ctypes, which releases the GIL, so the load runs beside retrieval on
         another core (`rag ask` starts it before it searches: ~0.4 s of a cold ask)."""
         if self._llm is not None or self._loading is not None or self.location.startswith("hf:"):
-            return
+            return  # a hub model may download first: on the caller's thread, where progress shows
         try:
             import llama_cpp  # noqa: F401  (imported here: two threads importing numpy at once break it)
         except ImportError:
@@ -204,23 +226,39 @@ class LlamaCppGenerator:
         except ImportError as exc:
             raise ModelLoadError(f"llama-cpp-python is not installed ({exc})", hint="pip install llama-cpp-python") from None
         _route_llama_logs()
+        if self.location.startswith("hf:"):
+            self.location = download_gguf(self.location)
+        from rag_cli.generate import canary
+
+        # A test decode in a child process, once per build, model, CPU and settings: a crash there
+        # picks other settings (or raises ModelCrashed) instead of killing this process.
+        self.load_plan = canary.plan(self.location, mode=self.extra_buffers, threads=self.threads)
         kwargs = dict(n_ctx=self.context_size, n_threads=self.threads, seed=self.seed, verbose=False)
         try:
-            if self.location.startswith("hf:"):
-                repo, _, filename = self.location[3:].rpartition("/")
-                self._llm = Llama.from_pretrained(repo_id=repo, filename=filename, **kwargs)
-            else:
-                self._llm = Llama(model_path=self.location, **kwargs)
+            with canary.model_params(extra_buffers=self.load_plan.extra_buffers):
+                self._llm = crash.in_stage(f"llama.cpp while loading {self.name}", Llama, model_path=self.location,
+                                           **kwargs)
         except Exception as exc:
-            hub = self.location.startswith("hf:")
-            what = "from the Hugging Face hub" if hub else "a damaged or unsupported GGUF file?"
-            raise ModelLoadError(f"cannot load model {self.location} ({what}): {type(exc).__name__}: {exc}",
+            raise ModelLoadError(f"cannot load model {self.location} (a damaged or unsupported GGUF file?): "
+                                 f"{type(exc).__name__}: {exc}",
                                  hint="check the file, or set llm.model to another GGUF model") from None
         trained = self._llm.metadata.get(f"{self._llm.metadata.get('general.architecture', 'llama')}.context_length")
         if trained and trained.isdigit() and int(trained) < self.context_size:
             self.context_size = int(trained)
         if self.style == "auto":  # a model without a chat template is a base model: complete text
             self.style = "chat" if self._llm.metadata.get("tokenizer.chat_template") else "completion"
+
+    @staticmethod
+    def _download(location: str) -> str:
+        """``hf:REPO/FILE.gguf`` downloaded (once) into the Hugging Face cache: its local path."""
+        repo, _, filename = location[3:].rpartition("/")
+        try:
+            from huggingface_hub import hf_hub_download
+
+            return str(hf_hub_download(repo_id=repo, filename=filename))
+        except Exception as exc:
+            raise ModelLoadError(f"cannot load model {location} (from the Hugging Face hub): {type(exc).__name__}: "
+                                 f"{exc}", hint="check the file, or set llm.model to another GGUF model") from None
 
     def count_tokens(self, text: str) -> int:
         self.warm_up()
@@ -230,6 +268,11 @@ class LlamaCppGenerator:
     def generate(self, messages: Sequence[dict[str, str]], *, max_tokens: int, temperature: float,
                  on_text: Callable[[str], None] | None = None) -> Generation:
         self.warm_up()
+        return crash.in_stage(f"llama.cpp while generating an answer with {self.name}", self._generate, messages,
+                              max_tokens=max_tokens, temperature=temperature, on_text=on_text)
+
+    def _generate(self, messages: Sequence[dict[str, str]], *, max_tokens: int, temperature: float,
+                  on_text: Callable[[str], None] | None) -> Generation:
         assert self._llm is not None
         started = time.perf_counter()
         pieces: list[str] = []

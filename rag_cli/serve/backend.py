@@ -205,10 +205,9 @@ class Backend:
             return self._generators[key]
         if (model, base) not in self._locations:
             self._locations[(model, base)] = resolve_gguf(model, settings.base_dir)  # ModelLoadError: as in-process
-        key = (self._locations[(model, base)], llm.context_size, llm.threads, llm.prompt_style)
+        key = (self._locations[(model, base)], llm.context_size, llm.threads, llm.prompt_style, llm.extra_buffers)
         if key not in self._generators:
-            self._generators[key] = LlamaCppGenerator(model, base_dir=settings.base_dir, context_size=llm.context_size,
-                                                      threads=llm.threads, style=llm.prompt_style)
+            self._generators[key] = LlamaCppGenerator.from_settings(llm, model, base_dir=settings.base_dir)
         return self._generators[key]
 
     # -- requests --------------------------------------------------------------------------------------

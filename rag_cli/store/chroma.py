@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
+from rag_cli import crash
 from rag_cli.errors import IndexNotFound, RagError, StoreError
 from rag_cli.models import Chunk
 
@@ -257,9 +258,9 @@ class ChromaStore:
                     return fn(*args, **kwargs)
                 fn = self._current(fn)
                 if what not in _WRITES:
-                    return fn(*args, **kwargs)
+                    return crash.in_stage(f"Chroma ({what} {self.where})", fn, *args, **kwargs)
                 generation = self._gate.bump()
-                result = fn(*args, **kwargs)
+                result = crash.in_stage(f"Chroma ({what} {self.where})", fn, *args, **kwargs)
                 # this process's own write: its client (Chroma's cached one for the folder) knows it
                 _CLIENT_SEEN[str(self.path)] = self._generation = generation
                 return result

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Protocol, Sequence
 
+from rag_cli import crash
 from rag_cli.errors import ConfigError, ModelLoadError
 from rag_cli.model_files import EmbeddingModelFiles, resolve_embedding_model
 from rag_cli.store.onnx_query import OnnxQueryEncoder, export
@@ -109,10 +110,10 @@ class SentenceTransformerEmbedder:
         return vectors.tolist()
 
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
-        return self._encode(texts) if texts else []
+        return crash.in_stage(f"the embedding model {self.name}", self._encode, texts) if texts else []
 
     def embed_query(self, text: str) -> list[float]:
-        return self._encode([self.query_prefix + text])[0]
+        return crash.in_stage(f"the embedding model {self.name}", self._encode, [self.query_prefix + text])[0]
 
 
 def _dimension_from_files(path: Path) -> int | None:
