@@ -335,14 +335,15 @@ def test_rag_serve_answers_through_the_server_and_reports_it_unavailable(tmp_pat
 # -- a real llama.cpp server -----------------------------------------------------------------------
 
 def start_llama_server(port: int, log: Path) -> subprocess.Popen:
-    """`python -m llama_cpp.server` with the bundled GGUF on 127.0.0.1:port, answering /v1/models.
+    """`python -m llama_cpp.server` with the bundled GGUF on 127.0.0.1:port, answering /v1/models (started
+    through rag_cli.testing.llama_server: loaded with the settings the crash canary chose).
     Its output goes to ``log`` (a pipe nobody reads would fill up with llama.cpp's load log)."""
     from rag_cli.generate.llama import resolve_gguf
 
     model = resolve_gguf("bundled")
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", model, "--host", "127.0.0.1",
-                                 "--port", str(port), "--n_ctx", "2048"], stdout=out, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen([sys.executable, "-m", "rag_cli.testing.llama_server", "--model", model, "--host",
+                                 "127.0.0.1", "--port", str(port), "--n_ctx", "2048"], stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
