@@ -45,6 +45,15 @@ class IndexSettings:
                               "(hidden ones are always skipped).")
     lock_timeout: float = _opt(0.0, "Seconds to wait for another `rag index` run on the same index "
                                "before giving up.", min=0)
+    # The PDF bounds: what one hostile file can make pypdf parse (bench/bench_pdf_limits.py measures them).
+    pdf_max_elements: int = _opt(1_000_000, "Most elements in one PDF array or dictionary (pypdf alone stops at "
+                                 "100,000, which real filings exceed). At 1,000,000 one array takes ~80 MB and "
+                                 "~25 s to read, one dictionary ~300 MB.", min=1)
+    pdf_max_tokens: int = _opt(2_000_000, "Most tokens (numbers, strings, operators, array elements) in one PDF "
+                               "content stream, as pypdf: ~280 MB and ~25 s for one page at 2,000,000.", min=1)
+    pdf_max_stream_mb: int = _opt(75, "Most megabytes one PDF stream may declare or decompress to, as pypdf: a "
+                                  "page that is one 75 MB stream (a 170 KB file can hold one) takes ~0.9 GB to "
+                                  "read.", min=1)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from rag_cli.config import Settings
 from rag_cli.errors import DocumentError, InputError
 from rag_cli.index_dir import IndexLock, IndexPaths, build_record, check_build, dirty_stamp
 from rag_cli.ingest.chunkers import BaseChunker, make_chunker
-from rag_cli.ingest.loaders import loader_for, read_bytes
+from rag_cli.ingest.loaders import PdfLimits, loader_for, read_bytes
 from rag_cli.ingest.manifest import FAILED, OK, PENDING, SKIPPED, FileRecord, Manifest
 from rag_cli.ingest.tokens import load_token_counter
 from rag_cli.ingest.walk import FoundFile, walk
@@ -292,6 +292,7 @@ class Indexer:
 
         t0 = time.perf_counter()
         todo: list[_Prepared] = []
+        pdf_limits = PdfLimits.from_settings(self.settings.index)
         for key, f in found.items():
             rec = known.get(key)
             try:
@@ -299,7 +300,9 @@ class Indexer:
             except OSError as exc:
                 outcomes.append(FileOutcome(key, FileStatus.FAILED, reason=f"cannot read: {exc.strerror}"))
                 continue
-            if rec and rec.size == st.st_size and rec.mtime_ns == st.st_mtime_ns and rec.status != PENDING:
+            # A PDF that met a bound (index.pdf_*) raised since is read again, though unchanged.
+            if (rec and rec.size == st.st_size and rec.mtime_ns == st.st_mtime_ns and rec.status != PENDING
+                    and not pdf_limits.may_read_more((rec.reason, *rec.warnings))):
                 outcomes.append(_cached_outcome(rec))  # not read at all
                 continue
             todo.append(_Prepared(f, st.st_size, st.st_mtime_ns, rec))
@@ -371,10 +374,11 @@ class Indexer:
             data = read_bytes(path)
             item.sha256 = hashlib.sha256(data).hexdigest()
             prev = item.previous
-            if prev and prev.status == OK and prev.sha256 == item.sha256:
+            limits = PdfLimits.from_settings(self.settings.index)
+            if prev and prev.status == OK and prev.sha256 == item.sha256 and not limits.may_read_more(prev.warnings):
                 item.unchanged = True  # touched, not changed
             else:
-                loader = loader_for(path)
+                loader = loader_for(path, limits)
                 if loader is None:  # pragma: no cover - walk() only yields supported files
                     raise DocumentError("unsupported file type")
                 loaded = loader.load(path, item.found.rel, data)

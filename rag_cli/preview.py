@@ -9,7 +9,7 @@ from rag_cli import observe
 from rag_cli.config import Settings
 from rag_cli.errors import DocumentError, InputError
 from rag_cli.ingest.chunkers import make_chunker
-from rag_cli.ingest.loaders import SUPPORTED_SUFFIXES, loader_for
+from rag_cli.ingest.loaders import SUPPORTED_SUFFIXES, PdfLimits, loader_for
 from rag_cli.ingest.tokens import load_token_counter
 from rag_cli.model_files import embedding_prefixes
 from rag_cli.models import ChunkPreview
@@ -24,7 +24,7 @@ def preview_chunks(settings: Settings, path: Path, *, timings: dict[str, float] 
         raise InputError(f"{path} is a folder; chunk-preview takes one file")
     if not path.is_file():
         raise InputError(f"{path}: no such file")
-    loader = loader_for(path)
+    loader = loader_for(path, PdfLimits.from_settings(settings.index))
     if loader is None:
         raise InputError(f"{path}: unsupported file type {path.suffix or '(no suffix)'!r}",
                          hint=f"supported: {' '.join(SUPPORTED_SUFFIXES)}")

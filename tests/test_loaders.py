@@ -205,6 +205,43 @@ def test_markdown_sample_files():
         assert_segments_well_formed(doc)
 
 
+def nested_markdown(nest: str, depth: int) -> str:
+    if nest == "list":
+        body = "".join("  " * i + f"- level{i} words\n" for i in range(depth))
+    else:  # each quote level on a line of its own, then a blank quote line
+        body = "".join(">" * (i + 1) + f" level{i} words\n" + ">" * (i + 1) + "\n" for i in range(depth))
+    return "# Nested\n\nBefore the nesting.\n\n" + body + "\n## Results\n\nAfter the nesting.\n"
+
+
+@pytest.mark.parametrize("depth", [10, 30, 100, 1000])
+@pytest.mark.parametrize("nest", ["list", "quote"])
+def test_markdown_nested_beyond_max_nesting_keeps_every_word_and_the_headings_after(nest, depth):
+    """markdown-it-py makes no tokens below its maxNesting (20 in its commonmark preset; a list
+    level takes two) and skips the rest of the enclosing block: for a list, the rest of the
+    document, whose headings then started no section. A loader reading token contents would lose
+    the deep text too. Blocks come from the top-level tokens' line ranges, nesting is allowed to
+    100 levels, and below that what follows is parsed again: every word is in a block and a
+    chunk, and the heading after the nesting starts its section."""
+    from markdown_it import MarkdownIt
+
+    from helpers_ingest import real_counter, uncovered
+    from rag_cli.ingest.chunkers import make_chunker
+
+    text = nested_markdown(nest, depth)
+    tokens = MarkdownIt("commonmark").disable("inline").parse(text)
+    if depth >= 30 or nest == "list":
+        assert f"level{depth - 1} " not in " ".join(t.content for t in tokens)  # what the parser drops
+    doc = MarkdownLoader().parse(text, doc_id="nested.md", source="/docs/nested.md", default_title="nested")
+    assert_segments_well_formed(doc)
+    assert not uncovered(doc.text, [(s.start, s.end) for s in doc.segments])
+    assert segment_texts(doc)[-2:] == ["## Results", "After the nesting."]
+    assert doc.segments[-1].heading == ("Nested", "Results") and doc.segments[-2].starts_section
+    if depth <= 100:  # 1,000 quote levels are a megabyte of `>`: the blocks are what matter
+        chunks = make_chunker("structure", real_counter(), size=200, overlap=32).chunk(doc)
+        joined = " ".join(c.text for c in chunks)
+        assert all(f"level{i} words" in joined for i in range(depth))
+
+
 # -- plain text -------------------------------------------------------------------------
 
 def test_text_paragraphs(tmp_path):

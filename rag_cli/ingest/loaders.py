@@ -6,17 +6,23 @@ cannot be read; the indexer records it and carries on with the next file.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
+import logging
 import math
 import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Iterable, Protocol
 
 from rag_cli.errors import DocumentError
 from rag_cli.ingest import splitting
 from rag_cli.models import Document, Segment
+
+if TYPE_CHECKING:
+    from rag_cli.config import IndexSettings
 
 
 @dataclass
@@ -126,6 +132,12 @@ _BLOCK_KINDS = {
     "table_open": "table", "bullet_list_open": "list", "ordered_list_open": "list",
     "blockquote_open": "quote", "html_block": "html", "hr": "paragraph",
 }
+# Blocks whose line range is their own text, not that of blocks inside them.
+_LEAF_BLOCKS = ("heading_open", "paragraph_open", "fence", "code_block", "table_open", "html_block", "hr")
+# markdown-it makes no tokens below this many levels (a list level takes two, a quote one) and skips
+# the rest of the enclosing block. Its commonmark preset has 20: an outline 10 lists deep. At 100 its
+# recursion stays far from Python's limit (it reaches it near 1,000 levels).
+_MAX_NESTING = 100
 
 
 class MarkdownLoader:
@@ -140,7 +152,8 @@ class MarkdownLoader:
 
         # Block structure only: inline parsing (emphasis, links) would build a token tree for every
         # paragraph that nothing reads (a heading's text is its inline token's raw content).
-        self._md = MarkdownIt("commonmark").enable(["table", "strikethrough"]).disable("inline")
+        self._md = MarkdownIt("commonmark", {"maxNesting": _MAX_NESTING}).enable(["table", "strikethrough"])
+        self._md.disable("inline")
 
     def load(self, path: Path, doc_id: str, data: bytes | None = None) -> Loaded:
         text, note = _read(path, data)
@@ -166,16 +179,12 @@ class MarkdownLoader:
             fm_title = re.search(r"^title:[ \t]*(.+?)[ \t]*$", front.group(1) or "", re.M)
             title = fm_title.group(1).strip("\"'") if fm_title else ""
             body = "\n" * text.count("\n", 0, front.end()) + text[front.end():]
-        tokens = self._md.parse(body)
         stack: list[tuple[int, str]] = []
-        for i, tok in enumerate(tokens):
-            if tok.level != 0 or tok.map is None or tok.type not in _BLOCK_KINDS:
-                continue
-            start, end = offset(tok.map[0]), offset(tok.map[1])
+        for tok, first, last, name in self._blocks(body):
+            start, end = offset(first), offset(last)
             kind = _BLOCK_KINDS[tok.type]
             if kind == "heading":
                 level = int(tok.tag[1:])
-                name = tokens[i + 1].content.strip() if i + 1 < len(tokens) else ""
                 while stack and stack[-1][0] >= level:
                     stack.pop()
                 stack.append((level, name))
@@ -187,6 +196,125 @@ class MarkdownLoader:
         return Document(doc_id=doc_id, source=source, kind=self.kind, text=text,
                         title=title or default_title, segments=segments)
 
+    def _blocks(self, body: str) -> list[tuple[Any, int, int, str]]:
+        """(token, first line, end line, heading text) of each top-level block of ``body``.
+
+        Below _MAX_NESTING levels markdown-it skips the rest of the enclosing block, and a list's
+        runs to the end of the document: its headings would start no section. The text is still
+        in that list's block; what follows the last line parsed inside it is parsed again, alone."""
+        lines = body.split("\n")
+        blocks: list[tuple[Any, int, int, str]] = []
+        base = 0
+        while True:
+            tokens = self._md.parse("\n".join(lines[base:]) if base else body)
+            top = [(i, t) for i, t in enumerate(tokens) if t.level == 0 and t.map and t.type in _BLOCK_KINDS]
+            for i, tok in top:
+                name = tokens[i + 1].content.strip() if tok.type == "heading_open" and i + 1 < len(tokens) else ""
+                blocks.append((tok, base + tok.map[0], base + tok.map[1], name))
+            if not top or max(t.level for t in tokens) < _MAX_NESTING - 1:
+                return blocks
+            i, last = top[-1]
+            parsed = max((t.map[1] if t.type in _LEAF_BLOCKS else t.map[0] + 1)
+                         for t in tokens[i:] if t.map)  # where its parsed text ends
+            if parsed >= last.map[1]:
+                return blocks
+            blocks[-1] = (last, base + last.map[0], base + parsed, "")
+            base += parsed
+
+
+# The pypdf messages of the bounds PdfLimits sets, lower-cased: (needles, setting, what was too big).
+_PDF_LIMIT_MESSAGES = (
+    (("maximum array element count",), "pdf_max_elements", "an array of more than {:,} elements"),
+    (("maximum number of dictionary entries",), "pdf_max_elements", "a dictionary of more than {:,} entries"),
+    (("maximum number of tokens",), "pdf_max_tokens", "a content stream of more than {:,} tokens"),
+    (("limit reached while decompressing", "declared stream length", "exceeds maximum allowed length",
+      "output bytes", "stream decoding exceeded"), "pdf_max_stream_mb", "a stream of more than {:,} MB"),
+)
+_PDF_EXCEEDED = re.compile(r"it exceeds index\.(pdf_max_\w+) \([^()]*?more than ([\d,]+)")
+
+
+@dataclass(frozen=True)
+class PdfLimits:
+    """How much one PDF may make pypdf parse: index.pdf_max_elements, index.pdf_max_tokens and
+    index.pdf_max_stream_mb (measured by bench/bench_pdf_limits.py).
+
+    pypdf 7 stops at 100,000 elements in one array or dictionary, which real filings exceed (a
+    page's text shown by one TJ array, the /W widths of a large font): that bound is raised ten
+    times. Its bounds on a content stream's tokens and a stream's bytes are kept: they are what
+    keeps one hostile page (a 170 KB file can decompress to 75 MB) under a gigabyte."""
+
+    max_elements: int = 1_000_000
+    max_tokens: int = 2_000_000
+    max_stream_mb: int = 75
+
+    @classmethod
+    def from_settings(cls, index: IndexSettings) -> PdfLimits:
+        return cls(index.pdf_max_elements, index.pdf_max_tokens, index.pdf_max_stream_mb)
+
+    def overwrites(self) -> dict[str, int]:
+        """The fields of pypdf's Configuration to set: only those the installed pypdf has."""
+        import dataclasses
+
+        import pypdf
+
+        config = getattr(pypdf, "Configuration", None)
+        if config is None:  # before pypdf 7: none of these bounds
+            return {}
+        stream = self.max_stream_mb * 1_000_000  # pypdf's 75 MB is 75,000,000 bytes
+        wanted = {"array_maximum_element_count": self.max_elements,
+                  "dictionary_maximum_element_count": self.max_elements,
+                  "stream_parsing_work_maximum_count": self.max_tokens,
+                  "maximum_declared_stream_length": stream, "array_based_stream_maximum_output_length": stream,
+                  "zlib_maximum_output_length": stream, "lzw_maximum_output_length": stream,
+                  "run_length_maximum_output_length": stream, "brotli_maximum_output_length": stream,
+                  # the work of all of a stream's filters together: 4 times its output, as pypdf has it
+                  "stream_decoding_work_maximum_length": 4 * stream}
+        names = {f.name for f in dataclasses.fields(config)}
+        return {k: v for k, v in wanted.items() if k in names}
+
+    def explain(self, exc: BaseException) -> str | None:
+        """For pypdf's LimitReachedError at one of these bounds: the bound and the setting that
+        raises it. None for anything else (pypdf also uses that error for a cycle in a damaged file)."""
+        if type(exc).__name__ != "LimitReachedError":
+            return None
+        text = str(exc).lower()
+        if "recovery" in text:  # repairing a damaged stream, not a bound of ours
+            return None
+        for needles, key, what in _PDF_LIMIT_MESSAGES:
+            if any(needle in text for needle in needles):
+                value = getattr(self, key.removeprefix("pdf_"))
+                return f"it exceeds index.{key} ({what.format(value)}); raise index.{key} to read it"
+        return None
+
+    def may_read_more(self, messages: Iterable[str]) -> bool:
+        """Whether a file whose last read gave ``messages`` (its failure reason and warnings) met a
+        bound that is higher now: then the indexer reads it again, though it has not changed."""
+        for message in messages:
+            for key, value in _PDF_EXCEEDED.findall(message):
+                current = getattr(self, key.removeprefix("pdf_"), None)
+                if isinstance(current, int) and current > int(value.replace(",", "")):
+                    return True
+        return False
+
+
+# pypdf logs, rather than raises, when it stops following a page's form XObjects (5,000 a page, not
+# configurable here): text lost with no error. The handler keeps that message for the page being
+# read, found through a context variable (so on the reading thread only), and drops every other
+# record of pypdf._page, as the level the loader sets on the pypdf logger does.
+_PAGE_NOTES: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("rag_pdf_page_notes", default=None)
+
+
+class _SkippedForms(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        notes = _PAGE_NOTES.get()
+        if notes is not None and "form XObject invocations" in str(record.msg):
+            limit = record.args.get("limit") if isinstance(record.args, dict) else None
+            notes.append(f"it shows more than {limit:,} form XObjects, pypdf's bound for one page; the rest "
+                         "were skipped" if isinstance(limit, int) else record.getMessage())
+
+
+_SKIPPED_FORMS = _SkippedForms()
+
 
 class PdfLoader:
     """PDF text page by page (pypdf); chunks know their first and last page."""
@@ -194,14 +322,29 @@ class PdfLoader:
     kind = "pdf"
     suffixes = (".pdf",)
 
-    def load(self, path: Path, doc_id: str, data: bytes | None = None) -> Loaded:
-        import io
-        import logging
+    def __init__(self, limits: PdfLimits | None = None) -> None:
+        self.limits = limits or PdfLimits()
 
+    def load(self, path: Path, doc_id: str, data: bytes | None = None) -> Loaded:
         # Its repair notes, and the errors it recovers from (a damaged font encoding is logged at
         # ERROR with a 256-entry table), are noise here: what matters becomes a DocumentError or
         # a page warning, and an unconfigured logger would print them on stderr.
         logging.getLogger("pypdf").setLevel(logging.CRITICAL)
+        page_log = logging.getLogger("pypdf._page")
+        page_log.addHandler(_SKIPPED_FORMS)  # once: logging keeps a handler a single time
+        page_log.propagate = False
+        page_log.setLevel(logging.WARNING)
+        import pypdf
+
+        # pypdf's configuration is a context variable: set here, it holds for this thread (the
+        # indexer's reader) while this file is read, its pages included.
+        apply = getattr(pypdf, "apply_configuration", None)
+        with apply(**self.limits.overwrites()) if apply else contextlib.nullcontext():
+            return self._load(path, doc_id, data)
+
+    def _load(self, path: Path, doc_id: str, data: bytes | None) -> Loaded:
+        import io
+
         from pypdf import PdfReader
 
         try:
@@ -219,18 +362,35 @@ class PdfLoader:
         except OSError as exc:
             raise DocumentError(f"cannot read: {exc.strerror or exc}") from None
         except Exception as exc:  # pypdf raises many types on damaged files
+            limit = self.limits.explain(exc)
+            if limit:
+                raise DocumentError(f"PDF not read: {limit}") from None
             raise DocumentError(f"corrupt or unreadable PDF ({type(exc).__name__}: {exc})") from None
 
         warnings: list[str] = []
         texts: list[str] = []
+        limited: list[str] = []  # "page N: the bound it met", for the pages beyond a PdfLimits bound
         for number in range(page_count):
+            notes: list[str] = []
+            token = _PAGE_NOTES.set(notes)
             try:
                 page_text = reader.pages[number].extract_text() or ""
             except Exception as exc:
-                warnings.append(f"page {number + 1}: text could not be extracted ({type(exc).__name__})")
+                limit = self.limits.explain(exc)
+                if limit:
+                    limited.append(f"page {number + 1}: {limit}")
+                    warnings.append(f"page {number + 1}: text not extracted: {limit}")
+                else:
+                    warnings.append(f"page {number + 1}: text could not be extracted ({type(exc).__name__})")
                 page_text = ""
+            finally:
+                _PAGE_NOTES.reset(token)
+            warnings.extend(f"page {number + 1}: text partly not extracted: {note}" for note in notes[:1])
             texts.append(_clean(page_text).strip())
         if not any(texts):
+            if limited:  # not a scan: say which bound, and how to read the file
+                more = f" (and {len(limited) - 1} more pages)" if len(limited) > 1 else ""
+                raise DocumentError(f"no text read: {limited[0]}{more}")
             raise DocumentError("no extractable text (a scanned PDF? it needs OCR first)"
                                 if page_count else "PDF has no pages")
         title = ""
@@ -352,11 +512,16 @@ SUPPORTED_SUFFIXES = tuple(_BY_SUFFIX)
 _instances: dict[type, Any] = {}
 
 
-def loader_for(path: Path) -> Loader | None:
+def loader_for(path: Path, pdf_limits: PdfLimits | None = None) -> Loader | None:
     """The loader for a file by its suffix, or None for a file type the tool does not read."""
     cls = _BY_SUFFIX.get(path.suffix.lower())
     if cls is None:
         return None
+    if cls is PdfLoader:
+        key: Any = (cls, pdf_limits or PdfLimits())
+        if key not in _instances:
+            _instances[key] = PdfLoader(key[1])
+        return _instances[key]
     if cls not in _instances:
         _instances[cls] = cls()
     return _instances[cls]
