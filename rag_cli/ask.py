@@ -16,7 +16,7 @@ from rag_cli.config import Settings
 from rag_cli.errors import InputError, ModelLoadError, GenerationError
 from rag_cli.generate.answering import (clean_citations, is_refusal, route, snap_to_span, support, tidy,
                                        verify_citations)
-from rag_cli.generate.llama import Generator, LlamaCppGenerator
+from rag_cli.generate.base import Generator, generator_from_settings
 from rag_cli.generate.narrowing import best_sentence, narrow
 from rag_cli.generate.packing import merge_neighbours, pack
 from rag_cli.generate.prompts import PromptTemplates, plain_text
@@ -93,13 +93,7 @@ class Asker:
         """The generator for a model setting: in-process llama.cpp, or the llm.url server (then
         ``model`` is only the name sent to it, and nothing is loaded here). Cheap to build."""
         if model not in self.generators:
-            llm = self.settings.llm
-            if llm.url:
-                from rag_cli.generate.openai_server import OpenAIServerGenerator
-
-                self.generators[model] = OpenAIServerGenerator.from_settings(llm, model)
-            else:
-                self.generators[model] = LlamaCppGenerator.from_settings(llm, model, base_dir=self.settings.base_dir)
+            self.generators[model] = generator_from_settings(self.settings.llm, model, base_dir=self.settings.base_dir)
         return self.generators[model]
 
     def _start_loading(self, model: str) -> None:
@@ -210,7 +204,7 @@ class Asker:
             generator = self.generator(chosen)
             t0 = time.perf_counter()
             with observe.span("ask.load", model=chosen):
-                generator.warm_up()  # type: ignore[attr-defined]
+                generator.warm_up()
             timings["load"] = time.perf_counter() - t0
             completion = generator.style == "completion"  # known once the model is loaded
             messages, given = pack(question, sources, self.templates, context_size=generator.context_size,

@@ -295,6 +295,62 @@ class ChunkPreview:
 
 
 @dataclass(frozen=True)
+class StoredChunk:
+    """A chunk as read back from the store."""
+
+    chunk_id: str
+    text: str
+    metadata: dict[str, Any]
+    distance: float | None = None
+    vector: list[float] | None = None
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A retrieved chunk. ``score`` is the cosine similarity of question and chunk."""
+
+    rank: int
+    chunk_id: str
+    doc_id: str
+    source: str
+    kind: str
+    text: str
+    score: float
+    index: int
+    start: int
+    end: int
+    heading: str = ""
+    title: str = ""
+    page_start: int | None = None
+    page_end: int | None = None
+
+    @classmethod
+    def from_stored(cls, rank: int, stored: StoredChunk) -> Hit:
+        m: dict[str, Any] = stored.metadata
+        return cls(rank=rank, chunk_id=stored.chunk_id, doc_id=m.get("doc_id", ""), source=m.get("source", ""),
+                   kind=m.get("kind", ""), text=stored.text, score=1.0 - float(stored.distance or 0.0),
+                   index=int(m.get("index", 0)), start=int(m.get("start", 0)), end=int(m.get("end", 0)),
+                   heading=m.get("heading", ""), title=m.get("title", ""), page_start=m.get("page_start"),
+                   page_end=m.get("page_end"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"chunk_id": self.chunk_id, "doc_id": self.doc_id, "path": self.source, "kind": self.kind,
+                "page_start": self.page_start, "page_end": self.page_end, "heading": self.heading,
+                "score": round(self.score, 4), "text": self.text}
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What a generator returns: the text and its token counts."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+    model: str
+
+
+@dataclass(frozen=True)
 class Citation:
     """A numbered source given to the model; ``cited`` when the answer refers to it."""
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from rag_cli.config import DEFAULT_REFUSAL
 from rag_cli.errors import ConfigError, InputError
 from rag_cli.generate.answering import attribute, clean_citations, is_refusal, route
 from rag_cli.generate.packing import TEMPLATE_MARGIN, merge_neighbours, pack
-from rag_cli.generate.prompts import DEFAULT_REFUSAL, PromptTemplates
-from rag_cli.retrieve.search import Hit
+from rag_cli.generate.prompts import PromptTemplates
+from rag_cli.models import Hit
 
 
 def hit(rank: int, doc: str, index: int, start: int, end: int, text: str, score: float = 0.5, **kw) -> Hit:

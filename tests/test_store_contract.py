@@ -398,6 +398,17 @@ def test_readers_create_nothing_on_the_server(tmp_path: Path, chroma_url: str) -
     assert name not in names and f"{name}.catalog" not in names
 
 
+def test_the_server_client_waits_at_most_store_timeout(tmp_path: Path, chroma_url: str) -> None:
+    """chromadb leaves its HttpClient's httpx session without a timeout; store/chroma_api.py sets
+    one through a private attribute, which this fails on when chromadb moves it."""
+    from rag_cli.store.server import http_client
+
+    store = hash_settings(tmp_path, store__url=chroma_url, store__timeout=7.0).store
+    session = getattr(getattr(http_client(store), "_server", None), "_session", None)
+    assert session is not None, "chromadb's HttpClient has no _server._session: rework store/chroma_api.py"
+    assert session.timeout.read == 7.0 and session.timeout.connect == 7.0
+
+
 def test_a_stuck_server_is_given_up_after_store_timeout(tmp_path: Path) -> None:
     import socket
     import threading

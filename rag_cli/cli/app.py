@@ -1,19 +1,16 @@
-"""The `rag` command: global options, the error boundary, and the sub-commands."""
+"""The `rag` command: global options, and the sub-commands registered on it (each wrapped in
+the error boundary, ``env.boundary``)."""
 
 from __future__ import annotations
 
-import functools
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Callable, TypeVar
+from typing import Annotated
 
 import typer
 
 from rag_cli import __version__, crash, observe
 from rag_cli.cli.env import Env
-from rag_cli.errors import ExitCode, RagError
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 app = typer.Typer(
     name="rag",
@@ -55,35 +52,6 @@ def _global(
     if observe.tracing() and ctx.invoked_subcommand:
         # The command's root span (with the run id); ended, and the spans flushed, when it returns.
         ctx.with_resource(observe.command(ctx.invoked_subcommand))
-
-
-def boundary(fn: F) -> F:
-    """The one place errors are printed: a RagError becomes one line (and a hint) on stderr
-    and its exit code; Ctrl-C exits 130. Anything else is a bug and keeps its traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        ctx = kwargs.get("ctx")  # every command takes the Typer context as `ctx`
-        env = env_of(ctx) if ctx is not None else Env()
-        command = (ctx.info_name if ctx is not None else None) or fn.__name__
-        try:
-            return fn(*args, **kwargs)
-        except RagError as exc:
-            env.error(exc.message, exc.hint)
-            observe.failed(command, int(exc.exit_code), type(exc).__name__)
-            raise typer.Exit(int(exc.exit_code)) from None
-        except KeyboardInterrupt:
-            env.error("interrupted", "what was committed is kept; run the command again to finish")
-            observe.failed(command, int(ExitCode.INTERRUPTED), "KeyboardInterrupt")
-            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def env_of(ctx: typer.Context) -> Env:
-    if not isinstance(ctx.obj, Env):
-        ctx.obj = Env()
-    return ctx.obj
 
 
 def _register() -> None:

@@ -9,8 +9,7 @@ from typing import Annotated
 import typer
 
 from rag_cli import observe
-from rag_cli.cli.app import boundary, env_of
-from rag_cli.cli.env import safe
+from rag_cli.cli.env import boundary, env_of, safe
 from rag_cli.cli.options import Json, settings_for
 from rag_cli.cli.render import render_answer
 from rag_cli.errors import ExitCode, InputError

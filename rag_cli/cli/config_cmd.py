@@ -7,7 +7,7 @@ import time
 import typer
 
 from rag_cli import observe
-from rag_cli.cli.app import boundary, env_of
+from rag_cli.cli.env import boundary, env_of
 from rag_cli.cli.options import Json, settings_for
 from rag_cli.cli.render import render_settings
 

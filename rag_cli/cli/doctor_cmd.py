@@ -8,8 +8,7 @@ import typer
 from rich.text import Text
 
 from rag_cli import observe
-from rag_cli.cli.app import boundary, env_of
-from rag_cli.cli.env import Env
+from rag_cli.cli.env import Env, boundary, env_of
 from rag_cli.cli.options import Json, settings_for
 from rag_cli.models import Check, DoctorReport
 

@@ -1,17 +1,24 @@
-"""The terminal environment a command writes to: one object, injectable in tests."""
+"""The terminal environment a command writes to (one object, injectable in tests), and the
+error boundary every command runs in."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO, TypeVar
 
+import typer
 from rich.console import Console
 
+from rag_cli import observe
+from rag_cli.errors import ExitCode, RagError
 from rag_cli.observe import CLI_LOGGER, printable
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass
@@ -110,3 +117,32 @@ def _escape(text: str) -> str:
     from rich.markup import escape
 
     return escape(text)
+
+
+def boundary(fn: F) -> F:
+    """The one place errors are printed: a RagError becomes one line (and a hint) on stderr
+    and its exit code; Ctrl-C exits 130. Anything else is a bug and keeps its traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ctx = kwargs.get("ctx")  # every command takes the Typer context as `ctx`
+        env = env_of(ctx) if ctx is not None else Env()
+        command = (ctx.info_name if ctx is not None else None) or fn.__name__
+        try:
+            return fn(*args, **kwargs)
+        except RagError as exc:
+            env.error(exc.message, exc.hint)
+            observe.failed(command, int(exc.exit_code), type(exc).__name__)
+            raise typer.Exit(int(exc.exit_code)) from None
+        except KeyboardInterrupt:
+            env.error("interrupted", "what was committed is kept; run the command again to finish")
+            observe.failed(command, int(ExitCode.INTERRUPTED), "KeyboardInterrupt")
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def env_of(ctx: typer.Context) -> Env:
+    if not isinstance(ctx.obj, Env):
+        ctx.obj = Env()
+    return ctx.obj

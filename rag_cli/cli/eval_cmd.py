@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from rag_cli import observe
-from rag_cli.cli.app import boundary, env_of
+from rag_cli.cli.env import boundary, env_of
 from rag_cli.cli.options import Json
 from rag_cli.cli.progress import RichProgress
 from rag_cli.cli.render import render_eval

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from rag_cli import observe
-from rag_cli.cli.app import boundary, env_of
+from rag_cli.cli.env import boundary, env_of
 from rag_cli.cli.options import Json, Model, Overlap, Size, Strategy, settings_for
 from rag_cli.cli.progress import RichProgress
 from rag_cli.cli.render import render_copy_report, render_index_report

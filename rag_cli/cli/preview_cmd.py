@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from rag_cli import observe
-from rag_cli.cli.app import boundary, env_of
+from rag_cli.cli.env import boundary, env_of
 from rag_cli.cli.options import Json, Model, Overlap, Size, Strategy, settings_for
 from rag_cli.cli.render import render_preview
 

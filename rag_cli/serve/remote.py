@@ -11,7 +11,7 @@ import logging
 from typing import Any, Callable
 
 from rag_cli.config import Settings
-from rag_cli.models import Answer
+from rag_cli.models import Answer, Hit
 from rag_cli.serve.client import Timeouts, Unavailable, exchange, locate
 from rag_cli.serve.protocol import settings_to_dict
 
@@ -69,8 +69,6 @@ class RemoteSearcher:
         self.session = session
 
     def search(self, question: str, k: int, where: Any = None, mode: str | None = None) -> tuple[list[Any], dict[str, float]]:
-        from rag_cli.retrieve.search import Hit
-
         reply = None
         if where is None and mode is None:
             reply = self.session.call("search", {"question": question, "k": k, "where": None})

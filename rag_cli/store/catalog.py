@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 from rag_cli.errors import IndexMismatch
 from rag_cli.fileio import write_json_atomically
+from rag_cli.store.chroma_api import open_existing
 
 CATALOG_CACHE = "catalog-files.json"  # a reader's copy of the file table, in its index folder
 STATE = "@state"
@@ -67,8 +68,6 @@ class Catalog:
         if create:
             self._col = call("open catalog", client.get_or_create_collection, self.name, embedding_function=None)
         else:
-            from rag_cli.store.chroma import open_existing
-
             self._col = open_existing(client, self.name, where)
 
     # -- the state record ------------------------------------------------------------------

@@ -15,28 +15,18 @@ import os
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
 from rag_cli import crash
-from rag_cli.errors import IndexNotFound, RagError, StoreError
-from rag_cli.models import Chunk
+from rag_cli.errors import RagError, StoreError
+from rag_cli.models import Chunk, StoredChunk
+from rag_cli.store.catalog import Catalog
+from rag_cli.store.chroma_api import forget_cached_system, open_existing
 
 COLLECTION = "chunks"
 _RESERVED = frozenset({"doc_id", "source", "kind", "index", "start", "end", "tokens", "hash", "heading",
                        "title", "page_start", "page_end", "record"})
-
-
-@dataclass(frozen=True)
-class StoredChunk:
-    """A chunk as read back from the store."""
-
-    chunk_id: str
-    text: str
-    metadata: dict[str, Any]
-    distance: float | None = None
-    vector: list[float] | None = None
 
 
 class VectorStore(Protocol):
@@ -214,7 +204,6 @@ class ChromaStore:
         """The collection ``store.collection`` on the Chroma server at ``store.url``, with its
         catalog. Readers pass ``create=False``: a collection that is not there is IndexNotFound
         (a mistyped name must not leave empty collections on a shared server)."""
-        from rag_cli.store.catalog import Catalog
         from rag_cli.store.server import describe_server, http_client
 
         self = cls.__new__(cls)
@@ -409,24 +398,8 @@ def forget_client(path: Path) -> None:
 
     if "chromadb" not in sys.modules:
         return
-    from chromadb.api.client import SharedSystemClient
-
-    key = str(path)
-    SharedSystemClient._identifier_to_system.pop(key, None)
-    SharedSystemClient._identifier_to_refcount.pop(key, None)
-    _CLIENT_SEEN.pop(key, None)
-
-
-def open_existing(client: Any, name: str, where: str) -> Any:
-    """A collection that must exist: IndexNotFound when it does not."""
-    from chromadb.errors import NotFoundError
-
-    try:
-        return client.get_collection(name, embedding_function=None)
-    except NotFoundError:
-        raise IndexNotFound(f"no index {where} (there is no collection {name!r})",
-                            hint="check store.collection (`rag config`); `rag index PATH` builds an index there, "
-                                 "`rag index --to URL` copies a local one") from None
+    forget_cached_system(path)
+    _CLIENT_SEEN.pop(str(path), None)
 
 
 def open_store(settings: Any, chroma_folder: Path) -> ChromaStore:

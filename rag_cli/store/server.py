@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from rag_cli.errors import ConfigError
+from rag_cli.store.chroma_api import set_session_timeout
 
 
 def parse_url(url: str) -> tuple[str, int, bool]:
@@ -56,7 +57,5 @@ def http_client(store: Any) -> Any:
     client = chromadb.HttpClient(host=host, port=port, ssl=ssl, headers=auth_headers(store),
                                  settings=ChromaSettings(anonymized_telemetry=False), tenant=store.tenant,
                                  database=store.database)
-    session = getattr(getattr(client, "_server", None), "_session", None)
-    if session is not None:  # see the module docstring; kept as is if chromadb changes its insides
-        session.timeout = httpx.Timeout(store.timeout, connect=min(store.timeout, 10.0))
+    set_session_timeout(client, httpx.Timeout(store.timeout, connect=min(store.timeout, 10.0)))  # see the docstring
     return client

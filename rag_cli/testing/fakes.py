@@ -7,6 +7,8 @@ import math
 import re
 from typing import Sequence
 
+from rag_cli.models import Generation
+
 
 class HashEmbedder:
     """Bag-of-words vectors from hashed lowercase words: texts that share words are close.
@@ -62,8 +64,6 @@ class ScriptedGenerator:
         return len(text.split())
 
     def generate(self, messages, *, max_tokens, temperature, on_text=None):
-        from rag_cli.generate.llama import Generation
-
         self.warm_up()
         self.calls.append(list(messages))
         prompt = sum(self.count_tokens(m["content"]) for m in messages)
