@@ -22,7 +22,8 @@ ENV_PREFIX = "RAG_"
 TRUE_WORDS = ("1", "true", "yes", "on")  # how a yes/no setting is written in the environment
 FALSE_WORDS = ("0", "false", "no", "off")
 DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-CHUNK_STRATEGIES = ("structure", "sentence", "fixed")
+CHUNK_STRATEGIES = ("structure", "sentence", "fixed")  # ingest/chunkers.py: CHUNKERS
+EMBEDDING_BACKENDS = ("sentence-transformers", "hash")  # store/embedders.py: EMBEDDERS
 
 # The prompts (generate/prompts.py renders them; the prompt.* settings override them).
 DEFAULT_REFUSAL = "I don't know: the documents do not say."
@@ -74,7 +75,7 @@ class IndexSettings:
 @dataclass(frozen=True)
 class EmbeddingSettings:
     backend: str = _opt("sentence-transformers", "sentence-transformers, or hash (a fast fake for tests).",
-                        choices=("sentence-transformers", "hash"))
+                        choices=EMBEDDING_BACKENDS)
     model: str = _opt(DEFAULT_EMBEDDING_MODEL, "Sentence-transformers model: the bundled "
                       "all-MiniLM-L6-v2, a local folder, or a hub name (needs internet once).")
     batch_size: int = _opt(32, "Chunks embedded per batch.", min=1)

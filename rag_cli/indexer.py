@@ -25,7 +25,7 @@ from typing import Callable, Iterator, Sequence
 from rag_cli.config import Settings
 from rag_cli.errors import DocumentError, InputError
 from rag_cli.index_dir import IndexLock, IndexPaths, build_record, check_build, dirty_stamp
-from rag_cli.ingest.chunkers import BaseChunker, make_chunker
+from rag_cli.ingest.chunkers import Chunker, make_chunker
 from rag_cli.ingest.loaders import PdfLimits, loader_for, read_bytes
 from rag_cli.ingest.manifest import FAILED, OK, PENDING, SKIPPED, FileRecord, Manifest
 from rag_cli.ingest.tokens import load_token_counter
@@ -37,7 +37,7 @@ from rag_cli.progress import NullProgress, Progress
 from rag_cli.ingest.readahead import Channel
 from rag_cli.store.catalog import Catalog, writer_record
 from rag_cli.store.chroma import ChromaStore, LazyChromaStore, VectorStore, chunk_metadata, open_store
-from rag_cli.store.embedders import Embedder, make_embedder
+from rag_cli.store.embedders import Embedder, embedder_from_settings
 from rag_cli.store.keyword import KeywordIndex
 
 log = logging.getLogger(__name__)
@@ -109,17 +109,14 @@ class Indexer:
         e = settings.embedding
         self.counter = load_token_counter(e.model, str(settings.base_dir))
         self.prefixes = embedding_prefixes(e, settings.base_dir)
-        self.embedder = embedder or make_embedder(e.backend, e.model, base_dir=settings.base_dir, device=e.device,
-                                                  batch_size=e.batch_size, query_prefix=self.prefixes[0],
-                                                  runtime=e.runtime)
+        self.embedder = embedder or embedder_from_settings(e, base_dir=settings.base_dir, query_prefix=self.prefixes[0])
         self.batch_size = max(1, e.batch_size)
         c = settings.chunking
-        self.chunker: BaseChunker = make_chunker(
+        self.chunker: Chunker = make_chunker(
             c.strategy, self.counter, size=c.size, overlap=c.overlap, min_size=c.min_size,
             context_header=c.context_header, document_prefix=self.prefixes[1])
         self.timings = _Timings()
         self._chunks_seen = 0
-        self._model_loaded = False
         self._dirty = False
         self._before: object = None
         self._catalog: Catalog | None = None  # a server index's catalog (store/catalog.py)
@@ -536,13 +533,11 @@ class Indexer:
         Sorting the group by the exact token count the chunker measured and calling the model
         one batch at a time makes padding nearly nil (SciFact: 1.2x -> 1.03x the real tokens)."""
         todo = sorted(todo, key=lambda c: c.tokens, reverse=True)
-        warm_up = getattr(self.embedder, "warm_up", None)
-        if todo and warm_up is not None and not self._model_loaded:
+        if todo and not self.embedder.loaded:  # a fake, or a model loaded before, has nothing to load
             t0 = time.perf_counter()
             with observe.span("index.model", model=self.embedder.name):
-                warm_up()  # what embeds: the ONNX export, or torch (exporting it once)
+                self.embedder.warm_up()  # what embeds: the ONNX export, or torch (exporting it once)
             self.timings.model += time.perf_counter() - t0
-            self._model_loaded = True
         size = self.batch_size
         step = max(1, EMBED_SLICE // size) * size
         for i in range(0, len(todo), step):

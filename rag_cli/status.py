@@ -15,12 +15,15 @@ import os
 import sqlite3
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rag_cli.config import Settings, all_keys, describe
 from rag_cli.errors import IndexCorrupt, IndexNotFound
 from rag_cli.index_dir import DIRTY, IndexPaths, is_dirty
 from rag_cli.models import IndexStatus
+
+if TYPE_CHECKING:
+    from rag_cli.store.chroma import VectorStore
 
 SERVER_PROBE_TIMEOUT = 10.0  # seconds: status and doctor never wait store.timeout (60 s) for a server
 
@@ -162,7 +165,7 @@ def _read_manifest(paths: IndexPaths) -> dict[str, Any]:
         manifest.close()
 
 
-def open_server_index(settings: Settings) -> tuple[Any, dict[str, Any]]:
+def open_server_index(settings: Settings) -> tuple[VectorStore, dict[str, Any]]:
     """The store.url collection (probe timeouts) and its catalog state. IndexNotFound when there
     is no collection, or no build record and no run writing one."""
     from rag_cli.store.chroma import ChromaStore
@@ -179,6 +182,7 @@ def _server_facts(settings: Settings, paths: IndexPaths) -> tuple[str, dict[str,
     from rag_cli.store.catalog import CATALOG_CACHE
 
     store, state = open_server_index(settings)
+    assert store.catalog is not None  # a server store has one
     files = store.catalog.files_cached(paths.root / CATALOG_CACHE, state.get("files"))
     return store.where, {
         "build": state.get("build") or {}, "updated": state.get("updated"),

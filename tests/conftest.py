@@ -32,9 +32,10 @@ def _no_rag_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def real_embedder():
     """The bundled all-MiniLM-L6-v2, loaded once for the session with sentence-transformers (and
     exported to ONNX into the session's cache, as a first `rag index` does)."""
-    from rag_cli.store.embedders import make_embedder
+    from rag_cli.config import EmbeddingSettings
+    from rag_cli.store.embedders import embedder_from_settings
 
-    embedder = make_embedder("sentence-transformers", "bundled")
+    embedder = embedder_from_settings(EmbeddingSettings(model="bundled"))
     embedder.load_torch()  # type: ignore[attr-defined]
     return embedder
 

@@ -35,6 +35,13 @@ class CountingEmbedder:
     def embed_query(self, text):
         return self.inner.embed_query(text)
 
+    @property
+    def loaded(self):
+        return self.inner.loaded
+
+    def warm_up(self):
+        self.inner.warm_up()
+
 
 def by_status(report) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}

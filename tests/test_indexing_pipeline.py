@@ -58,6 +58,13 @@ class RecordingEmbedder:
     def embed_query(self, text):
         return self.inner.embed_query(text)
 
+    @property
+    def loaded(self):
+        return self.inner.loaded
+
+    def warm_up(self):
+        self.inner.warm_up()
+
 
 def stored(settings) -> dict[str, tuple[str, dict]]:
     got = ChromaStore(IndexPaths(settings.index_dir).chroma)._collection.get(include=["documents", "metadatas"])

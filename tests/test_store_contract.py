@@ -22,7 +22,7 @@ from rag_cli.indexer import index_paths
 from rag_cli.models import Chunk, FileStatus
 from rag_cli.retrieve.filters import parse_where
 from rag_cli.retrieve.search import Searcher
-from rag_cli.store.chroma import ChromaStore, chunk_metadata, open_store
+from rag_cli.store.chroma import ChromaStore, VectorStore, chunk_metadata, open_store
 from rag_cli.store.keyword import KeywordIndex
 from rag_cli.testing.chroma_server import ChromaServer, free_port
 from tests.indexing_helpers import invoke, settings_in
@@ -66,11 +66,30 @@ def chunk(doc: str, i: int, text: str, **meta) -> Chunk:
 
 
 # -- the vector store itself ---------------------------------------------------------------------------
+class Recording:
+    """The store under test, noting which of its members a test uses."""
+
+    def __init__(self, store: VectorStore) -> None:
+        self._store, self.used = store, set()
+
+    def __getattr__(self, name: str):
+        self.used.add(name)
+        return getattr(self._store, name)
+
+
+def declared(protocol: type) -> set[str]:
+    """The members a Protocol declares: its methods and its annotated attributes."""
+    return {n for n in (*vars(protocol), *getattr(protocol, "__annotations__", {}))
+            if not n.startswith("_")}
+
+
 def test_vector_store_contract(tmp_path: Path, store_flags: dict[str, str]) -> None:
     from rag_cli.testing.fakes import HashEmbedder
 
     settings = hash_settings(tmp_path, **store_flags)
-    store = open_store(settings, IndexPaths(settings.index_dir).chroma)
+    store = Recording(open_store(settings, IndexPaths(settings.index_dir).chroma))
+    assert store.where.startswith("on the Chroma server" if store_flags else "in ")
+    assert (store.catalog is not None) == bool(store_flags)  # a server index's record of itself
     emb = HashEmbedder()
     chunks = [chunk("a.txt", 0, "rye flour and water"), chunk("a.txt", 1, "the starter doubles in size"),
               chunk("b.txt", 0, "bake the loaf at 250 degrees", year=2024), chunk("b.txt", 1, "cool on a rack")]
@@ -92,6 +111,12 @@ def test_vector_store_contract(tmp_path: Path, store_flags: dict[str, str]) -> N
     assert [c.chunk_id for c in store.chunks_at("a.txt", [1, 5])] == ["a.txt::1"]
     fetched = store.fetch(["b.txt::1"])
     assert fetched["b.txt::1"][0].text == "cool on a rack" and len(fetched["b.txt::1"][1]) == emb.dimension
+    store.relabel([replace(chunks[3], title="Racks"), chunk("c.txt", 0, "not stored")])
+    relabeled, vector = store.fetch(["b.txt::1"])["b.txt::1"]
+    assert relabeled.metadata["title"] == "Racks" and vector == pytest.approx(fetched["b.txt::1"][1])
+    assert store.count() == 4  # relabel rewrites stored chunks only
+    with store.consistent():  # several reads at one moment of the store
+        assert store.count() == 4 and store.fetch(["a.txt::0"])
     ids, texts, metas = store.all_chunks()
     assert sorted(ids) == sorted(c.chunk_id for c in chunks)
     assert {m["doc_id"] for m in metas} == {"a.txt", "b.txt"} and "cool on a rack" in texts
@@ -103,6 +128,7 @@ def test_vector_store_contract(tmp_path: Path, store_flags: dict[str, str]) -> N
     assert store.count() == 3 and "a.txt::1" not in store.all_ids()
     store.reset()
     assert store.count() == 0 and store.all_ids() == []
+    assert declared(VectorStore) <= store.used, declared(VectorStore) - store.used
 
 
 # -- indexing: incremental, deletions, keyword consistency ---------------------------------------------

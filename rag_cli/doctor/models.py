@@ -58,11 +58,10 @@ class ModelChecks(CheckState):
         assert s is not None
         e = s.embedding
         from rag_cli.model_files import embedding_prefixes
-        from rag_cli.store.embedders import make_embedder
+        from rag_cli.store.embedders import embedder_from_settings
 
         query_prefix, _ = embedding_prefixes(e, s.base_dir)
-        embedder = make_embedder(e.backend, e.model, base_dir=s.base_dir, device=e.device, batch_size=e.batch_size,
-                                 query_prefix=query_prefix, runtime=e.runtime)  # resolves the model folder
+        embedder = embedder_from_settings(e, base_dir=s.base_dir, query_prefix=query_prefix)  # resolves the model folder
         files = getattr(embedder, "files", None)
         data: dict[str, Any] = {"name": embedder.name, "path": str(files.path) if files else None,
                                 "dimension": embedder.dimension}

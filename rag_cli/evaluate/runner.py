@@ -88,13 +88,11 @@ def run_eval(settings: Settings, questions: Sequence[Question], *, label: str = 
 
 
 def _warm_up(searcher: Searcher, asker: Asker | None, settings: Settings) -> None:
-    warm = getattr(searcher.embedder, "warm_up", None)
-    if warm:
-        warm()
+    if searcher.embedder is not None:  # None: a RemoteSearcher, whose server has the model loaded
+        searcher.embedder.warm_up()
     if asker is not None:
         try:
-            generator = asker.generator(settings.llm.model)
-            getattr(generator, "warm_up", lambda: None)()
+            asker.generator(settings.llm.model).warm_up()
         except RagError:
             pass  # a model that cannot load shows up in every row's error
 

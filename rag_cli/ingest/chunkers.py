@@ -33,7 +33,13 @@ CHARS_PER_TOKEN = 32
 
 
 class Chunker(Protocol):
-    strategy: str
+    """A document in, chunks of at most ``size`` embedding-model tokens out."""
+
+    @property
+    def strategy(self) -> str: ...  # chunking.strategy: its name in CHUNKERS
+
+    size: int  # most tokens in a chunk's embed_text
+    overlap: int  # tokens shared by consecutive chunks
 
     def chunk(self, doc: Document) -> list[Chunk]: ...
 
@@ -58,6 +64,10 @@ class BaseChunker:
         self.size = min(self.size, self.counter.max_tokens)
         if self.overlap >= self.size:
             raise ConfigError(f"chunking.overlap ({self.overlap}) must be smaller than chunking.size ({self.size})")
+
+    def chunk(self, doc: Document) -> list[Chunk]:
+        """The strategy's chunks of ``doc`` (each subclass cuts its own way)."""
+        raise NotImplementedError
 
     # -- the header in front of every chunk's text --------------------------------------
     def header(self, doc: Document, heading: tuple[str, ...]) -> str:
@@ -281,7 +291,7 @@ CHUNKERS: dict[str, type[BaseChunker]] = {
 
 
 def make_chunker(strategy: str, counter: TokenCounter, *, size: int, overlap: int, min_size: int = 48,
-                 context_header: bool = True, document_prefix: str = "") -> BaseChunker:
+                 context_header: bool = True, document_prefix: str = "") -> Chunker:
     """The chunker registered under ``strategy``."""
     try:
         cls = CHUNKERS[strategy]

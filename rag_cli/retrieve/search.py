@@ -28,8 +28,8 @@ from rag_cli.model_files import embedding_prefixes
 from rag_cli.models import Hit, StoredChunk
 from rag_cli.retrieve.filters import DocumentInfo, Filter
 from rag_cli.store.catalog import CATALOG_CACHE, document_table
-from rag_cli.store.chroma import ChromaStore
-from rag_cli.store.embedders import Embedder, make_embedder
+from rag_cli.store.chroma import ChromaStore, VectorStore
+from rag_cli.store.embedders import Embedder, embedder_from_settings
 from rag_cli.store.keyword import KeywordIndex, keyword_text
 from rag_cli.store.vector_cache import VECTOR_CACHE, CachingEmbedder, VectorCache
 
@@ -42,7 +42,7 @@ class Searcher:
     def __init__(self, settings: Settings, *, embedder: Embedder | None = None, reranker: Any = None) -> None:
         self.settings = settings
         self.paths = IndexPaths(settings.index_dir)
-        self.store: ChromaStore | None = None
+        self.store: VectorStore | None = None
         if settings.store.url:
             recorded = self._open_server()
         else:
@@ -56,9 +56,7 @@ class Searcher:
                 manifest.close()
         e = settings.embedding
         query_prefix, document_prefix = embedding_prefixes(e, settings.base_dir)
-        self.embedder = embedder or make_embedder(e.backend, e.model, base_dir=settings.base_dir, device=e.device,
-                                                  batch_size=e.batch_size, query_prefix=query_prefix,
-                                                  runtime=e.runtime)
+        self.embedder = embedder or embedder_from_settings(e, base_dir=settings.base_dir, query_prefix=query_prefix)
         current = {"embedding.backend": e.backend, "embedding.model": self.embedder.name,
                    "embedding.dimension": self.embedder.dimension, "embedding.query_prefix": query_prefix,
                    "embedding.document_prefix": document_prefix}
@@ -78,19 +76,19 @@ class Searcher:
     def _open_server(self) -> dict:
         """Open the index on the Chroma server: its catalog stands in for the manifest. Local
         caches (keyword index, answers, vectors) stay in the index folder."""
-        self.store = ChromaStore.on_server(self.settings.store, create=False)
-        state = self.store.catalog.state()
+        self.store = store = ChromaStore.on_server(self.settings.store, create=False)
+        state = store.catalog.state()
         if not state.get("build"):
             if is_dirty(state.get("updated")):
-                raise IndexNotFound(f"the index {self.store.where} is not complete yet (a `rag index` or `rag index "
+                raise IndexNotFound(f"the index {store.where} is not complete yet (a `rag index` or `rag index "
                                     "--to` run is writing it, or was interrupted)",
                                     hint="wait for it, or run it again from the folder that writes the collection")
-            raise IndexNotFound(f"no index {self.store.where}",
+            raise IndexNotFound(f"no index {store.where}",
                                 hint="run `rag index PATH` with this store.url, or `rag index --to URL` in a folder "
                                      "with a local index to copy it there")
         self.paths.create()
         self.updated = state.get("updated")
-        files = self.store.catalog.files_cached(self.paths.root / CATALOG_CACHE, state.get("files"))
+        files = store.catalog.files_cached(self.paths.root / CATALOG_CACHE, state.get("files"))
         self.documents = [DocumentInfo(d, p, t) for d, p, t in document_table(files)]
         return state["build"]
 
@@ -222,7 +220,7 @@ class Searcher:
         return hits, timings
 
 
-def with_neighbours(store: ChromaStore, hits: Sequence[Hit], n: int) -> list[Hit]:
+def with_neighbours(store: VectorStore, hits: Sequence[Hit], n: int) -> list[Hit]:
     """``hits`` followed by the chunks up to ``n`` positions before and after each of them in the
     same document (not already there), each carrying the score of the hit it neighbours."""
     if n <= 0 or not hits:

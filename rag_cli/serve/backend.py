@@ -129,13 +129,12 @@ class Backend:
         """Open the index and load the models, so that the first request is as fast as the next."""
         self._check_index()
         searcher, asker = self._variant(self.settings)
-        getattr(self.embedder, "warm_up", lambda: None)()
+        self.embedder.warm_up()
         searcher.keyword_index()
         searcher.search("warm up", 1)
         if llm:
             try:
-                generator = asker.generator(self.settings.llm.model)
-                getattr(generator, "warm_up", lambda: None)()
+                asker.generator(self.settings.llm.model).warm_up()
             except RagError as exc:  # retrieval is still served; `ask` reports the error per answer
                 self.llm_error = exc.message
                 log.warning("the language model did not load: %s", exc.message)
@@ -234,7 +233,7 @@ class Backend:
     def warm(self, settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
         """Load the models ``settings`` use (the start of a `rag eval` run)."""
         _, asker = self._prepare(settings, request)
-        getattr(self.embedder, "warm_up", lambda: None)()
+        self.embedder.warm_up()
         if request.get("model"):
-            getattr(asker.generator(str(request["model"])), "warm_up", lambda: None)()
+            asker.generator(str(request["model"])).warm_up()
         return {"warm": True}

@@ -49,7 +49,7 @@ class RemoteSession:
             from rag_cli.retrieve.search import Searcher
 
             self._searcher = Searcher(self.settings)
-            getattr(self._searcher.embedder, "warm_up", lambda: None)()  # as run_eval warms its own
+            self._searcher.embedder.warm_up()  # as run_eval warms its own
         return self._searcher
 
     def local_asker(self) -> Any:
@@ -83,7 +83,7 @@ class _RemoteGenerator:
 
     def warm_up(self) -> None:
         if self.session.call("warm", {"model": self.model}) is None:
-            getattr(self.session.local_asker().generator(self.model), "warm_up", lambda: None)()
+            self.session.local_asker().generator(self.model).warm_up()
 
 
 class RemoteAsker:

@@ -14,7 +14,7 @@ import json
 import os
 import threading
 import time
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
@@ -30,8 +30,38 @@ _RESERVED = frozenset({"doc_id", "source", "kind", "index", "start", "end", "tok
 
 
 class VectorStore(Protocol):
+    """Chunks with their vectors and metadata: what the Indexer writes, and what the Searcher,
+    `rag serve` and `rag status` read. tests/test_store_contract.py runs every member against the
+    embedded store and a Chroma server."""
+
+    where: str  # how messages name the store ("in PATH", "on the Chroma server URL, collection 'c'")
+    catalog: Catalog | None  # on a Chroma server, the index's record of itself; None when embedded
+
+    # -- reading -----------------------------------------------------------------------------------
     def count(self) -> int: ...
 
+    def query(self, embedding: Sequence[float], k: int, where: dict[str, Any] | None = None,
+              with_vectors: bool = False) -> list[StoredChunk]:
+        """The ``k`` chunks nearest ``embedding`` (cosine distance) that ``where`` lets through."""
+        ...
+
+    def fetch(self, ids: Sequence[str]) -> dict[str, tuple[StoredChunk, list[float]]]:
+        """Chunks and their vectors by id (those that are there)."""
+        ...
+
+    def chunks_at(self, doc_id: str, indices: Sequence[int]) -> list[StoredChunk]:
+        """The chunks of ``doc_id`` at these positions (those that exist)."""
+        ...
+
+    def all_chunks(self) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+        """Every chunk's id, text and metadata (the keyword index is built from them)."""
+        ...
+
+    def consistent(self) -> AbstractContextManager[Any]:
+        """Held across several reads that must see one moment of the store (no write lands between)."""
+        ...
+
+    # -- writing (the Indexer) ---------------------------------------------------------------------
     def stored_records(self, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
         """(content hash, record hash) stored with each of ``ids`` that is in the store."""
         ...
@@ -47,9 +77,6 @@ class VectorStore(Protocol):
     def reset(self) -> None:
         """Remove every chunk."""
         ...
-
-    def query(self, embedding: Sequence[float], k: int, where: dict[str, Any] | None = None,
-              with_vectors: bool = False) -> list[StoredChunk]: ...
 
 
 def chunk_metadata(chunk: Chunk) -> dict[str, Any]:

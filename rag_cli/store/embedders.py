@@ -13,9 +13,10 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 from rag_cli import crash
+from rag_cli.config import EmbeddingSettings
 from rag_cli.errors import ConfigError, ModelLoadError
 from rag_cli.model_files import EmbeddingModelFiles, resolve_embedding_model
 from rag_cli.store.onnx_query import OnnxQueryEncoder, export
@@ -24,8 +25,20 @@ log = logging.getLogger(__name__)
 
 
 class Embedder(Protocol):
-    name: str  # recorded in the index
-    dimension: int
+    @property
+    def name(self) -> str: ...  # recorded in the index
+
+    @property
+    def dimension(self) -> int: ...
+
+    @property
+    def loaded(self) -> bool:
+        """True when ``warm_up`` has nothing (left) to load."""
+        ...
+
+    def warm_up(self) -> None:
+        """Load what embeds, once (the embed calls load it themselves when it is not loaded)."""
+        ...
 
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]: ...
 
@@ -51,6 +64,10 @@ class SentenceTransformerEmbedder:
         self._onnx: OnnxQueryEncoder | None = None
         self._onnx_looked = False  # looked for a cached export once
         self.dimension = _dimension_from_files(files.path) or 0
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None or self._onnx is not None
 
     def warm_up(self) -> None:
         """Load what will embed: the ONNX export when there is one, else the torch model."""
@@ -128,18 +145,32 @@ def _dimension_from_files(path: Path) -> int | None:
     return None
 
 
-EMBEDDERS = ("sentence-transformers", "hash")
+def _sentence_transformers(e: EmbeddingSettings, base_dir: Path | None, query_prefix: str) -> Embedder:
+    files = resolve_embedding_model(e.model, base_dir)
+    return SentenceTransformerEmbedder(files, device=e.device, batch_size=e.batch_size, query_prefix=query_prefix,
+                                       runtime=e.runtime)
 
 
-def make_embedder(backend: str, model: str, *, base_dir: Path | None = None, device: str = "cpu",
-                  batch_size: int = 32, query_prefix: str = "", runtime: str = "auto") -> Embedder:
-    """The embedder registered under ``backend``; ``hash`` is the fast fake used by unit tests."""
-    if backend == "sentence-transformers":
-        files = resolve_embedding_model(model, base_dir)
-        return SentenceTransformerEmbedder(files, device=device, batch_size=batch_size, query_prefix=query_prefix,
-                                           runtime=runtime)
-    if backend == "hash":
-        from rag_cli.testing.fakes import HashEmbedder
+def _hash(e: EmbeddingSettings, base_dir: Path | None, query_prefix: str) -> Embedder:
+    """The fast fake of the tests. Test support: imported here, when chosen, and never at import."""
+    from rag_cli.testing.fakes import HashEmbedder
 
-        return HashEmbedder(query_prefix=query_prefix)
-    raise ConfigError(f"unknown embedding backend {backend!r}", hint=f"valid backends: {', '.join(EMBEDDERS)}")
+    return HashEmbedder(query_prefix=query_prefix)
+
+
+# embedding.backend -> factory. The names are config.EMBEDDING_BACKENDS (tests/test_seams.py keeps them equal).
+EMBEDDERS: dict[str, Callable[[EmbeddingSettings, Path | None, str], Embedder]] = {
+    "sentence-transformers": _sentence_transformers,
+    "hash": _hash,
+}
+
+
+def embedder_from_settings(e: EmbeddingSettings, *, base_dir: Path | None = None, query_prefix: str = "") -> Embedder:
+    """The embedder ``e.backend`` names, built from the embedding.* settings ``e``; ``query_prefix``
+    is the one in effect (``model_files.embedding_prefixes``). Cheap: the model loads on first use."""
+    try:
+        factory = EMBEDDERS[e.backend]
+    except KeyError:
+        raise ConfigError(f"unknown embedding backend {e.backend!r}",
+                          hint=f"valid backends: {', '.join(EMBEDDERS)}") from None
+    return factory(e, base_dir, query_prefix)

@@ -101,8 +101,12 @@ class CachingEmbedder:
     def dimension(self) -> int:
         return self.inner.dimension
 
+    @property
+    def loaded(self) -> bool:
+        return self.inner.loaded
+
     def warm_up(self) -> None:
-        getattr(self.inner, "warm_up", lambda: None)()
+        self.inner.warm_up()
 
     def embed_query(self, text: str) -> list[float]:
         found = self.cache.get_many("query", [text])

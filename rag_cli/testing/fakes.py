@@ -17,6 +17,7 @@ class HashEmbedder:
     """
 
     name = "hash-embedder"
+    loaded = True  # no model
 
     def __init__(self, dimension: int = 64, query_prefix: str = "") -> None:
         self.dimension = dimension
@@ -31,6 +32,9 @@ class HashEmbedder:
             vec[int.from_bytes(digest[:4], "little") % self.dimension] += 1.0 if digest[4] & 1 else -1.0
         norm = math.sqrt(sum(v * v for v in vec)) or 1.0
         return [v / norm for v in vec]
+
+    def warm_up(self) -> None:
+        pass
 
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
         self.calls += 1
