@@ -34,6 +34,7 @@ def median(values: list[float]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--no-speed", action="store_true", help="skip prompt processing with extra buffers on/off")
     args = parser.parse_args()
     from rag_cli.generate import canary
     from rag_cli.generate.llama import resolve_gguf
@@ -79,6 +80,39 @@ def main() -> None:
     for label, values in times.items():
         print(f"{label:<32} median {median(values):.2f} s  (runs: {', '.join(f'{v:.2f}' for v in values)})")
     print(f"one-time cost of the canary in `rag ask`: {first - later:+.2f} s ({first / later:.2f}x)")
+    if not args.no_speed:
+        print(f"\nprompt processing, 1,000 tokens, {threads} threads (tokens/s, median of 3)")
+        for model in ("bundled", "smollm2"):
+            path = resolve_gguf(model)
+            on, off = (prompt_speed(path, extra, threads) for extra in (True, False))
+            print(f"{Path(path).name:<34} extra buffers on {on:>7.0f}  off {off:>7.0f}  off/on {off / on:.2f}")
+
+
+# A child: extra_buffers on or off as the canary loads them, then the same prompt evaluated 3 times.
+_SPEED_CHILD = """
+import statistics, sys, time
+from llama_cpp import Llama
+from rag_cli.generate import canary
+path, extra, threads = sys.argv[1], sys.argv[2] == "on", int(sys.argv[3])
+with canary.model_params(extra_buffers=extra):
+    llm = Llama(path, n_ctx=2048, n_threads=threads, n_batch=512, verbose=False)
+text = " ".join(f"The starter is fed at hour {i} with flour and water." for i in range(200))
+tokens = llm.tokenize(text.encode())[:1000]
+assert len(tokens) == 1000, len(tokens)
+rates = []
+for _ in range(3):
+    llm.reset()
+    started = time.perf_counter()
+    llm.eval(tokens)
+    rates.append(len(tokens) / (time.perf_counter() - started))
+print(statistics.median(rates))
+"""
+
+
+def prompt_speed(path: str, extra_buffers: bool, threads: int) -> float:
+    done = subprocess.run([sys.executable, "-c", _SPEED_CHILD, path, "on" if extra_buffers else "off", str(threads)],
+                          cwd=REPO, capture_output=True, text=True, check=True)
+    return float(done.stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":
