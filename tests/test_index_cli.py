@@ -100,9 +100,10 @@ def _many_docs(folder: Path, count: int) -> None:
         (folder / f"note-{i:03d}.md").write_text(f"# Note {i}\n\n" + "\n\n".join(paras) + "\n")
 
 
-def _rag(args: list[str], cwd: Path) -> subprocess.Popen:
+def _rag(args: list[str], cwd: Path, *failpoints: str) -> subprocess.Popen:
     env = {**os.environ, "RAG_EMBEDDING_BACKEND": "hash", "HF_HUB_OFFLINE": "1"}
-    return subprocess.Popen([sys.executable, "-m", "rag_cli", *args], cwd=cwd, env=env,
+    command = ["-m", "rag_cli.testing.failpoints", *failpoints, "--"] if failpoints else ["-m", "rag_cli"]
+    return subprocess.Popen([sys.executable, *command, *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -136,14 +137,12 @@ def test_killed_runs_leave_a_consistent_index_that_the_next_run_completes(tmp_pa
 def test_ctrl_c_exits_130_and_the_next_run_completes(tmp_path: Path) -> None:
     docs = tmp_path / "docs"
     _many_docs(docs, 150)
-    proc = _rag(["index", str(docs)], tmp_path)
-    time.sleep(1.5)
-    proc.send_signal(signal.SIGINT)
+    # Ctrl-C's SIGINT as the first batch of chunks has been written: mid-run, at the same point every time.
+    proc = _rag(["index", str(docs)], tmp_path, "rag_cli.store.chroma:ChromaStore.upsert_raw:1:after:SIGINT")
     _, err = proc.communicate(timeout=60)
-    if proc.returncode == 0:
-        pytest.skip("the run finished before the signal arrived")
     assert proc.returncode == ExitCode.INTERRUPTED, err.decode()
     assert b"interrupted" in err
+    assert index_state(settings_in(tmp_path), complete=False)  # the first batch was kept
     finish = _rag(["index", str(docs)], tmp_path)
     assert finish.wait(120) == 0
     state = index_state(settings_in(tmp_path))

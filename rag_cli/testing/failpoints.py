@@ -1,11 +1,12 @@
 """Run the `rag` command with a failpoint: SIGKILL the process at the Nth call of a function.
 
-    python -m rag_cli.testing.failpoints MODULE:QUALNAME:N[:after] -- index ./docs
+    python -m rag_cli.testing.failpoints MODULE:QUALNAME:N[:after][:SIGNAL] -- index ./docs
 
 ``MODULE:QUALNAME`` names a function or method (``rag_cli.store.chroma:ChromaStore.upsert_raw``);
 the process kills itself (SIGKILL: no cleanup, no ``finally``, as a power cut or the OOM killer
-would) on entering its Nth call, or with ``:after`` on leaving it. Tests use it to stop a run at
-exact points instead of after guessed delays.
+would) on entering its Nth call, or with ``:after`` on leaving it. ``:SIGINT`` (any signal name)
+sends that signal instead: SIGINT is what Ctrl-C sends. Tests use it to stop a run at exact points
+instead of after guessed delays.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from typing import Any
 
 
 def arm(spec: str) -> None:
-    """Patch the function ``spec`` names so that its Nth call kills the process."""
+    """Patch the function ``spec`` names so that its Nth call kills (or signals) the process."""
     parts = spec.split(":")
     module_name, qualname, nth = parts[0], parts[1], int(parts[2])
-    after = len(parts) > 3 and parts[3] == "after"
+    after = "after" in parts[3:]
+    sent = next((signal.Signals[p] for p in parts[3:] if p.startswith("SIG")), signal.SIGKILL)
     owner: Any = importlib.import_module(module_name)
     *path, name = qualname.split(".")
     for attr in path:
@@ -34,10 +36,10 @@ def arm(spec: str) -> None:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         calls["n"] += 1
         if calls["n"] == nth and not after:
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), sent)
         result = original(*args, **kwargs)
         if calls["n"] == nth and after:
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), sent)
         return result
 
     setattr(owner, name, wrapper)
