@@ -53,6 +53,15 @@ class Document:
 
 
 @dataclass(frozen=True)
+class DocumentInfo:
+    """What a filter may ask about a document: its id, its file and the file's mtime."""
+
+    doc_id: str
+    path: str
+    mtime_ns: int | None = None
+
+
+@dataclass(frozen=True)
 class Chunk:
     """A piece of a document, small enough for the embedding model."""
 

@@ -26,20 +26,12 @@ from datetime import datetime, timedelta
 from typing import Any, Iterable
 
 from rag_cli.errors import ConfigError
+from rag_cli.models import DocumentInfo
 
 KINDS = ("markdown", "text", "pdf", "jsonl")
 _OPS = {">=": "$gte", "<=": "$lte", ">": "$gt", "<": "$lt", "=": "$eq"}
 _EXPR = re.compile(r"^\s*([^<>=]+?)\s*(>=|<=|>|<|=)\s*(.*?)\s*$")
 _RELATIVE = re.compile(r"^(\d+)\s*([hdw])$")
-
-
-@dataclass(frozen=True)
-class DocumentInfo:
-    """What a filter may ask about a document: its id, its file and the file's mtime."""
-
-    doc_id: str
-    path: str
-    mtime_ns: int | None = None
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,12 @@ from typing import Any, Mapping, Sequence
 
 from rag_cli import observe
 from rag_cli.config import Settings
-from rag_cli.errors import IndexNotFound
-from rag_cli.index_dir import IndexPaths, check_build, is_dirty
+from rag_cli.index_dir import check_build, is_dirty
+from rag_cli.index_record import open_index
 from rag_cli.model_files import embedding_prefixes
 from rag_cli.models import Hit, StoredChunk
-from rag_cli.retrieve.filters import DocumentInfo, Filter
-from rag_cli.store.catalog import CATALOG_CACHE, document_table
-from rag_cli.store.chroma import ChromaStore, VectorStore
+from rag_cli.retrieve.filters import Filter
+from rag_cli.store.chroma import VectorStore
 from rag_cli.store.embedders import Embedder, embedder_from_settings
 from rag_cli.store.keyword import KeywordIndex, keyword_text
 from rag_cli.store.vector_cache import VECTOR_CACHE, CachingEmbedder, VectorCache
@@ -41,19 +40,10 @@ class Searcher:
 
     def __init__(self, settings: Settings, *, embedder: Embedder | None = None, reranker: Any = None) -> None:
         self.settings = settings
-        self.paths = IndexPaths(settings.index_dir)
-        self.store: VectorStore | None = None
-        if settings.store.url:
-            recorded = self._open_server()
-        else:
-            manifest = self.paths.open_manifest()  # IndexNotFound when there is none
-            try:
-                self.paths.check_vectors(manifest)
-                recorded = manifest.get_meta("build") or {}
-                self.updated = manifest.get_meta("updated")
-                self.documents = [DocumentInfo(d, p, t) for d, p, t in manifest.document_table()]
-            finally:
-                manifest.close()
+        self.record = open_index(settings)  # IndexNotFound, IndexCorrupt
+        self.paths = self.record.paths
+        self.updated = self.record.updated
+        self.documents = self.record.documents()
         e = settings.embedding
         query_prefix, document_prefix = embedding_prefixes(e, settings.base_dir)
         self.embedder = embedder or embedder_from_settings(e, base_dir=settings.base_dir, query_prefix=query_prefix)
@@ -61,36 +51,16 @@ class Searcher:
                    "embedding.dimension": self.embedder.dimension, "embedding.query_prefix": query_prefix,
                    "embedding.document_prefix": document_prefix}
         # Searching needs only the embedding to match.
-        check_build(recorded, current, self.store.where if self.store is not None else self.paths.root)
+        check_build(self.record.build, current, self.record.where)
         if e.cache and not isinstance(self.embedder, CachingEmbedder):
             namespace = f"{self.embedder.name}|{self.embedder.dimension}|{query_prefix}"
             self.embedder = CachingEmbedder(self.embedder, VectorCache(self.paths.root / VECTOR_CACHE, namespace))
-        if self.store is None:
-            self.store = ChromaStore(self.paths.chroma)
+        self.store: VectorStore = self.record.store()
         # Changes with any index run that changed something, and with a file's mtime (filters use it).
         table = hashlib.sha256(repr(self.documents).encode()).hexdigest()[:16]
         self.fingerprint = f"{self.updated}:{len(self.documents)}:{table}"
         self._keyword: KeywordIndex | None = None
         self._reranker = reranker
-
-    def _open_server(self) -> dict:
-        """Open the index on the Chroma server: its catalog stands in for the manifest. Local
-        caches (keyword index, answers, vectors) stay in the index folder."""
-        self.store = store = ChromaStore.on_server(self.settings.store, create=False)
-        state = store.catalog.state()
-        if not state.get("build"):
-            if is_dirty(state.get("updated")):
-                raise IndexNotFound(f"the index {store.where} is not complete yet (a `rag index` or `rag index "
-                                    "--to` run is writing it, or was interrupted)",
-                                    hint="wait for it, or run it again from the folder that writes the collection")
-            raise IndexNotFound(f"no index {store.where}",
-                                hint="run `rag index PATH` with this store.url, or `rag index --to URL` in a folder "
-                                     "with a local index to copy it there")
-        self.paths.create()
-        self.updated = state.get("updated")
-        files = store.catalog.files_cached(self.paths.root / CATALOG_CACHE, state.get("files"))
-        self.documents = [DocumentInfo(d, p, t) for d, p, t in document_table(files)]
-        return state["build"]
 
     def keyword_index(self) -> KeywordIndex:
         """The saved keyword index when it matches the store, else one built now from the store's
@@ -104,7 +74,7 @@ class Searcher:
                          "index is on a server and changed); building it from the store")
                 ids, texts, metas = self.store.all_chunks()
                 self._keyword = KeywordIndex.build(ids, texts, metas, tag=self.updated)
-                if self.settings.store.url and not is_dirty(self.updated):
+                if self.record.saves_keyword_index and not is_dirty(self.updated):
                     try:  # the next question on this machine reads it instead of the whole collection
                         self._keyword.save(self.paths.keyword)
                     except OSError as exc:
