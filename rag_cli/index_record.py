@@ -34,7 +34,8 @@ class IndexRecord(Protocol):
     """An opened index's record of itself (a snapshot taken when it was opened)."""
 
     paths: IndexPaths  # the index folder (for a server index: this machine's caches)
-    where: str  # for messages: "in /notes/.rag", "on the Chroma server http://…, collection 'x'"
+    where: str  # for messages: "/notes/.rag", "on the Chroma server http://…, collection 'x'"
+    server: str  # the server it is on, as `where` says it ("" for an index in a folder)
     build: dict[str, Any]  # the build record ({} before a first run finished)
     updated: Any  # the stamp: a unix time, "dirty:<time>" while a run writes, or None
     writer: dict[str, Any] | None  # who writes a server index ({"id", "host", "path"}); None in a folder
@@ -60,6 +61,8 @@ class ManifestRecord:
     _documents: list[DocumentInfo] = field(default_factory=list)
     # The indexer writes the keyword index, under the index lock; a reader only builds a stale one.
     saves_keyword_index = False
+
+    server = ""
 
     @property
     def where(self) -> str:
@@ -131,6 +134,10 @@ class CatalogRecord:
     @property
     def where(self) -> str:
         return str(self.opened.where)
+
+    @property
+    def server(self) -> str:
+        return self.where
 
     @property
     def build(self) -> dict[str, Any]:

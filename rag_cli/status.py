@@ -1,4 +1,4 @@
-"""`rag status`: what the index holds and how it was built, from its manifest alone.
+"""`rag status`: what the index holds and how it was built, from its record alone (index_record.py).
 
 It must be fast (a prompt or a shell loop may run it): no model is loaded, and chromadb is not
 imported for an index in a folder, whose manifest knows the files, documents and chunk ids (after
@@ -12,20 +12,13 @@ shared with `rag doctor`.
 from __future__ import annotations
 
 import os
-import sqlite3
-from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rag_cli.config import Settings, all_keys, describe
-from rag_cli.errors import IndexCorrupt, IndexNotFound
-from rag_cli.index_dir import DIRTY, IndexPaths, is_dirty
+from rag_cli.index_dir import DIRTY, is_dirty
+from rag_cli.index_record import open_index
 from rag_cli.models import IndexStatus
-
-if TYPE_CHECKING:
-    from rag_cli.store.chroma import VectorStore
-
-SERVER_PROBE_TIMEOUT = 10.0  # seconds: status and doctor never wait store.timeout (60 s) for a server
 
 
 def read_stamp(value: Any) -> tuple[float | None, bool]:
@@ -118,75 +111,20 @@ def changed_settings(settings: Settings) -> list[tuple[str, Any, Any, str]]:
     return out
 
 
-def server_settings(settings: Settings) -> Any:
-    """``settings.store`` with its timeout capped, for probes that must not wait long."""
-    return replace(settings.store, timeout=min(settings.store.timeout, SERVER_PROBE_TIMEOUT))
-
-
 def index_status(settings: Settings) -> IndexStatus:
     """The index of ``settings``: IndexNotFound (exit 4) when there is none."""
     from rag_cli.serve import client
 
-    paths = IndexPaths(settings.index_dir)
-    where, facts = _server_facts(settings, paths) if settings.store.url else ("", local_facts(paths))
-    updated, dirty = read_stamp(facts.pop("updated"))
+    record = open_index(settings, complete=False, probe=True)  # IndexNotFound, IndexCorrupt, StoreError
+    paths = record.paths
+    updated, dirty = read_stamp(record.updated)
     serve = client.status(settings).to_dict()
     serve.pop("schema", None)
     llm = settings.llm
     return IndexStatus(
-        index_dir=str(paths.root), store=where, size_bytes=folder_size(paths.root) if paths.root.is_dir() else 0,
+        index_dir=str(paths.root), store=record.server, size_bytes=folder_size(paths.root) if paths.root.is_dir() else 0,
         updated=updated, dirty=dirty, writer_pid=lock_holder(paths.lock),
         llm={"model": llm.model, "strong_model": llm.strong_model, "url": llm.url},
-        changed_settings=tuple(changed_settings(settings)), serve=serve, **facts)
-
-
-def local_facts(paths: IndexPaths) -> dict[str, Any]:
-    """What the manifest of a local index says (build, updated, documents, chunks, file counts by
-    status, roots): IndexNotFound without one, IndexCorrupt when it cannot be read."""
-    try:
-        return _read_manifest(paths)
-    except sqlite3.DatabaseError as exc:
-        raise IndexCorrupt(f"the manifest {paths.manifest} is damaged ({type(exc).__name__}: {exc})",
-                           hint=f"delete {paths.root} and run `rag index PATH` to build the index again") from None
-
-
-def _read_manifest(paths: IndexPaths) -> dict[str, Any]:
-    manifest = paths.open_manifest()  # IndexNotFound when there is none
-    try:
-        records = manifest.files().values()
-        statuses = [r.status for r in records]
-        return {
-            "build": manifest.get_meta("build") or {}, "updated": manifest.get_meta("updated"),
-            "documents": len({doc for doc, _, _ in manifest.document_table()}), "chunks": manifest.chunk_count(),
-            "files": {"total": len(statuses), **{s: statuses.count(s) for s in ("ok", "pending", "failed", "skipped")}},
-            "roots": tuple(manifest.roots()),
-        }
-    finally:
-        manifest.close()
-
-
-def open_server_index(settings: Settings) -> tuple[VectorStore, dict[str, Any]]:
-    """The store.url collection (probe timeouts) and its catalog state. IndexNotFound when there
-    is no collection, or no build record and no run writing one."""
-    from rag_cli.store.chroma import ChromaStore
-
-    store = ChromaStore.on_server(server_settings(settings), create=False)  # IndexNotFound: no collection
-    state = store.catalog.state()
-    if not state.get("build") and not is_dirty(state.get("updated")):
-        raise IndexNotFound(f"no index {store.where}", hint="run `rag index PATH` with this store.url, or "
-                                                          "`rag index --to URL` from a folder with a local index")
-    return store, state
-
-
-def _server_facts(settings: Settings, paths: IndexPaths) -> tuple[str, dict[str, Any]]:
-    from rag_cli.store.catalog import CATALOG_CACHE
-
-    store, state = open_server_index(settings)
-    assert store.catalog is not None  # a server store has one
-    files = store.catalog.files_cached(paths.root / CATALOG_CACHE, state.get("files"))
-    return store.where, {
-        "build": state.get("build") or {}, "updated": state.get("updated"),
-        "documents": len({doc for _, docs in files.values() for doc in docs}), "chunks": store.count(),
-        "files": {"total": len(files), "ok": None, "pending": None, "failed": None, "skipped": None},
-        "roots": (),
-    }
+        changed_settings=tuple(changed_settings(settings)), serve=serve, build=record.build,
+        documents=len({d.doc_id for d in record.documents()}), chunks=record.chunk_count(),
+        files=record.file_counts(), roots=record.roots())

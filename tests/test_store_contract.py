@@ -371,16 +371,16 @@ def test_the_installed_command_with_the_real_model_on_a_server(tmp_path: Path, s
 
 
 def test_rag_serve_sees_changes_on_the_server(tmp_path: Path, samples: Path, chroma_url: str) -> None:
-    from rag_cli.serve.backend import index_stamp
+    from rag_cli.index_record import StampReader
 
     settings = hash_settings(tmp_path, store__url=chroma_url, store__collection=f"t-{uuid.uuid4().hex[:12]}")
     index_paths(settings, [samples])
-    before = index_stamp(settings.index_dir, settings)
+    before = StampReader(settings).read()
     assert index_paths(settings, [samples]).chunks_written == 0
-    assert index_stamp(settings.index_dir, settings) == before  # nothing changed
+    assert StampReader(settings).read() == before  # nothing changed
     (samples / "faq.txt").write_text("Q: Rye?\nA: Rye flour ferments fast.\n")
     index_paths(settings, [samples])
-    assert index_stamp(settings.index_dir, settings) != before
+    assert StampReader(settings).read() != before
 
 
 def test_rag_serve_opens_the_server_catalog_once(tmp_path: Path, samples: Path, chroma_url: str,
@@ -398,16 +398,16 @@ def test_rag_serve_opens_the_server_catalog_once(tmp_path: Path, samples: Path, 
         return real(cls, *args, **kwargs)
 
     monkeypatch.setattr(ChromaStore, "on_server", classmethod(counting))
-    first = backend._read_stamp()
-    assert [backend._read_stamp() for _ in range(3)] == [first] * 3 and opened["n"] == 1
+    first = backend._stamps.read()
+    assert [backend._stamps.read() for _ in range(3)] == [first] * 3 and opened["n"] == 1
     (samples / "faq.txt").write_text("Q: Rye?\nA: Rye flour ferments fast.\n")
     index_paths(settings, [samples])
     opened["n"] = 0
-    assert backend._read_stamp() != first and opened["n"] == 0  # a change is seen through the open catalog
+    assert backend._stamps.read() != first and opened["n"] == 0  # a change is seen through the open catalog
     ChromaStore.on_server(settings.store).reset()  # the collection dropped and made again on the server
     ChromaStore.on_server(settings.store)._client.delete_collection(f"{settings.store.collection}.catalog")
     with pytest.raises(IndexNotFound):
-        backend._read_stamp()  # reopened once, and then there is nothing there
+        backend._stamps.read()  # reopened once, and then there is nothing there
 
 
 def test_readers_create_nothing_on_the_server(tmp_path: Path, chroma_url: str) -> None:

@@ -5,55 +5,46 @@ of the last run, and the index lock."""
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 from rag_cli.doctor.base import FAIL, OK, WARN, CheckState, Found
 from rag_cli.errors import ExitCode, IndexMismatch
 from rag_cli.index_dir import check_build
-from rag_cli.status import local_facts, lock_holder, open_server_index, read_stamp
+from rag_cli.index_record import open_index
+from rag_cli.status import lock_holder, read_stamp
 
 
 class IndexChecks(CheckState):
     """index, build record, run state, lock."""
 
     def check_index(self) -> Found:
-        if self.settings.store.url:  # type: ignore[union-attr]
-            return self._open_server_index()
-        paths = self.paths
-        assert paths is not None
-        facts = local_facts(paths)  # IndexNotFound, IndexCorrupt: a failed check with their message and hint
-        info = {"build": facts["build"], "updated": facts["updated"], "chunks": facts["chunks"],
-                "files": facts["files"]["total"], "pending": facts["files"]["pending"],
-                "documents": facts["documents"], "writer": True}
-        self.index = info
-        data = {k: info[k] for k in ("files", "documents", "chunks", "pending")}
-        if not info["build"]:
-            return Found(FAIL, f"the index in {paths.root} has no build record: its first run, or a --rebuild, did "
-                         "not finish", "run `rag index` to finish it", int(ExitCode.INDEX), data)
-        return Found(OK, f"{paths.root}: {info['files']} files, {info['documents']} documents, "
-                     f"{info['chunks']} chunks", data=data)
-
-    def _open_server_index(self) -> Found:
-        assert self.settings is not None and self.paths is not None
-        self.store, state = open_server_index(self.settings)  # StoreError, IndexNotFound
-        writer = state.get("writer") or {}
-        mine = None
-        if self.paths.exists():
-            manifest = self.paths.open_manifest()
-            try:
-                mine = manifest.get_meta("index_id"), manifest.chunk_count()
-            finally:
-                manifest.close()
-        is_writer = mine is not None and writer.get("id") == mine[0]
-        self.index = {"build": state.get("build"), "updated": state.get("updated"), "pending": 0,
-                      "chunks": mine[1] if is_writer else None, "writer": is_writer}
-        data = {"writer": writer or None, "this_folder_writes": is_writer}
-        if not state.get("build"):  # a run is writing it (open_server_index raised IndexNotFound otherwise)
-            return Found(FAIL, f"the index {self.store.where} is not complete yet (a `rag index` or `rag index "
-                         f"--to` from {writer.get('host', '?')}:{writer.get('path', '?')} is writing it, or was "
-                         "interrupted)", "run `rag index` in the folder that writes it to finish it",
-                         int(ExitCode.INDEX), data)
-        return Found(OK, f"{self.store.where}: reachable; written from {writer.get('host', '?')}:"
-                     f"{writer.get('path', '?')}" + (" (this folder)" if is_writer else ""), data=data)
+        assert self.settings is not None
+        # IndexNotFound, IndexCorrupt, StoreError: a failed check with their message and hint
+        record = open_index(self.settings, complete=False, probe=True)
+        written_here = record.written_here()
+        files = record.file_counts() if written_here else {}
+        chunks = None
+        if written_here:  # what this folder's manifest says (for a server index too: it wrote it)
+            chunks = record.chunk_count() if not record.server else _manifest_chunks(record.paths)
+        self.index = {"build": record.build, "updated": record.updated, "pending": files.get("pending") or 0,
+                      "chunks": chunks, "writer": written_here}
+        if record.server:  # the storage checks count the server's collection, not a folder's
+            self.store = record.store()
+            w = record.writer or {}
+            data: dict[str, Any] = {"writer": w or None, "this_folder_writes": written_here}
+            detail = (f"{record.where}: reachable; written from {w.get('host', '?')}:{w.get('path', '?')}"
+                      + (" (this folder)" if written_here else ""))
+            fix = "run `rag index` in the folder that writes it to finish it"
+        else:
+            self.index["files"] = files["total"]
+            self.index["documents"] = len({d.doc_id for d in record.documents()})
+            data = {k: self.index[k] for k in ("files", "documents", "chunks", "pending")}
+            detail = f"{record.where}: {files['total']} files, {self.index['documents']} documents, {chunks} chunks"
+            fix = "run `rag index` to finish it"
+        if record.incomplete():
+            return Found(FAIL, record.incomplete(), fix, int(ExitCode.INDEX), data)
+        return Found(OK, detail, data=data)
 
     def check_build_record(self) -> Found:
         if (skip := self._needs_index()) is not None:
@@ -113,6 +104,15 @@ class IndexChecks(CheckState):
         return Found(WARN, f"held by a `rag index` (pid {holder}): another one would stop with exit code 7",
                      "wait for it to finish (or pass --wait SECONDS to the next `rag index`)",
                      data={"path": str(self.paths.lock), "pid": holder})
+
+
+def _manifest_chunks(paths: Path | Any) -> int:
+    """The chunks this folder's manifest lists (for the folder that writes a server index)."""
+    manifest = paths.open_manifest()
+    try:
+        return int(manifest.chunk_count())
+    finally:
+        manifest.close()
 
 
 def _when(timestamp: float) -> str:

@@ -15,18 +15,17 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from collections import OrderedDict
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any, Callable
 
 from rag_cli.ask import Asker
 from rag_cli.config import Settings
-from rag_cli.errors import IndexNotFound, RagError, StoreError
+from rag_cli.errors import RagError
 from rag_cli.generate.base import Generator, generator_from_settings
 from rag_cli.generate.llama import resolve_gguf
 from rag_cli.index_dir import IndexPaths
+from rag_cli.index_record import StampReader
 from rag_cli.retrieve.filters import parse_where
 from rag_cli.retrieve.search import Searcher
 
@@ -43,33 +42,6 @@ class PooledAsker(Asker):
 
     def generator(self, model: str) -> Generator:
         return self._pool(self.settings, model)
-
-
-def index_stamp(index_dir: Path, settings: Settings | None = None, *, catalog: Any = None) -> tuple[Any, ...]:
-    """What changes whenever a `rag index` run changes the index (its "updated" mark) or a file's
-    recorded stat (filters on modification time use it). Raises IndexNotFound without a manifest.
-    An index on a Chroma server: its catalog's stamp and file-table digest (one request when
-    ``catalog``, the server's open catalog, is given)."""
-    if settings is not None and settings.store.url:
-        if catalog is None:
-            from rag_cli.store.chroma import ChromaStore
-
-            catalog = ChromaStore.on_server(settings.store, create=False).catalog
-        state = catalog.state()
-        return (state.get("updated"), state.get("files"))
-    path = IndexPaths(index_dir).manifest
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=10)
-    except sqlite3.OperationalError:
-        raise IndexNotFound(f"no index in {index_dir}", hint="run `rag index PATH` to build one") from None
-    try:
-        row = db.execute("SELECT value FROM meta WHERE key = 'updated'").fetchone()
-        files = db.execute("SELECT COUNT(*), MAX(updated) FROM files").fetchone()
-        return (row[0] if row else None, *files)
-    except sqlite3.Error as exc:
-        raise IndexNotFound(f"cannot read the index manifest in {index_dir}: {exc}") from None
-    finally:
-        db.close()
 
 
 def _variant_key(settings: Settings) -> str:
@@ -93,7 +65,7 @@ class Backend:
         self._variants: OrderedDict[str, tuple[Searcher, PooledAsker]] = OrderedDict()
         self._identities: dict[str, Any] = {}
         self._stamp: tuple[Any, ...] | None = None
-        self._catalog: Any = None  # a server index's catalog, kept open for the stamp checks
+        self._stamps = StampReader(settings)  # a server index's catalog stays open for the checks
         self.reopened = 0
         self.llm_error: str | None = None
 
@@ -147,7 +119,7 @@ class Backend:
                 "index_reopened": self.reopened}
 
     def _check_index(self) -> None:
-        stamp = self._read_stamp()
+        stamp = self._stamps.read()
         if stamp == self._stamp:
             return
         if self._stamp is not None:
@@ -156,21 +128,6 @@ class Backend:
         self._variants.clear()
         self._forget_chroma_client()
         self._stamp = stamp
-
-    def _read_stamp(self) -> tuple[Any, ...]:
-        """``index_stamp``; for a server index through the catalog opened once (connecting and
-        opening its collections is several requests), reopened once if the collection went."""
-        if not self.settings.store.url:
-            return index_stamp(self.index_dir)
-        if self._catalog is not None:
-            try:
-                return index_stamp(self.index_dir, self.settings, catalog=self._catalog)
-            except StoreError:  # dropped or recreated on the server: open it again, below
-                self._catalog = None
-        from rag_cli.store.chroma import ChromaStore
-
-        self._catalog = ChromaStore.on_server(self.settings.store, create=False).catalog
-        return index_stamp(self.index_dir, self.settings, catalog=self._catalog)
 
     def _forget_chroma_client(self) -> None:
         """Chroma caches one client per folder for the life of the process. A store reopens it

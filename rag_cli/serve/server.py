@@ -35,8 +35,8 @@ from typing import Any, Callable
 
 from rag_cli import observe
 from rag_cli.config import Settings
-from rag_cli.errors import ConfigError, IndexBusy, IndexNotFound, RagError
-from rag_cli.index_dir import IndexPaths
+from rag_cli.errors import ConfigError, IndexBusy, RagError
+from rag_cli.index_record import prepare_folder
 from rag_cli.serve.protocol import (MAX_REQUEST, PROTOCOL, encode, lock_path, read_state, settings_from_dict,
                                     socket_path, state_path, write_state)
 
@@ -118,10 +118,7 @@ class Server:
     def open(self) -> None:
         """Take the index's serve lock, clear a dead server's files, listen, write the state file.
         From here on `ping` and `status` are answered."""
-        if self.settings.store.url:  # the index is on a Chroma server; the folder holds local caches
-            IndexPaths(self.index_dir).create()
-        elif not IndexPaths(self.index_dir).exists():
-            raise IndexNotFound(f"no index in {self.index_dir}", hint="run `rag index PATH` to build one")
+        prepare_folder(self.settings)  # IndexNotFound without an index (a server index: its caches' folder)
         fd = os.open(lock_path(self.index_dir), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
