@@ -84,7 +84,7 @@ def bench_store(work: Path, scifact: bool, repeat: int) -> dict[str, float]:
 
 
 def bench_llm(work: Path, repeat: int) -> dict[str, float]:
-    from rag_cli.generate.llama import resolve_gguf
+    from rag_cli.model_files import resolve_gguf
     from rag_cli.testing.chroma_server import free_port
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAG_SERVE_USE": "never", "RAG_ASK_CACHE": "false"}

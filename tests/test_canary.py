@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from rag_cli.generate import canary
-from rag_cli.generate.llama import LlamaCppGenerator, resolve_gguf
+from rag_cli.generate.llama import LlamaCppGenerator
+from rag_cli.model_files import resolve_gguf
 from rag_cli.testing import crashing_canary
 from tests.conftest import REPO, SAMPLES
 from tests.indexing_helpers import invoke

@@ -338,7 +338,7 @@ def start_llama_server(port: int, log: Path) -> subprocess.Popen:
     """`python -m llama_cpp.server` with the bundled GGUF on 127.0.0.1:port, answering /v1/models (started
     through rag_cli.testing.llama_server: loaded with the settings the crash canary chose).
     Its output goes to ``log`` (a pipe nobody reads would fill up with llama.cpp's load log)."""
-    from rag_cli.generate.llama import resolve_gguf
+    from rag_cli.model_files import resolve_gguf
 
     model = resolve_gguf("bundled")
     with log.open("wb") as out:

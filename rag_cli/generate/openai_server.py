@@ -39,7 +39,7 @@ import httpx
 
 from rag_cli.errors import ConfigError, GenerationError, GeneratorUnavailable
 from rag_cli.generate.breaker import CircuitBreaker
-from rag_cli.generate.llama import BUNDLED, GEMMA_ALIASES, SMOLLM2_ALIASES
+from rag_cli.model_files import BUNDLED_GGUF_ALIASES
 from rag_cli.models import Generation
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ DEFAULT_API_KEY_ENV = "RAG_LLM_API_KEY"
 
 def is_local_model(name: str) -> bool:
     """A setting that names a model file or a bundled alias (not a name a server knows)."""
-    if not name or name in {BUNDLED, *GEMMA_ALIASES, *SMOLLM2_ALIASES} or name.startswith("hf:"):
+    if not name or name in BUNDLED_GGUF_ALIASES or name.startswith("hf:"):
         return True
     return name.lower().endswith(".gguf") or Path(name).expanduser().is_file()
 
