@@ -20,7 +20,7 @@ from rag_cli.generate.base import Generator, generator_from_settings
 from rag_cli.generate.narrowing import best_sentence, narrow
 from rag_cli.generate.packing import merge_neighbours, pack
 from rag_cli.generate.prompts import PromptTemplates, plain_text
-from rag_cli.models import Answer, Citation
+from rag_cli.models import Answer, Citation, Route
 from rag_cli.retrieve.filters import Filter
 from rag_cli.retrieve.search import Searcher, with_neighbours
 
@@ -165,7 +165,7 @@ class Asker:
         def done(**fields) -> Answer:
             timings["total"] = time.perf_counter() - started
             base = dict(question=question, answer="", refused=False, refusal_reason="", citations=(),
-                        passages=passages, model=None, route="", prompt_tokens=0, completion_tokens=0,
+                        passages=passages, model=None, route=Route.NONE, prompt_tokens=0, completion_tokens=0,
                         timings=timings)
             return Answer(**{**base, **fields})
 
@@ -177,7 +177,7 @@ class Asker:
             return done(answer=s.prompt.refusal, refused=True, refusal_reason="low_score")
 
         if model_flag:
-            chosen, why = model_flag, "flag"
+            chosen, why = model_flag, Route.FLAG
         else:
             chosen, why = route(question, hits[0].score, fast=s.llm.model, strong=s.llm.strong_model,
                                 max_words=s.llm.route_max_words, min_score=s.llm.route_min_score)

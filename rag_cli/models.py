@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
 from functools import cached_property
 from typing import Any
 
@@ -181,6 +181,15 @@ class CopyReport:
                 "files": self.files, "seconds": round(self.seconds, 3)}
 
 
+class CheckStatus(StrEnum):
+    """What a `rag doctor` check found (its JSON ``status``)."""
+
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+    SKIP = "skip"
+
+
 @dataclass(frozen=True)
 class Check:
     """One check of `rag doctor`. ``status``: ok | warn | fail | skip; ``fix``: one line saying what
@@ -188,7 +197,7 @@ class Check:
 
     name: str
     group: str  # settings | installation | models | index
-    status: str
+    status: CheckStatus
     detail: str
     fix: str = ""
     exit_code: int = 0
@@ -196,8 +205,8 @@ class Check:
     data: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "group": self.group, "status": self.status, "detail": self.detail,
-                "fix": self.fix or None, "exit_code": self.exit_code if self.status == "fail" else 0,
+        return {"name": self.name, "group": self.group, "status": str(self.status), "detail": self.detail,
+                "fix": self.fix or None, "exit_code": self.exit_code if self.status == CheckStatus.FAIL else 0,
                 "seconds": round(self.seconds, 3), "data": self.data}
 
 
@@ -213,18 +222,18 @@ class DoctorReport:
 
     SCHEMA = "rag-cli/doctor/v1"
 
-    def count(self, status: str) -> int:
+    def count(self, status: CheckStatus) -> int:
         return sum(1 for c in self.checks if c.status == status)
 
     @property
     def exit_code(self) -> int:
-        return next((c.exit_code for c in self.checks if c.status == "fail"), 0)
+        return next((c.exit_code for c in self.checks if c.status == CheckStatus.FAIL), 0)
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": self.SCHEMA, "ok": self.exit_code == 0, "exit_code": self.exit_code,
                 "index_dir": self.index_dir, "store": self.store or None, "models_loaded": self.models_loaded,
                 "seconds": round(self.seconds, 3),
-                "counts": {s: self.count(s) for s in ("ok", "warn", "fail", "skip")},
+                "counts": {str(s): self.count(s) for s in CheckStatus},
                 "checks": [c.to_dict() for c in self.checks]}
 
 
@@ -381,6 +390,16 @@ class Citation:
                 "text": self.text}
 
 
+class Route(StrEnum):
+    """Why an answer's model was chosen (``Answer.route``; ``generate.answering.route``)."""
+
+    FLAG = "flag"  # --model
+    DEFAULT = "default"  # no llm.strong_model: llm.model
+    EASY = "easy"  # a short question with a confident retrieval: llm.model
+    HARD = "hard"  # anything else: llm.strong_model
+    NONE = ""  # no model asked (retrieval only, or a refusal before any model)
+
+
 @dataclass(frozen=True)
 class Answer:
     """What `rag ask` returns. ``error`` says why there is no generated answer (the passages
@@ -393,7 +412,7 @@ class Answer:
     citations: tuple[Citation, ...]  # the sources the model was given, cited or not
     passages: tuple[dict[str, Any], ...]  # the retrieved hits (Hit.to_dict())
     model: str | None
-    route: str  # why this model: "flag", "default", "easy", "hard", "" (no model)
+    route: Route  # why this model
     prompt_tokens: int
     completion_tokens: int
     timings: dict[str, float]
@@ -418,7 +437,7 @@ class Answer:
             "sources": [c.to_dict() for c in self.citations],
             "passages": list(self.passages),
             "model": self.model,
-            "route": self.route or None,
+            "route": str(self.route) or None,
             "tokens": {"prompt": self.prompt_tokens, "completion": self.completion_tokens},
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
             "removed_citations": self.removed_citations,
@@ -435,7 +454,7 @@ class Answer:
                                score=c["score"], text=c["text"], cited=c["cited"]) for c in data["sources"])
         return cls(question=data["question"], answer=data["answer"], refused=data["refused"],
                    refusal_reason=data["refusal_reason"] or "", citations=cites, passages=tuple(data["passages"]),
-                   model=data["model"], route=data["route"] or "", prompt_tokens=data["tokens"]["prompt"],
+                   model=data["model"], route=Route(data["route"] or ""), prompt_tokens=data["tokens"]["prompt"],
                    completion_tokens=data["tokens"]["completion"], timings=dict(data["timings"]),
                    removed_citations=data["removed_citations"], cached=data["cached"], error=data["error"],
                    extracted=bool(data.get("extracted", False)), error_code=data.get("error_code"))

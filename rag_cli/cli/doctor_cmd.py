@@ -10,9 +10,9 @@ from rich.text import Text
 from rag_cli import observe
 from rag_cli.cli.env import Env, boundary, env_of
 from rag_cli.cli.options import Json, settings_for
-from rag_cli.models import Check, DoctorReport
+from rag_cli.models import Check, CheckStatus, DoctorReport
 
-STYLES = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
+STYLES = {CheckStatus.OK: "green", CheckStatus.WARN: "yellow", CheckStatus.FAIL: "bold red", CheckStatus.SKIP: "dim"}
 
 
 def doctor(
@@ -35,7 +35,7 @@ def doctor(
     else:
         printer.summary(report)
     observe.timings("doctor", {**{c.name: c.seconds for c in report.checks}, "total": report.seconds},
-                    failed=report.count("fail"), exit_code=report.exit_code)
+                    failed=report.count(CheckStatus.FAIL), exit_code=report.exit_code)
     if report.exit_code:
         raise typer.Exit(report.exit_code)
 
@@ -58,13 +58,14 @@ class _Printer:
                                         (f" {check.name}: ", "bold"), check.detail))
         else:
             env.line(head)
-        if check.fix and check.status in ("fail", "warn"):
+        if check.fix and check.status in (CheckStatus.FAIL, CheckStatus.WARN):
             env.out.print(Text(f"        fix: {check.fix}", style="cyan")) if env.rich_stdout else env.line(
                 f"        fix: {check.fix}")
 
     def summary(self, report: DoctorReport) -> None:
         counts = ", ".join(f"{report.count(s)} {word}" for s, word in (
-            ("ok", "ok"), ("warn", "warnings"), ("fail", "failed"), ("skip", "skipped")) if report.count(s))
+            (CheckStatus.OK, "ok"), (CheckStatus.WARN, "warnings"), (CheckStatus.FAIL, "failed"),
+            (CheckStatus.SKIP, "skipped")) if report.count(s))
         line = f"{len(report.checks)} checks in {report.seconds:.1f} s: {counts}" + (
             "" if report.models_loaded else " (models not loaded: --no-models)")
         if report.exit_code:

@@ -12,20 +12,22 @@ from rag_cli.errors import ExitCode, InputError
 
 
 def _describe(st) -> str:  # noqa: ANN001 - a serve.client.ServeStatus
+    from rag_cli.serve.client import ServeState
+
     d = st.details
-    if st.state in ("ready", "starting"):
+    if st.live:
         requests = d.get("requests", {})
         line = (f"{st.state}: pid {st.pid} serves {st.index_dir} on {st.socket}; up {d.get('uptime', 0):.0f} s; "
                 f"{requests.get('served', 0)} served, {requests.get('busy', 0)} busy, "
                 f"{requests.get('refused', 0)} refused")
         return line + (f"; language model not loaded: {d['llm_error']}" if d.get("llm_error") else "")
-    if st.state == "stale":
+    if st.state == ServeState.STALE:
         return f"stale: the server (pid {st.pid}) is gone; `rag serve --stop` removes its files"
-    if st.state == "unresponsive":
+    if st.state == ServeState.UNRESPONSIVE:
         return f"unresponsive: pid {st.pid} holds {st.index_dir} but does not answer ({d.get('reason')})"
-    if d.get("was") in ("ready", "starting", "unresponsive"):
+    if d.get("was") in (ServeState.READY, ServeState.STARTING, ServeState.UNRESPONSIVE):
         return f"stopped: pid {d.get('pid_was')}"
-    if d.get("was") == "stale":
+    if d.get("was") == ServeState.STALE:
         return f"removed the files of a server that was gone (pid {d.get('pid_was')})"
     return f"not running: no `rag serve` for {st.index_dir}"
 

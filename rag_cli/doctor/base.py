@@ -8,15 +8,16 @@ from typing import Any, Callable
 
 from rag_cli.config import Settings
 from rag_cli.index_dir import IndexPaths
+from rag_cli.models import CheckStatus
 
-OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
+OK, WARN, FAIL, SKIP = CheckStatus.OK, CheckStatus.WARN, CheckStatus.FAIL, CheckStatus.SKIP  # short names for the checks
 
 
 @dataclass
 class Found:
     """What a check function returns; the runner adds the name, group and time."""
 
-    status: str
+    status: CheckStatus
     detail: str
     fix: str = ""
     code: int = 0

@@ -112,8 +112,8 @@ class ModelChecks(CheckState):
         data["probes"] = [{"extra_buffers": p.extra_buffers, "outcome": p.outcome, "signal": p.signal,
                            "seconds": round(p.seconds, 3)} for p in chosen.probes]
         data["extra_buffers"] = chosen.extra_buffers
-        if last.outcome != "ok":
-            ended = "timed out" if last.outcome == "timeout" else "failed"
+        if last.outcome != canary.Outcome.OK:
+            ended = "timed out" if last.outcome == canary.Outcome.TIMEOUT else "failed"
             return Found(FAIL, f"{where}: the test decode in a child process {ended}: {last.detail}",
                          "check the file (download it again), or set llm.model to another GGUF model",
                          int(ExitCode.MODEL), data)
@@ -125,7 +125,7 @@ class ModelChecks(CheckState):
                   f"{data['generate_seconds']:.2f} s ({style} prompts; llama.cpp's extra buffer types "
                   f"{'on' if chosen.extra_buffers else 'off'})")
         if chosen.fell_back:
-            crashed = next(p for p in chosen.probes if p.outcome == "crashed")
+            crashed = next(p for p in chosen.probes if p.outcome == canary.Outcome.CRASHED)
             detail += f"; with them on llama.cpp crashed ({crashed.signal}), so `rag ask` loads it with them off"
         return Found(OK, detail, data=data)
 

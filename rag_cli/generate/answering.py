@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from rag_cli.models import Route
+
 _CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 
 
@@ -69,13 +71,13 @@ def tidy(answer: str) -> str:
 
 
 def route(question: str, top_score: float, *, fast: str, strong: str, max_words: int,
-          min_score: float) -> tuple[str, str]:
+          min_score: float) -> tuple[str, Route]:
     """(model, reason): a short question with a confident retrieval is easy and goes to the fast
     model; anything else goes to the strong model when one is configured."""
     if not strong:
-        return fast, "default"
+        return fast, Route.DEFAULT
     easy = len(question.split()) <= max_words and top_score >= min_score
-    return (fast, "easy") if easy else (strong, "hard")
+    return (fast, Route.EASY) if easy else (strong, Route.HARD)
 
 
 _STOPWORDS = frozenset(

@@ -22,6 +22,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from enum import StrEnum
 from typing import Any, Callable
 
 from rag_cli.fileio import write_json_atomically
@@ -29,7 +30,13 @@ from rag_cli.model_files import cache_root
 
 log = logging.getLogger(__name__)
 
-CLOSED, OPEN, HALF_OPEN = "closed", "open", "half-open"
+class BreakerState(StrEnum):
+    CLOSED = "closed"  # calls go through
+    OPEN = "open"  # calls fail at once until the cooldown ends
+    HALF_OPEN = "half-open"  # one trial call goes through
+
+
+CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
 
 
 def breaker_path(key: str) -> Path:
@@ -72,7 +79,7 @@ class CircuitBreaker:
             log.debug("cannot write the circuit breaker file %s: %s", self.path, exc)
 
     # -- the rule ------------------------------------------------------------------------------------
-    def state(self) -> str:
+    def state(self) -> BreakerState:
         if self.threshold <= 0:
             return CLOSED
         s = self._read()

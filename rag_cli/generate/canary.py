@@ -30,6 +30,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -53,12 +54,21 @@ class ModelCrashed(ModelLoadError):
     will not load: `rag ask` shows the passages instead)."""
 
 
+class Outcome(StrEnum):
+    """How a test decode ended (recorded in the cache as these words)."""
+
+    OK = "ok"
+    CRASHED = "crashed"  # killed by a signal
+    FAILED = "failed"  # the child raised, or printed no result
+    TIMEOUT = "timeout"
+
+
 @dataclass(frozen=True)
 class Probe:
     """One test decode: ``outcome`` is ok, crashed (killed by ``signal``), failed or timeout."""
 
     extra_buffers: bool
-    outcome: str
+    outcome: Outcome
     seconds: float
     signal: str = ""
     detail: str = ""
@@ -79,7 +89,7 @@ class LoadPlan:
 
     @property
     def fell_back(self) -> bool:
-        return any(p.outcome == "crashed" for p in self.probes)
+        return any(p.outcome == Outcome.CRASHED for p in self.probes)
 
 
 # -- the facts a record is keyed on -------------------------------------------------------------------
@@ -194,7 +204,7 @@ def probe(model: str, *, extra_buffers: bool, threads: int, timeout: float = TIM
         done = subprocess.run(child_command(spec), capture_output=True, text=True, errors="replace",
                               timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        return Probe(extra_buffers, "timeout", time.perf_counter() - started, detail=f"no answer in {timeout:g} s")
+        return Probe(extra_buffers, Outcome.TIMEOUT, time.perf_counter() - started, detail=f"no answer in {timeout:g} s")
     seconds = time.perf_counter() - started
     tail = _summary(done.stderr)
     if done.returncode < 0:
@@ -202,11 +212,11 @@ def probe(model: str, *, extra_buffers: bool, threads: int, timeout: float = TIM
             name = signal.Signals(-done.returncode).name
         except ValueError:
             name = f"signal {-done.returncode}"
-        return Probe(extra_buffers, "crashed", seconds, signal=name, detail=tail)
+        return Probe(extra_buffers, Outcome.CRASHED, seconds, signal=name, detail=tail)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
-        return Probe(extra_buffers, "failed", seconds, detail=tail or f"exit code {done.returncode}")
-    return Probe(extra_buffers, "ok", seconds, data=json.loads(lines[-1]))
+        return Probe(extra_buffers, Outcome.FAILED, seconds, detail=tail or f"exit code {done.returncode}")
+    return Probe(extra_buffers, Outcome.OK, seconds, data=json.loads(lines[-1]))
 
 
 def _summary(stderr: str) -> str:
@@ -223,7 +233,7 @@ def _summary(stderr: str) -> str:
 def _read(path: Path) -> Probe | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return Probe(bool(data["extra_buffers"]), str(data["outcome"]), float(data["seconds"]),
+        return Probe(bool(data["extra_buffers"]), Outcome(str(data["outcome"])), float(data["seconds"]),
                      signal=str(data.get("signal", "")), detail=str(data.get("detail", "")),
                      data=dict(data.get("data") or {}), cached=True)
     except (OSError, ValueError, KeyError, TypeError):
@@ -258,16 +268,16 @@ def plan(model: str, *, mode: str = "auto", threads: int, fresh: bool = False,
             log.info("testing %s with llama.cpp's extra buffer types %s in a child process", Path(model).name,
                      "on" if extra else "off")
             found = run(model, extra_buffers=extra, threads=threads)
-            if found.outcome in ("ok", "crashed"):
+            if found.outcome in (Outcome.OK, Outcome.CRASHED):
                 _write(path, found)
         probes.append(found)
-        if found.outcome == "crashed":
+        if found.outcome == Outcome.CRASHED:
             if not found.cached:
                 log.warning("llama.cpp crashed (%s) in a test decode of %s with its %s; %s", found.signal,
                             Path(model).name, found.settings, "trying them off" if extra and mode == "auto"
                             else "no other setting to try")
             continue
-        if found.outcome != "ok":
+        if found.outcome != Outcome.OK:
             log.info("the test decode of %s did not finish (%s: %s); loading it anyway", Path(model).name,
                      found.outcome, found.detail)
         return LoadPlan(extra, tuple(probes))

@@ -13,6 +13,7 @@ import json
 import sqlite3
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -33,7 +34,16 @@ CREATE INDEX IF NOT EXISTS chunks_by_path ON chunks (path);
 CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks (doc_id);
 """
 
-OK, PENDING, FAILED, SKIPPED = "ok", "pending", "failed", "skipped"
+class FileState(StrEnum):
+    """A file's state in the manifest (the ``files.status`` column)."""
+
+    OK = "ok"  # indexed
+    PENDING = "pending"  # being written: some of its chunks may be stored, its old ones not yet deleted
+    FAILED = "failed"  # could not be read (``reason``)
+    SKIPPED = "skipped"  # nothing to index (an empty file)
+
+
+OK, PENDING, FAILED, SKIPPED = FileState.OK, FileState.PENDING, FileState.FAILED, FileState.SKIPPED
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import socket
 import stat
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Callable
 
@@ -157,12 +158,22 @@ def ask_served(settings: Any, question: str, *, where: list[str], model: str | N
 
 # -- status and stop ------------------------------------------------------------------------------
 
+class ServeState(StrEnum):
+    """Where the server of an index is (``rag serve --status``'s ``state``)."""
+
+    READY = "ready"  # answering
+    STARTING = "starting"  # listening, loading models
+    NOT_RUNNING = "not running"
+    STALE = "stale"  # a state file left by a server that is gone
+    UNRESPONSIVE = "unresponsive"  # alive (it holds the lock) but not answering
+
+
 @dataclass(frozen=True)
 class ServeStatus:
     """``state``: ready (answering), starting (listening, loading models), not running, stale
     (a state file left by a server that is gone) or unresponsive (alive but not answering)."""
 
-    state: str
+    state: ServeState
     index_dir: str
     pid: int | None = None
     socket: str | None = None
@@ -172,14 +183,14 @@ class ServeStatus:
 
     @property
     def live(self) -> bool:
-        return self.state in ("ready", "starting")
+        return self.state in (ServeState.READY, ServeState.STARTING)
 
     @property
     def ready(self) -> bool:
-        return self.state == "ready"
+        return self.state == ServeState.READY
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": self.SCHEMA, "state": self.state, "live": self.live, "ready": self.ready,
+        return {"schema": self.SCHEMA, "state": str(self.state), "live": self.live, "ready": self.ready,
                 "index_dir": self.index_dir, "pid": self.pid, "socket": self.socket, **self.details}
 
 
@@ -198,15 +209,15 @@ def status(settings: Any) -> ServeStatus:
     index_dir = settings.index_dir
     state = read_state(index_dir)
     if state is None:
-        return ServeStatus("not running", str(index_dir))
+        return ServeStatus(ServeState.NOT_RUNNING, str(index_dir))
     pid, sock = int(state["pid"]), str(state["socket"])
     try:
         reply = exchange(state, "status", {}, Timeouts(connect=max(1.0, settings.serve.connect_timeout), run=1.0))
     except Unavailable as exc:
-        gone = "stale" if not _alive(pid) or not _lock_held(index_dir) else "unresponsive"
+        gone = ServeState.STALE if not _alive(pid) or not _lock_held(index_dir) else ServeState.UNRESPONSIVE
         return ServeStatus(gone, str(index_dir), pid, sock, {"reason": exc.reason})
     details = {k: v for k, v in reply.items() if k not in ("type", "pid", "socket", "index_dir", "ready")}
-    return ServeStatus("ready" if reply.get("ready") else "starting", str(index_dir), pid, sock, details)
+    return ServeStatus(ServeState.READY if reply.get("ready") else ServeState.STARTING, str(index_dir), pid, sock, details)
 
 
 def _lock_held(index_dir: Path) -> bool:
@@ -221,13 +232,13 @@ def stop(settings: Any, wait: float = 30.0) -> ServeStatus:
     state before in ``details["was"]`` (and the pid in ``details["pid_was"]``)."""
     before = status(settings)
     index_dir = settings.index_dir
-    if before.state == "stale":
+    if before.state == ServeState.STALE:
         _remove_stale(index_dir, before.socket)
-    elif before.state != "not running":
+    elif before.state != ServeState.NOT_RUNNING:
         _stop_live(before, index_dir, wait)
     after = status(settings)
     return ServeStatus(after.state, after.index_dir, after.pid, after.socket,
-                       {**after.details, "was": before.state, "pid_was": before.pid})
+                       {**after.details, "was": str(before.state), "pid_was": before.pid})
 
 
 def _stop_live(before: ServeStatus, index_dir: Path, wait: float) -> None:
