@@ -100,9 +100,9 @@ class Asker:
         """Load the model beside retrieval when it can (a model that cannot load is reported
         where it is needed, as before).
 
-        llama-cpp-python silences stdout and stderr, for the whole process, while it loads a
-        model: so ``ask`` waits for the load before it returns or raises (a refusal or an error
-        printed meanwhile would be lost), and with -v (logging at INFO) nothing is loaded early."""
+        ``ask`` waits for the load before it returns or raises. llama-cpp-python would point the
+        process's stdout and stderr at /dev/null while it loads; ``LlamaCppGenerator`` keeps them,
+        so what retrieval logs meanwhile (with -v) is seen."""
         try:
             start = getattr(self.generator(model), "start_warm_up", None)
         except (ModelLoadError, GenerationError):
@@ -157,7 +157,7 @@ class Asker:
     def _answer(self, question: str, where: Filter | None, model_flag: str | None, retrieve_only: bool,
                 on_text: Callable[[str], None] | None, started: float) -> Answer:
         s = self.settings
-        if not retrieve_only and (model_flag or not s.llm.strong_model) and not log.isEnabledFor(logging.INFO):
+        if not retrieve_only and (model_flag or not s.llm.strong_model):
             self._start_loading(model_flag or s.llm.model)  # the model is known before retrieval
         hits, timings = self.searcher.search(question, s.retrieval.top_k, where)
         passages = tuple(h.to_dict() for h in hits)

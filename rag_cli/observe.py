@@ -380,9 +380,7 @@ def configure_logging(log_format: str, verbose: bool, stream: Any) -> None:
     - human, -v: every logger's warnings, rag_cli's debug lines and the timings line;
     - json: one JSON object per line on ``stream``. Without -v: warnings and errors from every
       logger, the CLI's own messages and the timings event at the end of each command; rag_cli's
-      INFO lines are not logged, because `rag ask` then loads its model early, beside retrieval
-      (llama.cpp silences the process's stderr while it loads, and would swallow them). With -v:
-      rag_cli's debug and info lines too.
+      INFO lines are details for -v. With -v: rag_cli's debug and info lines too.
     """
     unconfigure_logging()
     root = logging.getLogger()

@@ -5,15 +5,17 @@ their stage. Children that die by a real SIGSEGV stand in for a CPU where llama.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from rag_cli.generate import canary
+from rag_cli.generate import canary, llama
 from rag_cli.generate.llama import LlamaCppGenerator
 from rag_cli.model_files import resolve_gguf
 from rag_cli.testing import crashing_canary
@@ -132,6 +134,37 @@ def test_the_generator_loads_with_the_settings_the_canary_chose(cache: Path, smo
     default = LlamaCppGenerator(smollm2, threads=1, extra_buffers="on")
     default.warm_up()
     assert default._llm.model_params.use_extra_bufts is True  # llama.cpp's own default, untouched
+
+
+@pytest.mark.slow
+def test_what_other_threads_print_while_a_model_loads_is_kept(cache: Path, smollm2: str,
+                                                              capfd: pytest.CaptureFixture[str],
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """llama-cpp-python points the process's stdout and stderr at /dev/null while it loads a model
+    (verbose=False); `rag -v ask` loads beside retrieval, whose log lines must still be seen.
+    llama.cpp's own lines of reading the file stay below DEBUG, as hidden from -v as they were."""
+    caplog.set_level(llama.LOAD_LOG_LEVEL, logger=llama.__name__)
+    generator = LlamaCppGenerator(smollm2, threads=2)
+    generator.start_warm_up()
+    assert generator._loading is not None
+    written = 0
+    while generator._loading.is_alive():
+        os.write(2, f"fd line {written}\n".encode())
+        sys.stderr.write(f"sys line {written}\n")
+        sys.stderr.flush()
+        written += 1
+        time.sleep(0.001)
+    generator.warm_up()
+    err = capfd.readouterr().err
+    assert written > 0 and all(f"fd line {n}\n" in err and f"sys line {n}\n" in err for n in range(written))
+    from llama_cpp import _internals, llama as llama_module
+    from llama_cpp._utils import suppress_stdout_stderr
+
+    # the binding's own redirect is back once the load is done
+    assert llama_module.suppress_stdout_stderr is suppress_stdout_stderr is _internals.suppress_stdout_stderr
+    levels = {r.levelno for r in caplog.records if "llama_model_loader" in r.getMessage()}
+    assert levels == {llama.LOAD_LOG_LEVEL}  # reading the file
+    assert any(r.levelno == logging.DEBUG and "llama_context" in r.getMessage() for r in caplog.records)
 
 
 # -- the CLI: rag ask and rag doctor ---------------------------------------------------------------------

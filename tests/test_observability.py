@@ -172,8 +172,7 @@ def test_json_logs_from_the_environment_and_a_bad_format(indexed: Path) -> None:
 
 def test_json_log_levels_without_and_with_verbose(indexed: Path) -> None:
     """Without -v: warnings and errors, the CLI's own messages and the timings event (rag_cli's
-    INFO lines would stop `rag ask` loading its model beside retrieval). With -v: rag_cli's debug
-    lines too."""
+    INFO lines are -v details). With -v: rag_cli's debug lines too."""
     plain = json_lines(cli(["--log-format", "json", "ask", QUESTION, "--retrieve-only"], indexed).stderr)
     assert all(r["level"] in ("WARNING", "ERROR", "CRITICAL") or r["logger"] in ("rag_cli.timings", "rag_cli.cli")
                for r in plain), plain

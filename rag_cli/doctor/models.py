@@ -90,7 +90,8 @@ class ModelChecks(CheckState):
         name = s.get(key)
         if s.llm.url:
             return self._check_llm_server(name)
-        from rag_cli.generate.llama import LlamaCppGenerator, download_gguf, resolve_gguf
+        from rag_cli.generate.llama import LlamaCppGenerator
+        from rag_cli.model_files import download_gguf, resolve_gguf
 
         location = resolve_gguf(name, s.base_dir)  # ModelLoadError: missing, or not a GGUF file
         size = Path(location).stat().st_size if not location.startswith("hf:") else None

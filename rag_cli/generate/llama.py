@@ -12,23 +12,29 @@ import logging
 import os
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from rag_cli import crash
 from rag_cli.errors import GenerationError, ModelLoadError, RagError
-# download_gguf, resolve_gguf: doctor.models and serve.backend still import them from here
-from rag_cli.model_files import download_gguf, gguf_location, local_gguf, resolve_gguf  # noqa: F401
+# resolve_gguf: serve.backend still imports it from here
+from rag_cli.model_files import gguf_location, local_gguf, resolve_gguf  # noqa: F401
 from rag_cli.models import Generation
 
 log = logging.getLogger(__name__)
 
 _log_callback = None  # kept referenced: llama.cpp calls it from C
+# llama.cpp's lines while it reads a model file (its metadata, every tensor): below DEBUG, so -v
+# shows what it showed when llama-cpp-python sent them to /dev/null (``_output_kept``).
+LOAD_LOG_LEVEL = 5
+_quiet = threading.local()  # .depth > 0: this thread is inside llama-cpp-python's quiet block
 
 
 def _route_llama_logs() -> None:
     """Send llama.cpp's own log lines (some ignore verbose=False, e.g. Gemma's SWA cache note) to
-    this module's logger at debug level instead of stderr."""
+    this module's logger at debug level instead of stderr (at LOAD_LOG_LEVEL while a model file
+    is read)."""
     global _log_callback
     if _log_callback is not None:
         return
@@ -39,12 +45,69 @@ def _route_llama_logs() -> None:
 
         @llama_cpp.llama_log_callback
         def callback(level, text, user_data):  # noqa: ANN001 - ctypes signature
-            log.debug("llama.cpp: %s", (text or b"").decode("utf-8", "replace").rstrip())
+            at = LOAD_LOG_LEVEL if getattr(_quiet, "depth", 0) else logging.DEBUG
+            log.log(at, "llama.cpp: %s", (text or b"").decode("utf-8", "replace").rstrip())
 
         llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
         _log_callback = callback
     except Exception:  # an older or newer binding without the hook: keep llama.cpp's default
         _log_callback = False
+
+
+class _QuietThread:
+    """Stands in for llama-cpp-python's ``suppress_stdout_stderr``: instead of pointing the
+    process's stdout and stderr at /dev/null, it demotes llama.cpp's log lines of this thread
+    (to LOAD_LOG_LEVEL). ``disable``: verbose, as the binding passes it."""
+
+    def __init__(self, disable: bool = True) -> None:
+        self.disable = disable
+
+    def __enter__(self) -> "_QuietThread":
+        if not self.disable:
+            _quiet.depth = getattr(_quiet, "depth", 0) + 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.disable:
+            _quiet.depth -= 1
+
+
+_kept_lock = threading.Lock()
+_kept_loads = 0  # loads inside _output_kept now
+_kept_saved: list[tuple[Any, Any]] = []  # (module, its suppress_stdout_stderr) while patched
+
+
+@contextmanager
+def _output_kept() -> Iterator[None]:
+    """Within the block, llama-cpp-python leaves stdout and stderr alone while it loads a model.
+
+    With ``verbose=False`` it points file descriptors 1 and 2 (and ``sys.stdout``/``sys.stderr``)
+    at /dev/null while it reads the model file: for every thread of the process, so what
+    retrieval logs meanwhile (``rag -v ask`` loads the model beside retrieval) would be lost.
+    llama.cpp's own lines go to this module's logger instead (``_route_llama_logs``), so the
+    binding's ``suppress_stdout_stderr`` is replaced for the block by ``_QuietThread``, which
+    quiets only those lines, of the loading thread, as the redirect did. Concurrent loads share
+    one replacement; the last to finish restores the binding's."""
+    global _kept_loads
+    from llama_cpp import _internals, llama as llama_module
+
+    with _kept_lock:
+        if _kept_loads == 0:
+            for module in (llama_module, _internals):
+                original = getattr(module, "suppress_stdout_stderr", None)
+                if original is not None:
+                    _kept_saved.append((module, original))
+                    module.suppress_stdout_stderr = _QuietThread
+        _kept_loads += 1
+    try:
+        yield
+    finally:
+        with _kept_lock:
+            _kept_loads -= 1
+            if _kept_loads == 0:
+                while _kept_saved:
+                    module, original = _kept_saved.pop()
+                    module.suppress_stdout_stderr = original
 
 
 class LlamaCppGenerator:
@@ -120,7 +183,7 @@ class LlamaCppGenerator:
         self.load_plan = canary.plan(self.location, mode=self.extra_buffers, threads=self.threads)
         kwargs = dict(n_ctx=self.context_size, n_threads=self.threads, seed=self.seed, verbose=False)
         try:
-            with canary.model_params(extra_buffers=self.load_plan.extra_buffers):
+            with canary.model_params(extra_buffers=self.load_plan.extra_buffers), _output_kept():
                 self._llm = crash.in_stage(f"llama.cpp while loading {self.name}", Llama, model_path=self.location,
                                            **kwargs)
         except Exception as exc:
