@@ -1,77 +1,36 @@
-"""`rag ask`: retrieve, pack, generate, check; degrade to passages when the model fails."""
+"""`rag ask`: retrieve, pack, generate, check; degrade to passages when the model fails.
+
+``Asker.ask`` answers from the answer cache (``store.answer_cache``) or in stages: search, gate
+(refuse without a model when retrieval found nothing good enough), route (which model), context
+(neighbouring chunks merged), narrow (to the sentences closest to the question), generate (load,
+pack, generate) and check (``generate.answering.check_answer``, a pure function of the generated
+text and the sources given).
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import sqlite3
 import time
-from dataclasses import asdict, replace
-from pathlib import Path
-from typing import Callable
+from dataclasses import replace
+from typing import Any, Callable
 
 from rag_cli import observe
 from rag_cli.config import Settings
-from rag_cli.errors import InputError, ModelLoadError, GenerationError
-from rag_cli.generate.answering import (clean_citations, is_refusal, route, snap_to_span, support, tidy,
-                                       verify_citations)
+from rag_cli.errors import GenerationError, InputError, ModelLoadError
+from rag_cli.generate.answering import check_answer, route
 from rag_cli.generate.base import Generator, generator_from_settings
 from rag_cli.generate.narrowing import best_sentence, narrow
 from rag_cli.generate.packing import merge_neighbours, pack
-from rag_cli.generate.prompts import PromptTemplates, plain_text
-from rag_cli.models import Answer, Citation, Route
+from rag_cli.generate.prompts import PromptTemplates, Source
+from rag_cli.models import Answer, Citation, Generation, Hit, Route
 from rag_cli.retrieve.filters import Filter
 from rag_cli.retrieve.search import Searcher, with_neighbours
-
-ANSWER_CACHE = "answers.sqlite3"
+from rag_cli.store.answer_cache import AnswerCache, cache_key
 
 log = logging.getLogger(__name__)
 
 
-class AnswerCache:
-    """Answers by a key of the question, the answer-affecting settings and the index state."""
-
-    def __init__(self, path: Path) -> None:
-        self._db = sqlite3.connect(str(path), timeout=10, isolation_level=None)
-        self._db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, index_state TEXT NOT NULL, "
-                         "answer TEXT NOT NULL, created REAL NOT NULL)")
-
-    def get(self, key: str) -> Answer | None:
-        row = self._db.execute("SELECT answer FROM answers WHERE key = ?", (key,)).fetchone()
-        return Answer.from_dict(json.loads(row[0])) if row else None
-
-    def put(self, key: str, index_state: str, answer: Answer) -> None:
-        self._db.execute("DELETE FROM answers WHERE index_state != ?", (index_state,))  # stale: index changed
-        self._db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?)",
-                         (key, index_state, json.dumps(answer.to_dict()), time.time()))
-
-    def close(self) -> None:
-        self._db.close()
-
-
-# Bumped when the way answers are made changes (a cached answer of an older rag-cli is not reused):
-# 2 = "bundled" became Gemma 3 270M, with narrowing, snapping and the evidence refusal.
-ANSWER_LOGIC = 2
-
-
-# How llm.url is reached, not what it answers: changing these keeps the cached answers.
-TRANSPORT_KEYS = frozenset({"api_key_env", "connect_timeout", "timeout", "retries", "breaker_failures",
-                            "breaker_cooldown"})
-
-
-def cache_key(settings: Settings, question: str, where: Filter | None, index_state: str) -> str:
-    llm = {k: v for k, v in asdict(settings.llm).items() if k not in TRANSPORT_KEYS}
-    material = {
-        "question": question.strip(), "where": repr(where.resolved()) if where else "", "index": index_state,
-        "retrieval": asdict(settings.retrieval), "llm": llm, "prompt": asdict(settings.prompt),
-        "embedding": asdict(settings.embedding), "logic": ANSWER_LOGIC,
-        "ask": {k: v for k, v in asdict(settings.ask).items() if k != "cache"},
-    }
-    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
-
-
-def _citations(sources, cited: set[int]) -> tuple[Citation, ...]:
+def _citations(sources: list[Source], cited: set[int] | frozenset[int]) -> tuple[Citation, ...]:
     return tuple(Citation(number=s.number, doc_id=s.doc_id, path=s.path, page_start=s.page_start,
                           page_end=s.page_end, heading=s.heading, chunk_ids=s.chunk_ids, score=s.score,
                           text=s.text, cited=s.number in cited) for s in sources)
@@ -98,11 +57,10 @@ class Asker:
 
     def _start_loading(self, model: str) -> None:
         """Load the model beside retrieval when it can (a model that cannot load is reported
-        where it is needed, as before).
+        where it is needed, as before). ``ask`` waits for the load before it returns or raises.
 
-        ``ask`` waits for the load before it returns or raises. llama-cpp-python would point the
-        process's stdout and stderr at /dev/null while it loads; ``LlamaCppGenerator`` keeps them,
-        so what retrieval logs meanwhile (with -v) is seen."""
+        llama-cpp-python would point the process's stdout and stderr at /dev/null while it loads;
+        ``LlamaCppGenerator`` keeps them, so what retrieval logs meanwhile (with -v) is seen."""
         try:
             start = getattr(self.generator(model), "start_warm_up", None)
         except (ModelLoadError, GenerationError):
@@ -136,8 +94,8 @@ class Asker:
         s = self.settings
         use_cache = s.ask.cache if use_cache is None else use_cache
         state = self.searcher.fingerprint
-        key = cache_key(s, question, where, state) + (model or "")
-        cache = AnswerCache(self.searcher.paths.root / ANSWER_CACHE) if use_cache and not retrieve_only else None
+        key = cache_key(s, question, where, state, model)
+        cache = AnswerCache.in_index(self.searcher.paths.root) if use_cache and not retrieve_only else None
         try:
             if cache:
                 hit = cache.get(key)
@@ -162,7 +120,7 @@ class Asker:
         hits, timings = self.searcher.search(question, s.retrieval.top_k, where)
         passages = tuple(h.to_dict() for h in hits)
 
-        def done(**fields) -> Answer:
+        def done(**fields: Any) -> Answer:
             timings["total"] = time.perf_counter() - started
             base = dict(question=question, answer="", refused=False, refusal_reason="", citations=(),
                         passages=passages, model=None, route=Route.NONE, prompt_tokens=0, completion_tokens=0,
@@ -171,94 +129,103 @@ class Asker:
 
         if retrieve_only:
             return done()
-        if not hits:
-            return done(answer=s.prompt.refusal, refused=True, refusal_reason="no_passages")
-        if self.searcher.evidence(question, hits[0]) < s.retrieval.min_score:
-            return done(answer=s.prompt.refusal, refused=True, refusal_reason="low_score")
-
-        if model_flag:
-            chosen, why = model_flag, Route.FLAG
-        else:
-            chosen, why = route(question, hits[0].score, fast=s.llm.model, strong=s.llm.strong_model,
-                                max_words=s.llm.route_max_words, min_score=s.llm.route_min_score)
-        context = hits
-        if s.retrieval.neighbours:
-            context = with_neighbours(self.searcher.store, hits, s.retrieval.neighbours)
-        sources = merge_neighbours(context)
+        refusal = self._gate(question, hits)
+        if refusal:
+            return done(answer=s.prompt.refusal, refused=True, refusal_reason=refusal)
+        model, why = self._route(question, hits, model_flag)
+        sources = self._context(hits)
         covered = self.searcher.keyword_index().coverer(question)
 
         def covers(text: str) -> float:  # the share of the question's words a sentence holds
             return covered(text) or 0.0
 
-        narrowed = s.retrieval.sentences > 0
-        if narrowed:
-            t_n = time.perf_counter()
-            with observe.span("ask.narrow", sources=len(sources)):
-                sources = narrow(question, sources, self.searcher.embedder, keep=s.retrieval.sentences,
-                                 neighbours=s.retrieval.sentence_neighbours,
-                                 per_source=s.retrieval.sentences_per_source, lexical=covers,
-                                 lexical_weight=s.retrieval.sentence_coverage_weight,
-                                 best_first=s.retrieval.sentences_best_first)
-            timings["narrow"] = time.perf_counter() - t_n
+        sources = self._narrow(question, sources, covers, timings)
         try:
-            generator = self.generator(chosen)
-            t0 = time.perf_counter()
-            with observe.span("ask.load", model=chosen):
-                generator.warm_up()
-            timings["load"] = time.perf_counter() - t0
-            completion = generator.style == "completion"  # known once the model is loaded
-            messages, given = pack(question, sources, self.templates, context_size=generator.context_size,
-                                   max_tokens=s.llm.max_tokens, count=generator.count_tokens, style=generator.style,
-                                   max_sources=s.prompt.completion_sources if completion and not narrowed else 0)
-            t1 = time.perf_counter()
-            with observe.span("ask.generate", model=chosen, sources=len(given)) as generating:
-                gen = generator.generate(messages, max_tokens=s.llm.max_tokens, temperature=s.llm.temperature,
-                                         on_text=on_text)
-                generating.set_attributes({"rag.prompt_tokens": gen.prompt_tokens,
-                                           "rag.completion_tokens": gen.completion_tokens})
-            timings["generate"] = time.perf_counter() - t1
+            given, gen = self._generate(question, sources, model, on_text, timings)
         except (ModelLoadError, GenerationError) as exc:
             log.info("no generated answer (%s): %s", type(exc).__name__, exc.message)
-            return done(citations=_citations(sources, set()), model=chosen, route=why, error=exc.message,
+            return done(citations=_citations(sources, set()), model=model, route=why, error=exc.message,
                         error_code=int(exc.exit_code))
+        checked = check_answer(gen.text, given, refusal=s.prompt.refusal, snap=s.ask.snap_to_span,
+                               min_support=s.ask.min_support, extract=self._extractor(question, given, covers, timings))
+        if checked.extracted:
+            log.info("generated answer not supported by the sources (%r); extracted a sentence instead",
+                     checked.unsupported[:80])
+        return done(answer=checked.text, refused=checked.refused, refusal_reason="model" if checked.refused else "",
+                    citations=_citations(given, checked.cited), model=gen.model, route=why,
+                    prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens,
+                    removed_citations=checked.removed_citations, extracted=checked.extracted)
 
-        if is_refusal(gen.text, s.prompt.refusal):
-            return done(answer=s.prompt.refusal, refused=True, refusal_reason="model",
-                        citations=_citations(given, set()), model=gen.model, route=why,
-                        prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens)
-        text, cited, removed = clean_citations(tidy(gen.text), len(given))
-        texts = [g.text for g in given]
-        if s.ask.snap_to_span:
-            generated = text
-            span = snap_to_span(text, texts)
-            if span is not None:  # the sources' own words for a short answer, cited where they stand
-                text, cited = plain_text(span[1]), {given[span[0]].number}
-                if generated[:1].isupper():  # "Feed your starter …" stays capitalised
-                    text = text[:1].upper() + text[1:]
-        shares = support(text, texts)
-        extracted = False
-        if s.ask.min_support and max(shares, default=0.0) < s.ask.min_support:
-            # Not grounded in the sources (a small model can drift into anything): answer with
-            # the sources' own sentence closest to the question instead, and say so.
-            t_x = time.perf_counter()
+    # -- the stages -----------------------------------------------------------------------------------
+    def _gate(self, question: str, hits: list[Hit]) -> str:
+        """Why to refuse before any model runs ("no_passages", "low_score"), or "" to go on."""
+        if not hits:
+            return "no_passages"
+        if self.searcher.evidence(question, hits[0]) < self.settings.retrieval.min_score:
+            return "low_score"
+        return ""
+
+    def _route(self, question: str, hits: list[Hit], model_flag: str | None) -> tuple[str, Route]:
+        """The model to answer with, and why: --model, else ``answering.route``'s choice."""
+        if model_flag:
+            return model_flag, Route.FLAG
+        llm = self.settings.llm
+        return route(question, hits[0].score, fast=llm.model, strong=llm.strong_model,
+                     max_words=llm.route_max_words, min_score=llm.route_min_score)
+
+    def _context(self, hits: list[Hit]) -> list[Source]:
+        """The hits as numbered sources, with retrieval.neighbours chunks either side merged in."""
+        neighbours = self.settings.retrieval.neighbours
+        return merge_neighbours(with_neighbours(self.searcher.store, hits, neighbours) if neighbours else hits)
+
+    def _narrow(self, question: str, sources: list[Source], covers: Callable[[str], float],
+                timings: dict[str, float]) -> list[Source]:
+        """The sources cut to their retrieval.sentences sentences closest to the question (0: whole)."""
+        r = self.settings.retrieval
+        if r.sentences <= 0:
+            return sources
+        started = time.perf_counter()
+        with observe.span("ask.narrow", sources=len(sources)):
+            sources = narrow(question, sources, self.searcher.embedder, keep=r.sentences,
+                             neighbours=r.sentence_neighbours, per_source=r.sentences_per_source, lexical=covers,
+                             lexical_weight=r.sentence_coverage_weight, best_first=r.sentences_best_first)
+        timings["narrow"] = time.perf_counter() - started
+        return sources
+
+    def _generate(self, question: str, sources: list[Source], model: str, on_text: Callable[[str], None] | None,
+                  timings: dict[str, float]) -> tuple[list[Source], Generation]:
+        """Load the model (or wait for its load), pack the prompt and generate: the sources the
+        prompt holds, and what the model wrote. ModelLoadError, GenerationError: no answer."""
+        s = self.settings
+        generator = self.generator(model)
+        started = time.perf_counter()
+        with observe.span("ask.load", model=model):
+            generator.warm_up()
+        timings["load"] = time.perf_counter() - started
+        completion = generator.style == "completion"  # known once the model is loaded
+        narrowed = s.retrieval.sentences > 0
+        messages, given = pack(question, sources, self.templates, context_size=generator.context_size,
+                               max_tokens=s.llm.max_tokens, count=generator.count_tokens, style=generator.style,
+                               max_sources=s.prompt.completion_sources if completion and not narrowed else 0)
+        started = time.perf_counter()
+        with observe.span("ask.generate", model=model, sources=len(given)) as generating:
+            gen = generator.generate(messages, max_tokens=s.llm.max_tokens, temperature=s.llm.temperature,
+                                     on_text=on_text)
+            generating.set_attributes({"rag.prompt_tokens": gen.prompt_tokens,
+                                       "rag.completion_tokens": gen.completion_tokens})
+        timings["generate"] = time.perf_counter() - started
+        return given, gen
+
+    def _extractor(self, question: str, given: list[Source], covers: Callable[[str], float],
+                   timings: dict[str, float]) -> Callable[[], tuple[int, str] | None]:
+        """``check_answer``'s ``extract``: the given sources' sentence closest to the question."""
+
+        def extract() -> tuple[int, str] | None:
+            started = time.perf_counter()
             with observe.span("ask.extract"):
                 best = best_sentence(question, given, self.searcher.embedder, lexical=covers,
-                                     lexical_weight=s.retrieval.sentence_coverage_weight)
-            timings["extract"] = time.perf_counter() - t_x
-            if best is not None:
-                number, sentence = best
-                log.info("generated answer not supported by the sources (%r); extracted a sentence instead",
-                         text[:80])
-                text, cited, extracted = sentence, {number}, True
-        # Small models forget to cite, or cite the wrong number: credit the sources that hold the answer.
-        if not extracted:
-            # An answer trusted on ask.min_support is credited to the source that supports it most.
-            cited = verify_citations(text, texts, cited, shares=shares, min_support=s.ask.min_support or 0.5)
-        return done(answer=text, citations=_citations(given, cited), model=gen.model, route=why,
-                    prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens,
-                    removed_citations=removed, extracted=extracted)
+                                     lexical_weight=self.settings.retrieval.sentence_coverage_weight)
+            timings["extract"] = time.perf_counter() - started
+            return best
 
-
-def ask(settings: Settings, question: str, **options) -> Answer:
-    """Answer one question (see Asker.ask for the options)."""
-    return Asker(settings).ask(question, **options)
+        return extract

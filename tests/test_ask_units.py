@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from rag_cli.config import DEFAULT_REFUSAL
 from rag_cli.errors import ConfigError, InputError
-from rag_cli.generate.answering import attribute, clean_citations, is_refusal, route
+from rag_cli.generate.answering import CheckedAnswer, check_answer, clean_citations, is_refusal, route
 from rag_cli.generate.packing import TEMPLATE_MARGIN, merge_neighbours, pack
-from rag_cli.generate.prompts import PromptTemplates
+from rag_cli.generate.prompts import PromptTemplates, Source
 from rag_cli.models import Hit
 
 
@@ -20,6 +22,16 @@ def hit(rank: int, doc: str, index: int, start: int, end: int, text: str, score:
 
 def words(text: str) -> int:
     return len(text.split())
+
+
+def sources(*texts: str) -> list[Source]:
+    """Sources numbered from 1, as ``pack`` gives them to the model."""
+    return [Source(number=n, doc_id=f"d{n}.md", path=f"/d/d{n}.md", text=t, score=0.5, chunk_ids=(f"d{n}.md::0",))
+            for n, t in enumerate(texts, 1)]
+
+
+def checked(generated: str, given: list[Source], **options) -> CheckedAnswer:
+    return check_answer(generated, given, refusal=DEFAULT_REFUSAL, **options)
 
 
 def test_neighbours_of_one_document_are_merged_once() -> None:
@@ -113,9 +125,9 @@ def test_refusals_are_recognised(answer: str, expected: bool) -> None:
 
 
 def test_attribution_credits_the_source_that_holds_the_answer() -> None:
-    texts = ["The Panthers lost.", "The Denver Broncos beat Carolina 24-10.", "Weather was fine."]
-    assert attribute("The Denver Broncos won 24-10", texts) == {2}
-    assert attribute("Something entirely different", texts) == set()
+    given = sources("The Panthers lost.", "The Denver Broncos beat Carolina 24-10.", "Weather was fine.")
+    assert checked("The Denver Broncos won 24-10", given, snap=False).cited == {2}
+    assert checked("Something entirely different", given, snap=False).cited == set()
 
 
 def test_wrong_citations_are_moved_to_the_supporting_source() -> None:
@@ -126,6 +138,77 @@ def test_wrong_citations_are_moved_to_the_supporting_source() -> None:
     assert verify_citations("Total net sales were 94,836 [1].", texts, {1}) == {1}
     assert verify_citations("Nothing of the kind.", texts, {2}) == {2}  # no better source: left alone
     assert verify_citations("Mac sales 7,168", texts, set()) == {2}
+
+
+def test_checking_a_refusal_gives_the_fixed_refusal_citing_nothing() -> None:
+    given = sources("Feed the starter once every 24 hours.")
+
+    def never() -> None:
+        pytest.fail("a refusal is not extracted")
+    for generated in (DEFAULT_REFUSAL, "I don't know.", "I do not know: the sources are silent [1].", "  "):
+        assert checked(generated, given, min_support=0.5, extract=never) == \
+            CheckedAnswer(text=DEFAULT_REFUSAL, cited=frozenset(), refused=True), generated
+    assert not checked("Once every 24 hours [1].", given).refused
+
+
+def test_checking_tidies_and_keeps_only_citations_of_sources_given() -> None:
+    given = sources("Denver won the game 24-10.", "The game was played in Santa Clara.")
+    done = checked("The answer is: Denver won the game [1][7], in Santa Clara [2, 9] .", given, snap=False)
+    assert done.text == "Denver won the game [1], in Santa Clara [2]."
+    assert done.cited == {1, 2} and done.removed_citations == 2 and not done.extracted
+    listed = checked("1. <b>Denver</b> won the game [3]", given, snap=False)
+    assert listed.text == "Denver won the game" and listed.removed_citations == 1
+    assert listed.cited == {1}  # it cited nothing that exists: credited to the source that holds it
+
+
+def test_checking_moves_a_wrong_citation_to_the_source_that_holds_the_answer() -> None:
+    given = sources("Total net sales 94,836 for the quarter ended April 1, 2023.", "Mac net sales 7,168.")
+    assert checked("Total net sales were 94,836 [2].", given, snap=False).cited == {1}
+    assert checked("Total net sales were 94,836 [1].", given, snap=False).cited == {1}
+    assert checked("Nothing of the kind [2].", given, snap=False).cited == {2}  # no better source: left alone
+
+
+def test_checking_snaps_a_short_answer_to_the_sources_words_capitalised_as_written() -> None:
+    given = sources("Berengaria of Navarre married Richard the Lion-Heart in 1191.", "It is a liquid, then a gas.")
+    snapped = checked("Richard the Lion-hearted [2].", given)
+    assert (snapped.text, snapped.cited) == ("Richard the Lion-Heart", {1})  # cited where the words stand
+    assert checked("Liquid.", given).text == "Liquid" and checked("liquid", given).text == "liquid"
+    assert checked("Richard the Lion-hearted [2].", given, snap=False).text == "Richard the Lion-hearted [2]."
+
+
+def test_checking_replaces_an_unsupported_answer_with_the_extracted_sentence() -> None:
+    given = sources("Feed the starter once every 24 hours.", "Keep it at room temperature.")
+    asked: list[str] = []
+
+    def extract() -> tuple[int, str] | None:
+        asked.append("extract")
+        return 2, "Keep it at room temperature."
+
+    drifted = checked("Bananas are yellow and curved [1].", given, min_support=0.5, extract=extract)
+    assert drifted == CheckedAnswer(text="Keep it at room temperature.", cited=frozenset({2}), extracted=True,
+                                    unsupported="Bananas are yellow and curved [1].")
+    assert asked == ["extract"]
+    kept = checked("Bananas are yellow and curved [1].", given, min_support=0.5, extract=lambda: None)
+    assert (kept.text, kept.cited, kept.extracted) == ("Bananas are yellow and curved [1].", {1}, False)
+    # supported enough, or no ask.min_support: nothing is extracted
+    def never() -> None:
+        pytest.fail("extracted")
+
+    assert checked("Feed the starter every 24 hours", given, min_support=0.5, extract=never).cited == {1}
+    assert checked("Bananas are yellow and curved [1].", given, min_support=0.0, extract=never).cited == {1}
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from(["Denver", "won", "the", "game", "[1]", "[2]", "[3]", "[4, 1]", "[9]", ".", "Answer:",
+                                 "<b>", "</b>", "-"]), max_size=14),
+       st.integers(1, 3), st.booleans(), st.sampled_from([0.0, 0.5]))
+def test_a_checked_answer_cites_only_sources_it_was_given(parts: list[str], n: int, snap: bool,
+                                                          min_support: float) -> None:
+    given = sources(*["Denver won the game.", "The game was in Santa Clara.", "It rained."][:n])
+    done = checked(" ".join(parts), given, snap=snap, min_support=min_support, extract=lambda: (n, given[-1].text))
+    assert done.cited <= set(range(1, n + 1))
+    assert all(1 <= int(k) <= n for k in re.findall(r"\d+", "".join(re.findall(r"\[[\d, ]+\]", done.text))))
+    assert done.refused == (done.text == DEFAULT_REFUSAL) and not (done.refused and done.cited)
 
 
 def test_tidy_drops_the_answer_preamble_only() -> None:
@@ -205,7 +288,7 @@ def test_narrowing_adds_the_share_of_question_words_a_sentence_holds() -> None:
 
 
 def test_the_answer_cache_key_follows_every_answer_setting() -> None:
-    from rag_cli.ask import cache_key
+    from rag_cli.store.answer_cache import cache_key
     from rag_cli.config import Settings
 
     base = Settings()

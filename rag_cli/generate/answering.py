@@ -1,10 +1,17 @@
-"""After generation: refusals recognised, citations checked against the sources given."""
+"""After generation: refusals recognised, citations checked against the sources given.
+
+``check_answer`` is the whole check, one pure function of the generated text and the sources the
+model was given; the functions it runs are here too.
+"""
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
+from rag_cli.generate.prompts import Source, plain_text
 from rag_cli.models import Route
 
 _CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
@@ -108,12 +115,6 @@ def _best_supported(shares: list[float], min_support: float) -> set[int]:
     return {i + 1 for i, share in enumerate(shares) if share == best}
 
 
-def attribute(answer: str, texts: list[str], *, min_support: float = 0.5) -> set[int]:
-    """1-based numbers of the sources that best support an answer: those holding the largest
-    share (at least ``min_support``) of the answer's content words."""
-    return _best_supported(support(answer, texts), min_support)
-
-
 def verify_citations(answer: str, texts: list[str], cited: set[int], *, min_support: float = 0.5,
                      shares: list[float] | None = None) -> set[int]:
     """The citations, checked against the sources: when the answer cites nothing, or cites
@@ -162,3 +163,60 @@ def snap_to_span(answer: str, texts: list[str], *, max_words: int = 12,
     if best[0] < min_f1:
         return None
     return best[1], best[2].strip(" \t\n,.;:!?\"'()[]*_`")
+
+
+@dataclass(frozen=True)
+class CheckedAnswer:
+    """A generated answer after ``check_answer``: the text to show and the numbers of the sources
+    it cites."""
+
+    text: str
+    cited: frozenset[int]
+    refused: bool = False  # the model refused: ``text`` is the fixed refusal
+    removed_citations: int = 0  # citations of sources the model was not given, dropped
+    extracted: bool = False  # the sources did not support the answer: ``text`` is their own sentence
+    unsupported: str = ""  # the answer the extracted sentence replaced
+
+
+def check_answer(generated: str, given: Sequence[Source], *, refusal: str, snap: bool = True,
+                 min_support: float = 0.0,
+                 extract: Callable[[], tuple[int, str] | None] | None = None) -> CheckedAnswer:
+    """What `rag ask` shows for a model's text ``generated`` from the sources ``given`` (numbered
+    from 1, as packed), in eight steps:
+
+    1. a refusal (``is_refusal``) becomes the fixed ``refusal``, citing nothing;
+    2. ``tidy`` drops a leading "The answer is:", a list mark and echoed tags;
+    3. ``clean_citations`` drops citations of sources that were not given, and counts them;
+    4. with ``snap`` (ask.snap_to_span), a short answer that nearly copies a source becomes the
+       source's exact words (``snap_to_span``), cited where they stand;
+    5. capitalised as the model wrote it ("Feed your starter ...");
+    6. ``support``: the share of the answer's words each source holds;
+    7. with ``min_support`` (ask.min_support), an answer no source supports that much (a small
+       model can drift into anything) is replaced by ``extract()``: the sources' sentence closest
+       to the question, as (source number, sentence), or None to keep the answer;
+    8. otherwise the citations are checked against the support (``verify_citations``): an answer
+       citing nothing, or the wrong source, is credited to the source that holds it.
+
+    Pure but for ``extract``, which is called at most once and only in step 7."""
+    if is_refusal(generated, refusal):
+        return CheckedAnswer(text=refusal, cited=frozenset(), refused=True)
+    text, cited, removed = clean_citations(tidy(generated), len(given))
+    texts = [g.text for g in given]
+    if snap:
+        before = text
+        span = snap_to_span(text, texts)
+        if span is not None:  # the sources' own words for a short answer, cited where they stand
+            text, cited = plain_text(span[1]), {given[span[0]].number}
+            if before[:1].isupper():
+                text = text[:1].upper() + text[1:]
+    shares = support(text, texts)
+    if min_support and max(shares, default=0.0) < min_support and extract is not None:
+        best = extract()
+        if best is not None:
+            number, sentence = best
+            return CheckedAnswer(text=sentence, cited=frozenset({number}), removed_citations=removed,
+                                 extracted=True, unsupported=text)
+    # Small models forget to cite, or cite the wrong number: credit the sources that hold the answer.
+    # An answer trusted on ask.min_support is credited to the source that supports it most.
+    cited = verify_citations(text, texts, cited, shares=shares, min_support=min_support or 0.5)
+    return CheckedAnswer(text=text, cited=frozenset(cited), removed_citations=removed)
