@@ -14,7 +14,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 from rag_cli import crash
 from rag_cli.errors import GenerationError, ModelLoadError, RagError
@@ -22,9 +22,12 @@ from rag_cli.errors import GenerationError, ModelLoadError, RagError
 from rag_cli.model_files import gguf_location, local_gguf, resolve_gguf  # noqa: F401
 from rag_cli.models import Generation
 
+if TYPE_CHECKING:
+    from rag_cli.generate.canary import LoadPlan
+
 log = logging.getLogger(__name__)
 
-_log_callback = None  # kept referenced: llama.cpp calls it from C
+_log_callback: Any = None  # kept referenced: llama.cpp calls it from C (False: no hook)
 # llama.cpp's lines while it reads a model file (its metadata, every tensor): below DEBUG, so -v
 # shows what it showed when llama-cpp-python sent them to /dev/null (``_output_kept``).
 LOAD_LOG_LEVEL = 5
@@ -62,7 +65,7 @@ class _QuietThread:
     def __init__(self, disable: bool = True) -> None:
         self.disable = disable
 
-    def __enter__(self) -> "_QuietThread":
+    def __enter__(self) -> _QuietThread:
         if not self.disable:
             _quiet.depth = getattr(_quiet, "depth", 0) + 1
         return self
@@ -93,7 +96,8 @@ def _output_kept() -> Iterator[None]:
 
     with _kept_lock:
         if _kept_loads == 0:
-            for module in (llama_module, _internals):
+            modules: tuple[Any, ...] = (llama_module, _internals)
+            for module in modules:
                 original = getattr(module, "suppress_stdout_stderr", None)
                 if original is not None:
                     _kept_saved.append((module, original))
@@ -123,8 +127,8 @@ class LlamaCppGenerator:
         self.seed = seed
         self.style = style  # "auto" until the model is loaded
         self.extra_buffers = extra_buffers  # llm.extra_buffers: auto, on, off
-        self.load_plan = None  # the canary's choice (rag_cli.generate.canary.LoadPlan), once loaded
-        self._llm = None
+        self.load_plan: LoadPlan | None = None  # the canary's choice, once loaded
+        self._llm: Any = None  # llama_cpp.Llama, once loaded
         self._loading: threading.Thread | None = None
         self._load_error: BaseException | None = None
 
