@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Protocol
 
 from rag_cli.errors import IndexCorrupt, IndexNotFound, StoreError
 from rag_cli.index_dir import IndexPaths, is_dirty
+from rag_cli.ingest.manifest import FileState
 from rag_cli.models import DocumentInfo
 
 if TYPE_CHECKING:
@@ -26,20 +27,27 @@ if TYPE_CHECKING:
     from rag_cli.store.chroma import VectorStore
 
 SERVER_PROBE_TIMEOUT = 10.0  # seconds: status and doctor never wait store.timeout (60 s) for a server
-# Counts of the manifest's file statuses; an index on a server knows only the total.
-FILE_STATUSES = ("ok", "pending", "failed", "skipped")
+# Counts of the manifest's file states; an index on a server knows only the total.
+FILE_STATUSES = tuple(str(s) for s in FileState)
 
 
 class IndexRecord(Protocol):
     """An opened index's record of itself (a snapshot taken when it was opened)."""
 
-    paths: IndexPaths  # the index folder (for a server index: this machine's caches)
-    where: str  # for messages: "/notes/.rag", "on the Chroma server http://…, collection 'x'"
-    server: str  # the server it is on, as `where` says it ("" for an index in a folder)
-    build: dict[str, Any]  # the build record ({} before a first run finished)
-    updated: Any  # the stamp: a unix time, "dirty:<time>" while a run writes, or None
-    writer: dict[str, Any] | None  # who writes a server index ({"id", "host", "path"}); None in a folder
-    saves_keyword_index: bool  # a reader saves the keyword index it rebuilt (no local run writes it)
+    @property
+    def paths(self) -> IndexPaths: ...  # the index folder (for a server index: this machine's caches)
+    @property
+    def where(self) -> str: ...  # for messages: "/notes/.rag", "on the Chroma server http://…, collection 'x'"
+    @property
+    def server(self) -> str: ...  # the server it is on, as `where` says it ("" for an index in a folder)
+    @property
+    def build(self) -> dict[str, Any]: ...  # the build record ({} before a first run finished)
+    @property
+    def updated(self) -> Any: ...  # the stamp: a unix time, "dirty:<time>" while a run writes, or None
+    @property
+    def writer(self) -> dict[str, Any] | None: ...  # who writes a server index ({"id", "host", "path"})
+    @property
+    def saves_keyword_index(self) -> bool: ...  # a reader saves the keyword index it rebuilt
 
     def documents(self) -> list[DocumentInfo]: ...
     def chunk_count(self) -> int: ...

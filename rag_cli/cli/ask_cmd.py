@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from typing import Annotated
 
 import typer
@@ -37,36 +36,26 @@ def ask(
     if not question.strip():
         raise InputError("the question is empty")
     settings = settings_for(env, {"retrieval.top_k": top_k})
+    from rag_cli.api import Index
     from rag_cli.retrieve.filters import parse_where
-    from rag_cli.serve.client import ask_served
 
-    filters = parse_where(where or [])
+    parse_where(where or [])  # a bad --where is an input error before anything opens
     streaming = env.rich_stdout and not as_json and not retrieve_only
 
     def on_text(piece: str) -> None:
         env.stdout.write(safe(piece))  # the model's text: no terminal control codes
         env.stdout.flush()
 
-    options = dict(model=model, retrieve_only=retrieve_only, use_cache=False if no_cache else None,
-                   on_text=on_text if streaming else None)
-    served = ask_served(settings, question, where=where or [], **options)  # None: no `rag serve` to use
-    if served is not None:
-        answer = served.answer
-        env.note(f"answered by rag serve (pid {served.pid}) in {1000 * served.seconds:.0f} ms")
-        stages = {**answer.timings, "server": answer.timings.get("total", 0.0), "total": served.seconds}
-    else:
-        from rag_cli.ask import Asker
-
-        t0 = time.perf_counter()
-        asker = Asker(settings)  # opens the index (the manifest, Chroma)
-        stages = {"open": time.perf_counter() - t0}
-        answer = asker.ask(question, where=filters, **options)
-        stages.update(answer.timings)
+    asked = Index(settings).ask(question, where=where or [], model=model, retrieve_only=retrieve_only,
+                                use_cache=False if no_cache else None, on_text=on_text if streaming else None)
+    answer, stages = asked.answer, asked.stages
+    if asked.served_by is not None:
+        env.note(f"answered by rag serve (pid {asked.served_by}) in {1000 * asked.seconds:.0f} ms")
     render_answer(env, answer, as_json=as_json, streamed=streaming and not answer.cached)
     note = "; ".join(([f"model {answer.model} ({answer.route or '-'})"] if answer.model else [])
                      + (["from cache"] if answer.cached else []))
     observe.timings("ask", stages, note=note, model=answer.model, route=answer.route or None, cached=answer.cached,
-                    served=served is not None)
+                    served=asked.served_by is not None)
     if answer.error:  # 9: the llm.url server was unavailable; 5: the model failed
         unavailable = answer.error_code == ExitCode.LLM_UNAVAILABLE
         raise typer.Exit(int(ExitCode.LLM_UNAVAILABLE if unavailable else ExitCode.MODEL))

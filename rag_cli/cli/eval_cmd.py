@@ -45,8 +45,8 @@ def eval_command(
     env = env_of(ctx)
     from rag_cli.evaluate.configs import configurations, with_eval_index
     from rag_cli.evaluate.dataset import load_questions, select
-    from rag_cli.evaluate.runner import compare, gate, run_eval
-    from rag_cli.serve.remote import remote_for
+    from rag_cli.api import Index
+    from rag_cli.evaluate.runner import compare, gate
 
     try:
         cutoffs = tuple(sorted({int(k) for k in ks.split(",") if k.strip()}))
@@ -62,18 +62,17 @@ def eval_command(
             if docs:
                 settings = with_eval_index(settings, docs, progress)
             indexed = time.perf_counter() - t0
-            remote = remote_for(settings, retrieval_only=retrieval_only)  # None: no `rag serve` to use
-            searcher, asker = remote or (None, None)
-            report = run_eval(settings, chosen, label=label, questions_file=str(questions), searcher=searcher,
-                              asker=asker, retrieval_only=retrieval_only, ks=cutoffs, progress=progress)
-        if remote and remote[0].session.fallback:
-            env.warn(f"rag serve stopped answering ({remote[0].session.fallback}); the rest ran in-process")
-        elif remote:
-            env.note(f"{label or 'run'}: answered by rag serve (pid {remote[0].session.pid})")
+            evaluated = Index(settings).evaluate(chosen, label=label, questions_file=str(questions),
+                                                 retrieval_only=retrieval_only, ks=cutoffs, progress=progress)
+        report = evaluated.report
+        if evaluated.fallback:
+            env.warn(f"rag serve stopped answering ({evaluated.fallback}); the rest ran in-process")
+        elif evaluated.served_by is not None:
+            env.note(f"{label or 'run'}: answered by rag serve (pid {evaluated.served_by})")
         totals, medians = observe.summarize(row["timings"] for row in report.rows)
         observe.timings("eval", {**({"index": indexed} if docs else {}), **totals, "total": report.seconds},
                         medians=medians, label=label, note=f"{len(report.rows)} questions", questions=len(report.rows),
-                        served=remote is not None)
+                        served=evaluated.served_by is not None)
         if report.counts.get("errors"):
             env.warn(f"{label or 'run'}: {report.counts['errors']} question(s) got no generated answer "
                      f"({report.counts.get('unavailable', 0)} because llm.url could not be reached or kept failing); "

@@ -43,20 +43,18 @@ def index(
         "index.include": include or None, "index.exclude": exclude or None, "chunking.strategy": strategy,
         "chunking.size": size, "chunking.overlap": overlap, "embedding.model": model,
     })
+    from rag_cli.api import Index
+
     if to is not None:
         if paths:
             raise InputError("--to copies the index as it is: give no PATH (run `rag index PATH` first)")
-        from rag_cli.store.transfer import copy_index
-
         with RichProgress(env) as progress:
-            copied = copy_index(settings, to, replace_other=rebuild, lock_timeout=wait, progress=progress)
+            copied = Index(settings).copy_to(to, replace_other=rebuild, lock_timeout=wait, progress=progress)
         render_copy_report(env, copied, as_json=as_json)
         observe.timings("index", {"total": copied.seconds}, label="copy", chunks_sent=copied.chunks_sent)
         return
-    from rag_cli.indexer import index_paths
-
     with RichProgress(env) as progress:
-        report = index_paths(settings, paths or [], rebuild=rebuild, lock_timeout=wait, progress=progress)
+        report = Index(settings).index(paths or [], rebuild=rebuild, lock_timeout=wait, progress=progress)
     render_index_report(env, report, as_json=as_json)
     observe.timings("index", {**report.timings, "total": report.seconds}, files=len(report.files),
                     chunks_written=report.chunks_written, chunks_total=report.chunks_total)

@@ -17,11 +17,11 @@ from rag_cli.status import human_bytes
 
 def status(ctx: typer.Context, as_json: Json = False) -> None:
     """Show what the index holds, how it was built and whether a `rag serve` serves it (loads no model)."""
-    from rag_cli.status import index_status
+    from rag_cli.api import Index
 
     env = env_of(ctx)
     started = time.perf_counter()
-    report = index_status(settings_for(env, {}))  # IndexNotFound: exit 4
+    report = Index(settings_for(env, {})).status()  # IndexNotFound: exit 4
     if as_json:
         env.print_json(report.to_dict())
     else:

@@ -3,8 +3,8 @@ how one request is answered with them.
 
 Each request carries the client's settings. Settings that search the same index with the same
 embedding model are served: a Searcher and an Asker are built for them (cached, a few at a
-time) around the shared embedder and generators, through the seams ``Searcher(settings,
-embedder=...)`` and ``Asker(settings, searcher=...)``; anything else (another index, another
+time) around the shared embedder and generators, through the library facade
+(``api.Index(settings, serve=False, embedder=..., make_asker=...)``); anything else (another index, another
 embedding model) is not, and the client works in-process. Before every request the manifest's
 stamp is read (two small SQLite queries); when a `rag index` run changed it, every Searcher is
 dropped and Chroma's cached client for the folder forgotten, so no answer comes from a stale
@@ -19,6 +19,7 @@ from collections import OrderedDict
 from dataclasses import asdict
 from typing import Any, Callable
 
+from rag_cli.api import Index
 from rag_cli.ask import Asker
 from rag_cli.config import Settings
 from rag_cli.errors import RagError
@@ -58,11 +59,11 @@ class Backend:
         self.index_dir = settings.index_dir
         # Built exactly as an in-process Searcher builds its own, so vectors are the same (the
         # ONNX export once there is one: a server that only answers questions never imports torch).
-        self.embedder = embedder or Searcher(settings).embedder
+        self.embedder = embedder or Index(settings, serve=False).searcher().embedder
         self._fixed = dict(generators or {})  # by model name, whatever the settings (tests)
         self._generators: dict[tuple[Any, ...], Generator] = {}
         self._locations: dict[tuple[str, str], str] = {}
-        self._variants: OrderedDict[str, tuple[Searcher, PooledAsker]] = OrderedDict()
+        self._variants: OrderedDict[str, Index] = OrderedDict()  # each with its Searcher and PooledAsker
         self._identities: dict[str, Any] = {}
         self._stamp: tuple[Any, ...] | None = None
         self._stamps = StampReader(settings)  # a server index's catalog stays open for the checks
@@ -142,11 +143,12 @@ class Backend:
         if key in self._variants:
             self._variants.move_to_end(key)
         else:
-            searcher = Searcher(settings, embedder=self.embedder)
-            self._variants[key] = (searcher, PooledAsker(settings, searcher, self._generator))
+            self._variants[key] = Index(settings, serve=False, embedder=self.embedder,
+                                        make_asker=lambda s, searcher: PooledAsker(s, searcher, self._generator))
             while len(self._variants) > MAX_VARIANTS:
                 self._variants.popitem(last=False)
-        return self._variants[key]
+        index = self._variants[key]
+        return index.searcher(), index.asker()  # type: ignore[return-value]
 
     def _generator(self, settings: Settings, model: str) -> Generator:
         if model in self._fixed:
