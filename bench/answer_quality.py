@@ -74,7 +74,7 @@ def main() -> None:
     for path in args.model:
         configs[Path(path).name] = f'[llm]\nmodel = "{Path(path).resolve()}"\n'
     files = []
-    for i, (name, text) in enumerate(configs.items()):
+    for i, text in enumerate(configs.values()):
         (work / f"answers{i}.toml").write_text(text)
         files.append(work / f"answers{i}.toml")
     sets = {"squad": (squad_sample(args.data, work / "squad_fixed.jsonl"), args.data / "squad" / "docs"),

@@ -37,8 +37,7 @@ def main() -> None:
     parser.add_argument("--no-speed", action="store_true", help="skip prompt processing with extra buffers on/off")
     args = parser.parse_args()
     from rag_cli.generate import canary
-    from rag_cli.model_files import resolve_gguf
-    from rag_cli.model_files import cache_root
+    from rag_cli.model_files import cache_root, resolve_gguf
 
     threads = max(1, os.cpu_count() or 1)
     print(f"llama.cpp: {canary.system_info()}")

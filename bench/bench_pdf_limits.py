@@ -42,10 +42,10 @@ def memory_mb(field: str) -> float:
 
 def child(path: str, elements: int, tokens: int, stream_mb: int) -> None:
     """One read, in this (child) process: prints {seconds, peak_mb, chars, warnings | error}."""
+    import pypdf  # noqa: F401  (imported before the baseline)
+
     from rag_cli.errors import DocumentError
     from rag_cli.ingest.loaders import PdfLimits, PdfLoader
-
-    import pypdf  # noqa: F401  (imported before the baseline)
 
     data = Path(path).read_bytes()
     before = memory_mb("VmRSS")

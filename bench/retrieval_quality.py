@@ -59,7 +59,8 @@ def main() -> None:
         if done.returncode != 0:
             sys.exit(f"{key}: rag eval exited {done.returncode}")
         reports = json.loads(out.read_text())["reports"]
-        print(f"{key}: {reports[0]['counts']['questions']} questions, {time.perf_counter() - started:.0f} s; {label}, target >= {target}")
+        print(f"{key}: {reports[0]['counts']['questions']} questions, {time.perf_counter() - started:.0f} s; "
+              f"{label}, target >= {target}")
         for name, report in zip(names, reports):
             m = report["metrics"]
             value = m.get(metric)

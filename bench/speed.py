@@ -75,7 +75,7 @@ def measure_startup(repeat: int, workdir: Path | None = None) -> dict[str, dict[
 
 def print_table(title: str, rows: dict[str, dict[str, float]], unit: str = "s") -> None:
     print(f"\n{title}")
-    print(f"| what | median | p90 | budget | median / budget |\n| --- | --- | --- | --- | --- |")
+    print("| what | median | p90 | budget | median / budget |\n| --- | --- | --- | --- | --- |")
     scale = 1000.0 if unit == "ms" else 1.0
     for label, r in rows.items():
         print(f"| {label} | {r['median'] * scale:.{0 if unit == 'ms' else 2}f} {unit} | "

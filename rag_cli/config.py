@@ -11,9 +11,10 @@ import math
 import os
 import tomllib
 import typing
+from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from rag_cli.errors import ConfigError
 
@@ -183,8 +184,9 @@ class LlmSettings:
                           "for big models on a CPU, whose prompt processing is slow).", min=1.0)
     retries: int = _opt(2, "Retries of a request to llm.url after a connection error, a connect timeout, "
                         "or HTTP 429/502/503/504 (not after llm.timeout: a server that took the request and "
-                        "stayed silent is not sent it again), with exponential backoff and jitter (up to 0.5 s, 1 s, 2 s ...; "
-                        "a Retry-After of up to 8 s is honoured); never once text has streamed.", min=0, max=10)
+                        "stayed silent is not sent it again), with exponential backoff and jitter (up to 0.5 s, 1 s, "
+                        "2 s ...; a Retry-After of up to 8 s is honoured); never once text has streamed.",
+                        min=0, max=10)
     breaker_failures: int = _opt(3, "Consecutive failed requests to llm.url (each after its retries) after which "
                                  "every rag process skips it at once for llm.breaker_cooldown seconds (0: never "
                                  "skip).", min=0)
@@ -235,7 +237,7 @@ class ServeSettings:
 @dataclass(frozen=True)
 class StoreSettings:
     url: str = _opt("", "A Chroma server (http://host:8000) that holds the index's vectors and chunks instead of the "
-                    "embedded Chroma in the index folder; empty: embedded. See README, Sharing an index.")
+                    "embedded Chroma in the index folder; empty: embedded. See docs/sharing-and-servers.md.")
     tenant: str = _opt("default_tenant", "Chroma server: the tenant.")
     database: str = _opt("default_database", "Chroma server: the database.")
     collection: str = _opt("chunks", "Chroma server: the collection of this index's chunks (one per document "
@@ -287,7 +289,7 @@ class Settings:
         """(key, value, source) for every setting, in schema order."""
         return [(k, self.get(k), self.sources.get(k, "default")) for k in all_keys()]
 
-    def with_values(self, values: Mapping[str, Any], source: str, *, parse_text: bool = False) -> "Settings":
+    def with_values(self, values: Mapping[str, Any], source: str, *, parse_text: bool = False) -> Settings:
         """A copy with some keys set (validated), recording ``source`` for each. With
         ``parse_text``, string values are parsed into the key's type (environment variables)."""
         sections = {name: getattr(self, name) for name in SECTIONS}
@@ -309,7 +311,11 @@ def describe(key: str) -> tuple[type, Any, str]:
     section, name = key.split(".", 1)
     cls = SECTIONS[section]
     f = next(f for f in fields(cls) if f.name == name)
-    default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+    if f.default is not MISSING:
+        default = f.default
+    else:
+        assert callable(f.default_factory), key  # every settings field has a default or a factory
+        default = f.default_factory()
     return typing.get_type_hints(cls)[name], default, f.metadata["help"]
 
 
@@ -426,7 +432,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
                           hint="save the file as UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}",
-                          hint="fix that line (README, Settings, shows the format)") from None
+                          hint="fix that line (docs/configuration.md shows the format)") from None
     flat: dict[str, Any] = {}
     for section, table in data.items():
         if not isinstance(table, dict):  # `size = 300` above any [section]

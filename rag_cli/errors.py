@@ -22,7 +22,7 @@ class ExitCode(IntEnum):
     REFUSED = 6  # `rag ask`: the documents do not hold the answer
     BUSY = 7  # another `rag index` holds the index lock
     GATE = 8  # `rag eval --baseline`: a metric fell by more than --max-drop
-    LLM_UNAVAILABLE = 9  # the language-model server could not be reached or kept failing; the passages were printed instead
+    LLM_UNAVAILABLE = 9  # the llm.url server could not be reached or kept failing; the passages were printed
     INTERRUPTED = 130  # Ctrl-C
 
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rag_cli.errors import IndexCorrupt, IndexNotFound, StoreError
 from rag_cli.index_dir import IndexPaths, is_dirty
@@ -24,7 +25,7 @@ from rag_cli.models import DocumentInfo
 
 if TYPE_CHECKING:
     from rag_cli.config import Settings
-    from rag_cli.store.chroma import VectorStore
+    from rag_cli.store.chroma import ChromaStore, VectorStore
 
 SERVER_PROBE_TIMEOUT = 10.0  # seconds: status and doctor never wait store.timeout (60 s) for a server
 # Counts of the manifest's file states; an index on a server knows only the total.
@@ -134,7 +135,7 @@ class CatalogRecord:
     """An index on a Chroma server: the catalog's state record and file table, the collection."""
 
     paths: IndexPaths
-    opened: Any  # the ChromaStore of the collection, its catalog open
+    opened: ChromaStore  # the collection, its catalog open
     state: dict[str, Any]
     # No run on this machine writes its keyword index: a reader that builds one keeps it.
     saves_keyword_index = True
@@ -195,7 +196,7 @@ class CatalogRecord:
                 f"{w.get('host', '?')}:{w.get('path', '?')} is writing it, or was interrupted)")
 
     def store(self) -> VectorStore:
-        return self.opened  # type: ignore[no-any-return]
+        return self.opened
 
 
 def open_index(settings: Settings, *, complete: bool = True, probe: bool = False) -> IndexRecord:

@@ -18,23 +18,24 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any
 
+from rag_cli import observe
 from rag_cli.config import Settings
 from rag_cli.errors import DocumentError, InputError
 from rag_cli.index_dir import IndexLock, IndexPaths, build_record, check_build, dirty_stamp
 from rag_cli.ingest.chunkers import Chunker, make_chunker
 from rag_cli.ingest.loaders import PdfLimits, loader_for, read_bytes
 from rag_cli.ingest.manifest import FAILED, OK, PENDING, SKIPPED, FileRecord, Manifest
+from rag_cli.ingest.readahead import Channel
 from rag_cli.ingest.tokens import load_token_counter
 from rag_cli.ingest.walk import FoundFile, walk
 from rag_cli.model_files import embedding_prefixes
 from rag_cli.models import Chunk, Document, FileOutcome, FileStatus, IndexReport
-from rag_cli import observe
 from rag_cli.progress import NullProgress, Progress
-from rag_cli.ingest.readahead import Channel
 from rag_cli.store.catalog import Catalog, writer_record
 from rag_cli.store.chroma import ChromaStore, LazyChromaStore, VectorStore, chunk_metadata, open_store
 from rag_cli.store.embedders import Embedder, embedder_from_settings
@@ -130,19 +131,19 @@ class Indexer:
         with IndexLock(self.paths.lock, timeout, on_wait=self.progress.note):
             manifest = self.paths.open_manifest(create=True, set_damaged_aside=rebuild)
             try:
-                if not rebuild and not self.settings.store.url:
+                store = LazyChromaStore.for_settings(self.settings, self._open_store)
+                if not rebuild and not store.on_server:
                     self.paths.check_vectors(manifest)
-                store = LazyChromaStore(self._open_store)
                 lost = False
-                if self.settings.store.url:
+                if store.on_server:
                     self._catalog = store.catalog
                     lost = self._claim(manifest, rebuild)
-                self._prepare_index(manifest, store, rebuild, lost)  # type: ignore[arg-type]
+                self._prepare_index(manifest, store, rebuild, lost)
                 roots = self._roots(manifest, targets)
                 with manifest.transaction():  # now: a run killed midway is finished by a bare `rag index`
                     for root in roots:
                         manifest.add_root(str(root))
-                outcomes, written, reused, deleted = self._sync(manifest, store, roots)  # type: ignore[arg-type]
+                outcomes, written, reused, deleted = self._sync(manifest, store, roots)
                 changed = rebuild or written or deleted or any(
                     o.status in (FileStatus.ADDED, FileStatus.UPDATED, FileStatus.REMOVED)
                     for o in outcomes)
@@ -154,7 +155,7 @@ class Indexer:
                         manifest.set_meta("updated", updated)
                 if self._catalog is not None:
                     self._publish(manifest, updated)
-                self._refresh_keyword_index(store, updated)  # type: ignore[arg-type]
+                self._refresh_keyword_index(store, updated)
                 # Nothing written: the store holds exactly the ids the manifest registered (every
                 # file is settled), so it need not be opened to count them.
                 total = store.count() if store.opened else manifest.chunk_count()
@@ -208,7 +209,7 @@ class Indexer:
                 self._catalog.put_state(updated=dirty)
             self._dirty = True
 
-    def _refresh_keyword_index(self, store: ChromaStore, updated: object) -> None:
+    def _refresh_keyword_index(self, store: VectorStore, updated: object) -> None:
         if KeywordIndex.saved_tag(self.paths.keyword) == updated:
             return
         t0, opened = time.perf_counter(), self.timings.open
@@ -277,14 +278,14 @@ class Indexer:
         deleted = 0
         gone = [rec for path, rec in known.items() if path not in found and _under_any(path, rec.root, roots)]
         t0, opened = time.perf_counter(), self.timings.open
-        for rec in gone:
+        for old in gone:
             self._mark_dirty(manifest)
-            ids = manifest.chunk_ids(rec.path)
+            ids = manifest.chunk_ids(old.path)
             store.delete(sorted(ids))
             with manifest.transaction():
-                manifest.remove_file(rec.path)
+                manifest.remove_file(old.path)
             deleted += len(ids)
-            outcomes.append(FileOutcome(rec.path, FileStatus.REMOVED, rec.documents, rec.chunks))
+            outcomes.append(FileOutcome(old.path, FileStatus.REMOVED, old.documents, old.chunks))
         self._add("write", t0, opened)
 
         t0 = time.perf_counter()
@@ -345,11 +346,11 @@ class Indexer:
             return False
         return True
 
-    def _read_ahead(self, todo: list[_Prepared]) -> "_Parts":
+    def _read_ahead(self, todo: list[_Prepared]) -> _Parts:
         """Load and chunk ``todo`` on a reader thread, yielding each file's parts as they are ready."""
         return _Parts(self, todo)
 
-    def _read(self, todo: list[_Prepared], channel: Channel) -> None:
+    def _read(self, todo: list[_Prepared], channel: Channel[_Part | BaseException | None]) -> None:
         """The reader thread (one span: its load and chunk times are attributes)."""
         try:
             with observe.span("index.read", files=len(todo)) as span:
@@ -422,11 +423,11 @@ class Indexer:
             part.chunks = []
         return emit(part)
 
-    def _record(self, item: _Prepared, status: str, **changes: object) -> FileRecord:
+    def _record(self, item: _Prepared, status: str, **changes: Any) -> FileRecord:
         rec = FileRecord(path=item.path, root=str(item.found.root), rel=item.found.rel,
                          size=item.size, mtime_ns=item.mtime_ns, sha256=item.sha256, status=status, reason="",
                          documents=item.documents, chunks=len(item.chunk_ids), warnings=tuple(item.warnings))
-        return replace(rec, **changes)  # type: ignore[arg-type]
+        return replace(rec, **changes)
 
     def _settle(self, manifest: Manifest, store: VectorStore, part: _Part) -> FileOutcome | None:
         """The outcome of a file that needs no vectors written (unchanged, failed, empty), or
@@ -560,13 +561,13 @@ class _Parts:
 
     def __init__(self, indexer: Indexer, todo: list[_Prepared]) -> None:
         self._indexer = indexer
-        self._channel = Channel(READ_AHEAD_CHUNKS, READ_AHEAD_PARTS)
+        self._channel: Channel[_Part | BaseException | None] = Channel(READ_AHEAD_CHUNKS, READ_AHEAD_PARTS)
         self._todo = todo
 
     def ready(self) -> bool:
         return self._channel.ready()
 
-    def __enter__(self) -> "_Parts":
+    def __enter__(self) -> _Parts:
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -588,7 +589,7 @@ class _Parts:
                     return
                 if isinstance(got, BaseException):
                     raise got
-                yield got  # type: ignore[misc]
+                yield got
         finally:
             self._channel.close()
 

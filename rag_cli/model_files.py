@@ -10,8 +10,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-from importlib import import_module
 from dataclasses import dataclass
+from importlib import import_module
 from pathlib import Path
 
 from rag_cli.config import DEFAULT_EMBEDDING_MODEL, EmbeddingSettings
@@ -145,7 +145,8 @@ def embedding_prefixes(e: EmbeddingSettings, base_dir: Path | None = None) -> tu
     if e.backend == "sentence-transformers":
         try:
             path = resolve_embedding_model(e.model, base_dir).path
-            prompts = json.loads((path / "config_sentence_transformers.json").read_text(encoding="utf-8")).get("prompts")
+            config = json.loads((path / "config_sentence_transformers.json").read_text(encoding="utf-8"))
+            prompts = config.get("prompts")
         except (ModelLoadError, OSError, ValueError, AttributeError):
             prompts = None
         if isinstance(prompts, dict) and prompts.get("query"):

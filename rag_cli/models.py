@@ -448,7 +448,7 @@ class Answer:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Answer":
+    def from_dict(cls, data: dict[str, Any]) -> Answer:
         cites = tuple(Citation(number=c["number"], doc_id=c["doc_id"], path=c["path"], page_start=c["page_start"],
                                page_end=c["page_end"], heading=c["heading"], chunk_ids=tuple(c["chunk_ids"]),
                                score=c["score"], text=c["text"], cited=c["cited"]) for c in data["sources"])

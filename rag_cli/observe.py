@@ -31,8 +31,9 @@ import os
 import re
 import threading
 import time
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 log = logging.getLogger(__name__)
 TIMINGS_LOGGER = "rag_cli.timings"
@@ -291,17 +292,23 @@ def _start() -> bool:
 
 
 def _provider_from_env(env: Mapping[str, str]) -> tuple[Any, Any]:
-    from rag_cli import __version__
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+
+    from rag_cli import __version__
 
     protocol = (env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
                 or "http/protobuf").strip().lower()
+    exporter: type[SpanExporter]
     if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+        exporter = GrpcExporter
     elif protocol == "http/protobuf":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # type: ignore[no-redef]
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+        exporter = HttpExporter
     else:
         raise ValueError(f"OTLP protocol {protocol!r} is not supported (grpc or http/protobuf)")
     attributes = {"service.version": __version__}
@@ -310,7 +317,7 @@ def _provider_from_env(env: Mapping[str, str]) -> tuple[Any, Any]:
         attributes["service.name"] = "rag-cli"
     # Our own exit handler, bounded: the SDK's waits up to 30 s for a collector that is not there.
     provider = TracerProvider(resource=Resource.create(attributes), shutdown_on_exit=False)
-    processor = BatchSpanProcessor(OTLPSpanExporter())
+    processor = BatchSpanProcessor(exporter())
     provider.add_span_processor(processor)
     return provider, processor
 
@@ -335,7 +342,7 @@ class JsonFormatter(logging.Formatter):
     when tracing, and ``exc`` for a traceback."""
 
     def format(self, record: logging.LogRecord) -> str:
-        ts = _dt.datetime.fromtimestamp(record.created, _dt.timezone.utc)
+        ts = _dt.datetime.fromtimestamp(record.created, _dt.UTC)
         out: dict[str, Any] = {"ts": ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z",
                                "level": record.levelname, "logger": record.name, "msg": record.getMessage(),
                                "run_id": _RUN_ID}
@@ -373,6 +380,10 @@ class HumanFormatter(logging.Formatter):
         return printable(super().format(record))
 
 
+class _CliHandler(logging.StreamHandler):
+    """The handler ``configure_logging`` adds (``unconfigure_logging`` removes these only)."""
+
+
 def configure_logging(log_format: str, verbose: bool, stream: Any) -> None:
     """The CLI's logging, set again by every invocation (tests invoke the app many times):
 
@@ -390,8 +401,7 @@ def configure_logging(log_format: str, verbose: bool, stream: Any) -> None:
     timing.setLevel(logging.INFO if log_format == "json" or verbose else logging.NOTSET)
     if log_format != "json" and not verbose:
         return
-    handler = logging.StreamHandler(stream)
-    handler._rag_cli = True  # type: ignore[attr-defined]
+    handler = _CliHandler(stream)
     handler.setFormatter(JsonFormatter() if log_format == "json" else HumanFormatter(HUMAN_FORMAT))
     root.addHandler(handler)
     if root.level == logging.NOTSET or root.level > logging.WARNING:
@@ -401,7 +411,7 @@ def configure_logging(log_format: str, verbose: bool, stream: Any) -> None:
 def unconfigure_logging() -> None:
     """Undo ``configure_logging`` (at the end of a command: the stream may not outlive it)."""
     root = logging.getLogger()
-    for handler in [h for h in root.handlers if getattr(h, "_rag_cli", False)]:
+    for handler in [h for h in root.handlers if isinstance(h, _CliHandler)]:
         root.removeHandler(handler)
     for name in ("rag_cli", CLI_LOGGER, TIMINGS_LOGGER):
         logging.getLogger(name).setLevel(logging.NOTSET)

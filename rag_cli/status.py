@@ -122,7 +122,8 @@ def index_status(settings: Settings) -> IndexStatus:
     serve.pop("schema", None)
     llm = settings.llm
     return IndexStatus(
-        index_dir=str(paths.root), store=record.server, size_bytes=folder_size(paths.root) if paths.root.is_dir() else 0,
+        index_dir=str(paths.root), store=record.server,
+        size_bytes=folder_size(paths.root) if paths.root.is_dir() else 0,
         updated=updated, dirty=dirty, writer_pid=lock_holder(paths.lock),
         llm={"model": llm.model, "strong_model": llm.strong_model, "url": llm.url},
         changed_settings=tuple(changed_settings(settings)), serve=serve, build=record.build,

@@ -68,7 +68,7 @@ class FakeLlmServer:
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
-    def __enter__(self) -> "FakeLlmServer":
+    def __enter__(self) -> FakeLlmServer:
         self._thread.start()
         return self
 

@@ -288,8 +288,8 @@ def test_narrowing_adds_the_share_of_question_words_a_sentence_holds() -> None:
 
 
 def test_the_answer_cache_key_follows_every_answer_setting() -> None:
-    from rag_cli.store.answer_cache import cache_key
     from rag_cli.config import Settings
+    from rag_cli.store.answer_cache import cache_key
 
     base = Settings()
     key = cache_key(base, "Q?", None, "state")

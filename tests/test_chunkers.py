@@ -4,8 +4,7 @@ strategy keeps on generated documents, then what each strategy does on hand-made
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from helpers_ingest import (
     SAMPLES,
@@ -482,7 +481,8 @@ def test_chunks_carry_document_fields(counter):
     doc = text_document(sentences_about("fields", 3), doc_id="notes/a.txt", title="A")
     doc.metadata["lang"] = "en"
     (chunk,) = make_chunker("structure", counter, size=128, overlap=0).chunk(doc)
-    assert (chunk.doc_id, chunk.source, chunk.kind, chunk.title) == ("notes/a.txt", "/docs/notes/a.txt.txt", "text", "A")
+    assert (chunk.doc_id, chunk.source, chunk.kind, chunk.title) == (
+        "notes/a.txt", "/docs/notes/a.txt.txt", "text", "A")
     assert chunk.metadata == {"lang": "en"}
     assert chunk.chunk_id == "notes/a.txt::0"
     assert chunk.page_start is None and chunk.page_end is None

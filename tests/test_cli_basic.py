@@ -355,7 +355,7 @@ def test_chunk_preview_imports_no_heavy_library(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_chunk_preview_subprocess_plain_when_piped(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "rag_cli", "chunk-preview", str(FAQ)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            capture_output=True, text=True, cwd=tmp_path,
                             env=python_env(), timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""

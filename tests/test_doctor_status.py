@@ -159,7 +159,8 @@ def test_damaged_manifest(project: Path) -> None:
         (project / ".rag" / name).unlink(missing_ok=True)
     code, report = doctor(project)
     assert code == 4 and failed_checks(report) == ["index"]
-    assert "is damaged" in check(report, "index")["detail"] and "rag index --rebuild PATH" in check(report, "index")["fix"]
+    assert "is damaged" in check(report, "index")["detail"]
+    assert "rag index --rebuild PATH" in check(report, "index")["fix"]
     result = invoke(["status"], project)
     assert result.exit_code == 4 and "is damaged" in result.output
 

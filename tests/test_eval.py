@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from rag_cli.ask import Asker
 from rag_cli.errors import ExitCode, InputError
 from rag_cli.evaluate import metrics as m
 from rag_cli.evaluate.dataset import load_questions, select
 from rag_cli.evaluate.runner import gate, run_eval
-from rag_cli.ask import Asker
 from rag_cli.indexer import index_paths
 from rag_cli.testing.fakes import ScriptedGenerator
 from tests.indexing_helpers import invoke as cli, settings_in
@@ -122,7 +122,8 @@ def test_cli_compare_gate_and_details(tmp_path: Path, samples: Path) -> None:
     (tmp_path / "small.toml").write_text("[chunking]\nsize = 64\noverlap = 8\n")
     (tmp_path / "large.toml").write_text("[chunking]\nsize = 200\n")
     result = cli(["eval", str(qfile), "--docs", str(samples), "--retrieval-only", "--config", "small.toml",
-                  "--config", "large.toml", "--json", "--details", "d.jsonl", "--out", "r.json", "--plot", "p.svg"], tmp_path)
+                  "--config", "large.toml", "--json", "--details", "d.jsonl", "--out", "r.json", "--plot", "p.svg"],
+                 tmp_path)
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["schema"] == "rag-cli/eval-comparison/v1" and [r["label"] for r in doc["reports"]] == ["small", "large"]

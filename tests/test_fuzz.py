@@ -15,8 +15,7 @@ import os
 from pathlib import Path
 from unittest import mock
 
-from hypothesis import HealthCheck, example, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from helpers_ingest import assert_chunk_invariants, real_counter
 from rag_cli.errors import DocumentError

@@ -14,7 +14,7 @@ import pytest
 
 from rag_cli.errors import ExitCode
 from rag_cli.index_dir import IndexLock, IndexPaths
-from tests.indexing_helpers import invoke as run, index_state, settings_in
+from tests.indexing_helpers import index_state, invoke as run, settings_in
 
 pytestmark = pytest.mark.slow
 

@@ -109,7 +109,8 @@ def test_a_completion_prompt_goes_to_completions_and_keeps_the_first_line() -> N
 
 def test_a_server_that_ignores_stream_answers_in_one_piece() -> None:
     answer = {"model": "m", "choices": [{"message": {"role": "assistant", "content": "Daily [1]."},
-                                         "finish_reason": "stop"}], "usage": {"prompt_tokens": 9, "completion_tokens": 4}}
+                                         "finish_reason": "stop"}],
+              "usage": {"prompt_tokens": 9, "completion_tokens": 4}}
     with FakeLlmServer(Action("status", status=200, body=answer)) as server:
         pieces: list[str] = []
         result = generate(generator(server.url), pieces)
@@ -343,8 +344,8 @@ def start_llama_server(port: int, log: Path) -> subprocess.Popen:
     model = resolve_gguf("bundled")
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "rag_cli.testing.llama_server", "--model", model, "--host",
-                                 "127.0.0.1", "--port", str(port), "--n_ctx", "2048"], stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+                                 "127.0.0.1", "--port", str(port), "--n_ctx", "2048"],
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -356,7 +357,8 @@ def start_llama_server(port: int, log: Path) -> subprocess.Popen:
         except OSError:
             time.sleep(0.2)
     stop_process(proc)
-    raise RuntimeError(f"llama_cpp.server did not answer /v1/models within 90 s: {log.read_text(errors='replace')[-2000:]}")
+    raise RuntimeError("llama_cpp.server did not answer /v1/models within 90 s: "
+                       f"{log.read_text(errors='replace')[-2000:]}")
 
 
 def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
@@ -403,7 +405,8 @@ def test_rag_ask_answers_through_a_real_llama_cpp_server(session_cache, llama_se
     data = json.loads(chat.stdout)
     assert data["model"] == "gemma-3-270m-q4_k_m.gguf" and data["error"] is None
     assert data["citations"] or data["refused"]
-    assert not breaker_path(llama_server).exists() or json.loads(breaker_path(llama_server).read_text())["failures"] == 0
+    breaker = breaker_path(llama_server)
+    assert not breaker.exists() or json.loads(breaker.read_text())["failures"] == 0
 
 
 @pytest.mark.slow

@@ -191,7 +191,8 @@ def test_markdown_heading_levels_can_skip(tmp_path):
 
 
 def test_markdown_with_windows_line_endings(tmp_path):
-    doc = only_document(load(MarkdownLoader(), tmp_path, "x.md", b"# Title\r\n\r\nBody text.\r\n\r\n## Sub\r\n\r\nMore.\r\n"))
+    data = b"# Title\r\n\r\nBody text.\r\n\r\n## Sub\r\n\r\nMore.\r\n"
+    doc = only_document(load(MarkdownLoader(), tmp_path, "x.md", data))
     assert "\r" not in doc.text
     assert segment_texts(doc) == ["# Title", "Body text.", "## Sub", "More."]
     assert [s.heading for s in doc.segments][-1] == ("Title", "Sub")

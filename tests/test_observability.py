@@ -20,11 +20,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent import futures
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -485,8 +486,10 @@ def _value(value: Any) -> Any:
 @contextmanager
 def http_collector() -> Iterator[tuple[str, Collected]]:
     """An OTLP/HTTP receiver (protobuf POSTs to /v1/traces) on 127.0.0.1."""
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (ExportTraceServiceRequest,
-                                                                        ExportTraceServiceResponse)
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+        ExportTraceServiceResponse,
+    )
 
     collected = Collected()
 

@@ -20,11 +20,15 @@ from rag_cli.config import EmbeddingSettings
 from rag_cli.errors import ConfigError, ExitCode, ModelLoadError
 from rag_cli.index_dir import IndexPaths
 from rag_cli.indexer import index_paths
-from rag_cli.models import Hit
-from rag_cli.models import DocumentInfo
+from rag_cli.models import DocumentInfo, Hit
 from rag_cli.retrieve.filters import parse_date, parse_where
-from rag_cli.retrieve.search import (Searcher, maximal_marginal_relevance, reciprocal_rank_fusion, weighted_fusion,
-                                     with_neighbours)
+from rag_cli.retrieve.search import (
+    Searcher,
+    maximal_marginal_relevance,
+    reciprocal_rank_fusion,
+    weighted_fusion,
+    with_neighbours,
+)
 from rag_cli.store.chroma import ChromaStore
 from rag_cli.store.keyword import KeywordIndex, document_texts
 from tests.indexing_helpers import invoke, settings_in

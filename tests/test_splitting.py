@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from helpers_ingest import real_counter, uncovered
 from rag_cli.ingest.splitting import lines, paragraphs, sentences, token_windows, trim

@@ -36,12 +36,14 @@ class LogFormat(str, Enum):
 @app.callback()
 def _global(
     ctx: typer.Context,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details and per-stage timings to stderr.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v",
+                                          help="Log details and per-stage timings to stderr.")] = False,
     log_format: Annotated[LogFormat, typer.Option("--log-format", envvar="RAG_LOG_FORMAT", case_sensitive=False,
                                                   show_envvar=False, help="Logs on stderr: human, or json (one object "
                                                   "a line, with the run id; the timings event ends each command; "
                                                   "also RAG_LOG_FORMAT).")] = LogFormat.human,
-    config: Annotated[Path | None, typer.Option("--config", metavar="FILE", help="Settings file to use instead of the nearest "
+    config: Annotated[Path | None, typer.Option("--config", metavar="FILE",
+                                                 help="Settings file to use instead of the nearest "
                                                  ".rag.toml (also RAG_CONFIG).")] = None,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,

@@ -17,8 +17,10 @@ from rag_cli.errors import ExitCode, InputError
 def ask(
     ctx: typer.Context,
     question: Annotated[str, typer.Argument(help="The question; '-' reads it from stdin.", show_default=False)],
-    top_k: Annotated[int | None, typer.Option("--top-k", metavar="N", help="Chunks to retrieve (retrieval.top_k).")] = None,
-    where: Annotated[list[str] | None, typer.Option("--where", metavar="EXPR", help="Filter: path=GLOB, type=pdf, page=N or "
+    top_k: Annotated[int | None, typer.Option("--top-k", metavar="N",
+                                              help="Chunks to retrieve (retrieval.top_k).")] = None,
+    where: Annotated[list[str] | None, typer.Option("--where", metavar="EXPR",
+                                                    help="Filter: path=GLOB, type=pdf, page=N or "
                                                     "N-M, modified>=DATE (or 30d), FIELD=VALUE, FIELD>=N "
                                                     "(repeatable; all must hold).")] = None,
     model: Annotated[str | None, typer.Option("--model", metavar="MODEL", help="GGUF model file (or 'bundled', "

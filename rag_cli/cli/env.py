@@ -7,9 +7,10 @@ import functools
 import json
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TextIO, TypeVar
+from typing import Any, ParamSpec, TextIO, TypeVar
 
 import typer
 from rich.console import Console
@@ -18,7 +19,8 @@ from rag_cli import observe
 from rag_cli.errors import ExitCode, RagError
 from rag_cli.observe import CLI_LOGGER, printable
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @dataclass
@@ -119,12 +121,12 @@ def _escape(text: str) -> str:
     return escape(text)
 
 
-def boundary(fn: F) -> F:
+def boundary(fn: Callable[P, R]) -> Callable[P, R]:
     """The one place errors are printed: a RagError becomes one line (and a hint) on stderr
     and its exit code; Ctrl-C exits 130. Anything else is a bug and keeps its traceback."""
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, **kwargs: Any) -> R:
         ctx = kwargs.get("ctx")  # every command takes the Typer context as `ctx`
         env = env_of(ctx) if ctx is not None else Env()
         command = (ctx.info_name if ctx is not None else None) or fn.__name__
@@ -139,7 +141,7 @@ def boundary(fn: F) -> F:
             observe.failed(command, int(ExitCode.INTERRUPTED), "KeyboardInterrupt")
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 def env_of(ctx: typer.Context) -> Env:

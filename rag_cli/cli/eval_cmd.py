@@ -31,21 +31,25 @@ def eval_command(
                                                       "repeat to compare configurations.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="KEY=VALUE setting for every "
                                                    "configuration (repeatable).")] = None,
-    ks: Annotated[str, typer.Option("--k", metavar="K,K,...", help="Cut-offs for hit@k, recall@k, context recall.")] = "1,5,10,20",
+    ks: Annotated[str, typer.Option("--k", metavar="K,K,...",
+                                    help="Cut-offs for hit@k, recall@k, context recall.")] = "1,5,10,20",
     as_json: Json = False,
-    out: Annotated[Path | None, typer.Option("--out", metavar="FILE", help="Write the whole report as JSON here.")] = None,
-    details: Annotated[Path | None, typer.Option("--details", metavar="FILE", help="Write one JSON line per question here.")] = None,
-    plot: Annotated[Path | None, typer.Option("--plot", metavar="FILE", help="Write an SVG chart of recall@k and latency "
-                                              "here.")] = None,
-    baseline: Annotated[Path | None, typer.Option("--baseline", metavar="FILE", help="A saved report to compare against.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", metavar="FILE",
+                                             help="Write the whole report as JSON here.")] = None,
+    details: Annotated[Path | None, typer.Option("--details", metavar="FILE",
+                                                 help="Write one JSON line per question here.")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", metavar="FILE",
+                                              help="Write an SVG chart of recall@k and latency here.")] = None,
+    baseline: Annotated[Path | None, typer.Option("--baseline", metavar="FILE",
+                                                  help="A saved report to compare against.")] = None,
     max_drop: Annotated[float, typer.Option("--max-drop", metavar="X", help="With --baseline: fail (exit 8) when a "
                                             "metric falls by more than this.")] = 0.02,
 ) -> None:
     """Measure retrieval and answers on a question file; compare configurations; gate regressions."""
     env = env_of(ctx)
+    from rag_cli.api import Index
     from rag_cli.evaluate.configs import configurations, with_eval_index
     from rag_cli.evaluate.dataset import load_questions, select
-    from rag_cli.api import Index
     from rag_cli.evaluate.runner import compare, gate
 
     try:

@@ -21,15 +21,17 @@ def index(
                                                        "indexed before.", show_default=False)] = None,
     include: Annotated[list[str] | None, typer.Option("--include", metavar="GLOB", help="Only files matching this glob "
                                                       "(repeatable; replaces index.include).")] = None,
-    exclude: Annotated[list[str] | None, typer.Option("--exclude", metavar="GLOB", help="Skip files and folders matching "
-                                                      "this glob (repeatable; replaces index.exclude).")] = None,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", metavar="GLOB",
+                                                      help="Skip files and folders matching this glob "
+                                                      "(repeatable; replaces index.exclude).")] = None,
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Drop the index and build it again "
                                           "(needed after changing the model or the chunking); with --to: "
                                           "replace a server collection another index folder writes.")] = False,
     to: Annotated[str | None, typer.Option("--to", metavar="URL", help="Copy this local index, vectors and all, to "
                                            "the Chroma server at URL (store.tenant, store.database, "
                                            "store.collection); nothing is embedded again.")] = None,
-    wait: Annotated[float | None, typer.Option("--wait", metavar="SECONDS", help="Seconds to wait for another `rag index` on "
+    wait: Annotated[float | None, typer.Option("--wait", metavar="SECONDS",
+                                               help="Seconds to wait for another `rag index` on "
                                                "the same index (default: index.lock_timeout).")] = None,
     strategy: Strategy = None,
     size: Size = None,

@@ -29,7 +29,8 @@ def chunk_preview(
                                   "chunking.overlap": overlap, "embedding.model": model})
     from rag_cli.preview import preview_chunks
 
-    t0, timings = time.perf_counter(), {}
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
     preview = preview_chunks(settings, file, timings=timings)
     render_preview(env, preview, as_json=as_json)
     observe.timings("chunk-preview", {**timings, "total": time.perf_counter() - t0}, chunks=len(preview.chunks))

@@ -22,7 +22,7 @@ class RichProgress:
             self._bars = Progress(TextColumn("{task.description:>16}"), BarColumn(), MofNCompleteColumn(),
                                   TimeElapsedColumn(), console=env.err, transient=True)
 
-    def __enter__(self) -> "RichProgress":
+    def __enter__(self) -> RichProgress:
         if self._bars:
             self._bars.start()
         return self

@@ -250,7 +250,8 @@ def render_eval(env: Env, reports: list[Any], comparison: list[Any] | None, ks: 
             env.line(note)
             env.line("metric\t" + "\t".join(labels) + "\tchange")
             for name, values, delta in comparison:
-                env.line(f"{name}\t" + "\t".join(_fmt(v) for v in values) + f"\t{'—' if delta is None else f'{delta:+.3f}'}")
+                change = "—" if delta is None else f"{delta:+.3f}"
+                env.line(f"{name}\t" + "\t".join(_fmt(v) for v in values) + f"\t{change}")
             for stage in ("retrieve", "generate", "total"):
                 vals = [r.latency.get(stage, {}).get("p50") for r in reports]
                 if any(v is not None for v in vals):
@@ -278,8 +279,8 @@ def render_eval(env: Env, reports: list[Any], comparison: list[Any] | None, ks: 
             for stage, p50, p95 in lat:
                 bar = _bar(p50, top)
                 tail = _bar(p95, top)
-                env.out.print(Text(f"  {stage:<9}{bar[: bar.count('█')]}{tail[bar.count('█'): tail.count('█')].replace('█', '·')}"
-                                   f"  {p50:.3f} / {p95:.3f}"))
+                beyond = tail[bar.count("█"): tail.count("█")].replace("█", "·")  # from p50 to p95
+                env.out.print(Text(f"  {stage:<9}{bar[: bar.count('█')]}{beyond}  {p50:.3f} / {p95:.3f}"))
         if rep.models:
             env.out.print(Text("models: " + ", ".join(f"{k} ({v})" for k, v in rep.models.items()), style="dim"))
     else:

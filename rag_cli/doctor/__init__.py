@@ -24,7 +24,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from rag_cli.config import Settings
 from rag_cli.doctor.base import FAIL, OK, SKIP, WARN, Found

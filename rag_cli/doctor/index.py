@@ -5,12 +5,11 @@ of the last run, and the index lock."""
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from rag_cli.doctor.base import FAIL, OK, WARN, CheckState, Found
 from rag_cli.errors import ExitCode, IndexMismatch
-from rag_cli.index_dir import check_build
+from rag_cli.index_dir import IndexPaths, check_build
 from rag_cli.index_record import open_index
 from rag_cli.status import lock_holder, read_stamp
 
@@ -55,7 +54,11 @@ class IndexChecks(CheckState):
 
         current = Indexer(s).current_build()  # cheap: no model is loaded
         recorded = self.index["build"]
-        where = self.store.where if self.store is not None else self.paths.root  # type: ignore[union-attr]
+        if self.store is not None:
+            where = self.store.where
+        else:
+            assert self.paths is not None
+            where = self.paths.root
         reading = {k: v for k, v in current.items() if k.startswith("embedding.")}
         data = {"recorded": recorded, "current": current}
         try:
@@ -106,7 +109,7 @@ class IndexChecks(CheckState):
                      data={"path": str(self.paths.lock), "pid": holder})
 
 
-def _manifest_chunks(paths: Path | Any) -> int:
+def _manifest_chunks(paths: IndexPaths) -> int:
     """The chunks this folder's manifest lists (for the folder that writes a server index)."""
     manifest = paths.open_manifest()
     try:

@@ -21,13 +21,15 @@ class ModelChecks(CheckState):
 
     def check_embedding_runtime(self) -> Found:
         """What embeds questions: the cached ONNX export (no torch) or torch."""
-        e = self.settings.embedding  # type: ignore[union-attr]
+        s = self.settings
+        assert s is not None
+        e = s.embedding
         if e.backend != "sentence-transformers":
             return Found(SKIP, f"embedding.backend = {e.backend}: no model")
         from rag_cli.model_files import resolve_embedding_model
         from rag_cli.store.onnx_query import export_path
 
-        files = resolve_embedding_model(e.model, self.settings.base_dir)  # type: ignore[union-attr]
+        files = resolve_embedding_model(e.model, s.base_dir)
         torch = importlib.util.find_spec("torch") is not None and importlib.util.find_spec(
             "sentence_transformers") is not None
         if e.runtime == "torch" or e.device != "cpu":
@@ -61,7 +63,8 @@ class ModelChecks(CheckState):
         from rag_cli.store.embedders import embedder_from_settings
 
         query_prefix, _ = embedding_prefixes(e, s.base_dir)
-        embedder = embedder_from_settings(e, base_dir=s.base_dir, query_prefix=query_prefix)  # resolves the model folder
+        # Resolves the model folder.
+        embedder = embedder_from_settings(e, base_dir=s.base_dir, query_prefix=query_prefix)
         files = getattr(embedder, "files", None)
         data: dict[str, Any] = {"name": embedder.name, "path": str(files.path) if files else None,
                                 "dimension": embedder.dimension}
@@ -136,7 +139,8 @@ class ModelChecks(CheckState):
         from rag_cli.generate.breaker import OPEN, CircuitBreaker
         from rag_cli.generate.openai_server import OpenAIServerGenerator
 
-        llm = self.settings.llm  # type: ignore[union-attr]
+        assert self.settings is not None
+        llm = self.settings.llm
         generator = OpenAIServerGenerator(llm.url, model=name, api_key_env=llm.api_key_env,
                                           context_size=llm.context_size, connect_timeout=min(llm.connect_timeout, 3.0),
                                           timeout=min(llm.timeout, 10.0), retries=0, breaker_failures=0)

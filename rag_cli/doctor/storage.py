@@ -94,7 +94,8 @@ class StorageChecks(CheckState):
         if store is not None and manifest is not None and store != manifest:
             fix = REINDEX
         else:
-            fix = f"delete {self.paths.keyword} and run `rag index` to rebuild it"  # type: ignore[union-attr]
+            assert self.paths is not None
+            fix = f"delete {self.paths.keyword} and run `rag index` to rebuild it"
         return Found(FAIL, f"the chunk counts disagree: {listed}", fix, int(ExitCode.INDEX), data)
 
     def check_disk(self) -> Found:
@@ -108,8 +109,8 @@ class StorageChecks(CheckState):
         detail = f"{human_bytes(usage.free)} free where the index lives ({probe}); " + (
             f"the index takes {human_bytes(size)}" if folder.is_dir() else "no index folder yet")
         if usage.free < DISK_FLOOR:
-            return Found(FAIL, detail, f"free disk space (at least {human_bytes(want)}), or set index.path to another disk",
-                         int(ExitCode.INDEX), data)
+            return Found(FAIL, detail, f"free disk space (at least {human_bytes(want)}), or set index.path to "
+                         "another disk", int(ExitCode.INDEX), data)
         if usage.free < want:
             return Found(WARN, detail + f" (less than {human_bytes(want)}: a --rebuild or a big run may not fit)",
                          f"free disk space (at least {human_bytes(want)})", data=data)

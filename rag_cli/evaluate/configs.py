@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Sequence
 
 from rag_cli.config import Settings, load_settings
 from rag_cli.errors import ConfigError
@@ -29,7 +29,8 @@ def configurations(cwd: Path, config_files: Sequence[Path], sets: Sequence[str],
     """(label, settings) for each --config file (or the usual settings), with --set applied."""
     overrides = parse_sets(sets)
     out = []
-    for config in config_files or [base_config]:
+    chosen: Sequence[Path | None] = config_files or [base_config]
+    for config in chosen:
         settings = load_settings(cwd, config_file=config)
         if overrides:
             settings = settings.with_values(overrides, "--set", parse_text=True)

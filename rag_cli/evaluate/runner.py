@@ -4,8 +4,9 @@ whole answer pipeline), metrics per question, then aggregates. Ctrl-C keeps what
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from rag_cli import observe
 from rag_cli.ask import Asker
@@ -139,7 +140,8 @@ def _evaluate_one(q: Question, searcher: Searcher, asker: Asker | None, depth: i
         cited = [c.text for c in answer.citations if c.cited]
         row["faithfulness"] = support(answer.answer, ["\n".join(cited)])[0] if cited else 0.0
         valid = sum(1 for c in answer.citations if c.cited)
-        row["citation_validity"] = valid / (valid + answer.removed_citations) if valid + answer.removed_citations else None
+        checked = valid + answer.removed_citations
+        row["citation_validity"] = valid / checked if checked else None
     return row
 
 
@@ -164,12 +166,14 @@ def _aggregate(report: EvalReport, ks: Sequence[int]) -> None:
             report.metrics["refused_answerable"] = sum(r["refused"] for r in ans) / len(ans)
         report.counts["errors"] = sum(1 for r in rows if r.get("error"))
         # of which the llm.url server could not be reached or kept failing
-        report.counts["unavailable"] = sum(1 for r in rows if r.get("error") and r.get("error_code") == ExitCode.LLM_UNAVAILABLE)
+        report.counts["unavailable"] = sum(1 for r in rows
+                                           if r.get("error") and r.get("error_code") == ExitCode.LLM_UNAVAILABLE)
         report.counts["removed_citations"] = sum(r.get("removed_citations", 0) for r in rows)
         for r in rows:
             if r.get("model"):
                 report.models[r["model"]] = report.models.get(r["model"], 0) + 1
-        gen = [(r["completion_tokens"], r["timings"].get("generate", 0.0)) for r in rows if r["timings"].get("generate")]
+        gen = [(r["completion_tokens"], r["timings"].get("generate", 0.0)) for r in rows
+               if r["timings"].get("generate")]
         if gen:
             report.metrics["tokens_per_s"] = sum(t for t, _ in gen) / max(1e-9, sum(s for _, s in gen))
     for stage in STAGES:
@@ -177,7 +181,8 @@ def _aggregate(report: EvalReport, ks: Sequence[int]) -> None:
         if stage == "total" and report.retrieval_only:
             values = [r["timings"]["embed"] + r["timings"]["retrieve"] for r in rows]
         if values:
-            report.latency[stage] = {"p50": round(m.percentile(values, 50), 4), "p95": round(m.percentile(values, 95), 4)}
+            report.latency[stage] = {"p50": round(m.percentile(values, 50), 4),
+                                     "p95": round(m.percentile(values, 95), 4)}
 
 
 def compare(reports: Sequence[EvalReport]) -> list[tuple[str, list[float | None], float | None]]:

@@ -8,8 +8,9 @@ OpenAIServerGenerator`` (the ``llm.url`` server) and ``rag_cli.testing.fakes.Scr
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 from rag_cli.config import LlmSettings
 from rag_cli.models import Generation

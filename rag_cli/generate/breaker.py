@@ -21,9 +21,10 @@ import json
 import logging
 import os
 import time
-from pathlib import Path
+from collections.abc import Callable
 from enum import StrEnum
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any
 
 from rag_cli.fileio import write_json_atomically
 from rag_cli.model_files import cache_root

@@ -28,11 +28,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from rag_cli.errors import ModelLoadError
 from rag_cli.model_files import cache_root
@@ -204,7 +205,8 @@ def probe(model: str, *, extra_buffers: bool, threads: int, timeout: float = TIM
         done = subprocess.run(child_command(spec), capture_output=True, text=True, errors="replace",
                               timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        return Probe(extra_buffers, Outcome.TIMEOUT, time.perf_counter() - started, detail=f"no answer in {timeout:g} s")
+        return Probe(extra_buffers, Outcome.TIMEOUT, time.perf_counter() - started,
+                     detail=f"no answer in {timeout:g} s")
     seconds = time.perf_counter() - started
     tail = _summary(done.stderr)
     if done.returncode < 0:
@@ -244,7 +246,7 @@ def _write(path: Path, found: Probe) -> None:
     from rag_cli.fileio import write_json_atomically
 
     record = {k: v for k, v in asdict(found).items() if k != "cached"}
-    record["when"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    record["when"] = datetime.now(UTC).isoformat(timespec="seconds")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomically(path, record)
@@ -308,6 +310,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
                     verbose=False)
     loaded = time.perf_counter()
     out = llm.create_completion(prompt=CANARY_PROMPT, max_tokens=2, temperature=0.0)
+    assert isinstance(out, dict)  # not streamed: one response
     return {"load_seconds": round(loaded - started, 3), "decode_seconds": round(time.perf_counter() - loaded, 3),
             "chat_template": bool(llm.metadata.get("tokenizer.chat_template")),
             "completion_tokens": out["usage"]["completion_tokens"]}

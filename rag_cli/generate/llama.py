@@ -12,14 +12,14 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from rag_cli import crash
 from rag_cli.errors import GenerationError, ModelLoadError, RagError
-# resolve_gguf: serve.backend still imports it from here
-from rag_cli.model_files import gguf_location, local_gguf, resolve_gguf  # noqa: F401
+from rag_cli.model_files import gguf_location, local_gguf
 from rag_cli.models import Generation
 
 if TYPE_CHECKING:
@@ -134,7 +134,7 @@ class LlamaCppGenerator:
 
     @classmethod
     def from_settings(cls, llm: Any, model: str, *, base_dir: Path | None = None,
-                      context_size: int | None = None) -> "LlamaCppGenerator":
+                      context_size: int | None = None) -> LlamaCppGenerator:
         """The generator for ``model`` with the llm.* settings (``llm``: LlmSettings)."""
         return cls(model, base_dir=base_dir, context_size=context_size or llm.context_size, threads=llm.threads,
                    style=llm.prompt_style, extra_buffers=llm.extra_buffers)
@@ -177,7 +177,8 @@ class LlamaCppGenerator:
         try:
             from llama_cpp import Llama
         except ImportError as exc:
-            raise ModelLoadError(f"llama-cpp-python is not installed ({exc})", hint="pip install llama-cpp-python") from None
+            raise ModelLoadError(f"llama-cpp-python is not installed ({exc})",
+                                 hint="pip install llama-cpp-python") from None
         _route_llama_logs()
         self.location = local_gguf(self.setting, self.location)
         from rag_cli.generate import canary

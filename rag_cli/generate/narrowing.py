@@ -4,8 +4,8 @@ and what it reads matters."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Callable, Sequence
 
 from rag_cli.generate.prompts import Source
 from rag_cli.ingest import splitting

@@ -31,9 +31,10 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import httpx
 
@@ -150,7 +151,7 @@ class OpenAIServerGenerator:
         self._tokenizer: tuple[str, str] | None | bool = None  # (path, field) once found; False: none
 
     @classmethod
-    def from_settings(cls, llm: Any, model: str) -> "OpenAIServerGenerator":
+    def from_settings(cls, llm: Any, model: str) -> OpenAIServerGenerator:
         """The generator for ``model`` (a setting value) with the llm.* settings ``llm``."""
         return cls(llm.url, model=model, api_key_env=llm.api_key_env, context_size=llm.context_size,
                    style=llm.prompt_style, connect_timeout=llm.connect_timeout, timeout=llm.timeout,
@@ -367,7 +368,8 @@ class OpenAIServerGenerator:
         except (json.JSONDecodeError, _NotOpenAI) as exc:
             self.breaker.failure("not an OpenAI stream")
             raise GenerationError(f"the language-model server at {self.url} sent something that is not an "
-                                  f"OpenAI-style answer ({exc})", hint="is llm.url an OpenAI-compatible /v1 URL?") from None
+                                  f"OpenAI-style answer ({exc})",
+                                  hint="is llm.url an OpenAI-compatible /v1 URL?") from None
 
     def _read_stream(self, response: httpx.Response, stream: _Stream, completion: bool,
                      on_text: Callable[[str], None] | None) -> None:

@@ -7,7 +7,7 @@ generator's own tokenizer; the last one is cut to the room left.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from rag_cli.errors import InputError
 from rag_cli.generate.prompts import PromptTemplates, Source, render_source

@@ -16,8 +16,9 @@ tokens of the embedding model.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Protocol
+from typing import ClassVar, Protocol
 
 from rag_cli.errors import ConfigError
 from rag_cli.ingest import splitting

@@ -13,9 +13,10 @@ import logging
 import math
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rag_cli.errors import DocumentError
 from rag_cli.ingest import splitting
@@ -114,7 +115,7 @@ class TextLoader:
     """Plain text (.txt, .rst, ...): paragraphs separated by blank lines."""
 
     kind = "text"
-    suffixes = (".txt", ".text", ".rst", ".rest", ".org", ".adoc", ".asciidoc", ".log")
+    suffixes: tuple[str, ...] = (".txt", ".text", ".rst", ".rest", ".org", ".adoc", ".asciidoc", ".log")
 
     def load(self, path: Path, doc_id: str, data: bytes | None = None) -> Loaded:
         text, note = _read(path, data)
@@ -145,7 +146,7 @@ class MarkdownLoader:
     code blocks, tables, lists and quotes are blocks of their own."""
 
     kind = "markdown"
-    suffixes = (".md", ".markdown", ".mdown", ".mkd", ".mdx")
+    suffixes: tuple[str, ...] = (".md", ".markdown", ".mdown", ".mkd", ".mdx")
 
     def __init__(self) -> None:
         from markdown_it import MarkdownIt
@@ -207,18 +208,18 @@ class MarkdownLoader:
         base = 0
         while True:
             tokens = self._md.parse("\n".join(lines[base:]) if base else body)
-            top = [(i, t) for i, t in enumerate(tokens) if t.level == 0 and t.map and t.type in _BLOCK_KINDS]
-            for i, tok in top:
+            top = [(i, t, t.map) for i, t in enumerate(tokens) if t.level == 0 and t.map and t.type in _BLOCK_KINDS]
+            for i, tok, (first, end) in top:
                 name = tokens[i + 1].content.strip() if tok.type == "heading_open" and i + 1 < len(tokens) else ""
-                blocks.append((tok, base + tok.map[0], base + tok.map[1], name))
+                blocks.append((tok, base + first, base + end, name))
             if not top or max(t.level for t in tokens) < _MAX_NESTING - 1:
                 return blocks
-            i, last = top[-1]
-            parsed = max((t.map[1] if t.type in _LEAF_BLOCKS else t.map[0] + 1)
-                         for t in tokens[i:] if t.map)  # where its parsed text ends
-            if parsed >= last.map[1]:
+            i, last, (first, end) = top[-1]
+            parsed = max((m[1] if t.type in _LEAF_BLOCKS else m[0] + 1)
+                         for t in tokens[i:] if (m := t.map))  # where its parsed text ends
+            if parsed >= end:
                 return blocks
-            blocks[-1] = (last, base + last.map[0], base + parsed, "")
+            blocks[-1] = (last, base + first, base + parsed, "")
             base += parsed
 
 
@@ -320,7 +321,7 @@ class PdfLoader:
     """PDF text page by page (pypdf); chunks know their first and last page."""
 
     kind = "pdf"
-    suffixes = (".pdf",)
+    suffixes: tuple[str, ...] = (".pdf",)
 
     def __init__(self, limits: PdfLimits | None = None) -> None:
         self.limits = limits or PdfLimits()
@@ -395,7 +396,8 @@ class PdfLoader:
                                 if page_count else "PDF has no pages")
         title = ""
         try:
-            title = _unicode(str((reader.metadata or {}).get("/Title") or "").strip())
+            metadata = reader.metadata
+            title = _unicode(str((metadata.get("/Title") if metadata else None) or "").strip())
         except Exception:
             title = ""
         if not re.search(r"[A-Za-z]{3,}\s+[A-Za-z]", title):
@@ -425,7 +427,7 @@ class JsonlLoader:
     other fields become metadata. Bad lines are dropped with a warning naming the line."""
 
     kind = "jsonl"
-    suffixes = (".jsonl", ".ndjson")
+    suffixes: tuple[str, ...] = (".jsonl", ".ndjson")
 
     def load(self, path: Path, doc_id: str, data: bytes | None = None) -> Loaded:
         text, note = _read(path, data)
@@ -506,10 +508,10 @@ def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-LOADERS: tuple[type, ...] = (MarkdownLoader, TextLoader, PdfLoader, JsonlLoader)
+LOADERS: tuple[type[Loader], ...] = (MarkdownLoader, TextLoader, PdfLoader, JsonlLoader)
 _BY_SUFFIX = {suffix: cls for cls in LOADERS for suffix in cls.suffixes}
 SUPPORTED_SUFFIXES = tuple(_BY_SUFFIX)
-_instances: dict[type, Any] = {}
+_instances: dict[Any, Loader] = {}  # by class (PdfLoader: by class and limits)
 
 
 def loader_for(path: Path, pdf_limits: PdfLimits | None = None) -> Loader | None:

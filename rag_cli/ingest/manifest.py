@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from rag_cli.errors import IndexCorrupt
 
@@ -79,7 +80,7 @@ class Manifest:
     def close(self) -> None:
         self._db.close()
 
-    def transaction(self) -> "_Transaction":
+    def transaction(self) -> _Transaction:
         return _Transaction(self._db)
 
     # -- meta ---------------------------------------------------------------------------
@@ -101,7 +102,11 @@ class Manifest:
     def files(self) -> dict[str, FileRecord]:
         rows = self._db.execute("SELECT path, root, rel, size, mtime_ns, sha256, status, reason, documents, "
                                 "chunks, warnings FROM files")
-        return {r[0]: FileRecord(*r[:10], tuple(json.loads(r[10]))) for r in rows}
+        records = {}
+        for path, root, rel, size, mtime_ns, sha256, status, reason, documents, chunks, warnings in rows:
+            records[path] = FileRecord(path, root, rel, size, mtime_ns, sha256, status, reason, documents, chunks,
+                                       tuple(json.loads(warnings)))
+        return records
 
     def put_file(self, rec: FileRecord) -> None:
         self._db.execute(

@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
 
 
-class Channel:
+class Channel(Generic[T]):
     """The reader's queue to the writer, bounded by the chunks it holds (so memory stays flat
     whatever the corpus) and by its length. A part bigger than the bound passes when the queue
     is empty. Closing it tells the reader the writer has stopped."""
 
     def __init__(self, max_chunks: int, max_parts: int) -> None:
         self._cond = threading.Condition()
-        self._items: deque[tuple[object, int]] = deque()
+        self._items: deque[tuple[T, int]] = deque()
         self._chunks = 0
         self._max_chunks, self._max_parts = max_chunks, max_parts
         self._closed = False
 
-    def put(self, item: object, chunks: int = 0) -> bool:
+    def put(self, item: T, chunks: int = 0) -> bool:
         """Queue ``item`` once there is room; False when the writer has gone."""
         with self._cond:
             while not self._closed and self._items and (
@@ -31,7 +34,7 @@ class Channel:
             self._cond.notify_all()
             return True
 
-    def get(self) -> object:
+    def get(self) -> T:
         with self._cond:
             while not self._items:
                 self._cond.wait()

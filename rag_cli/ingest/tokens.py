@@ -7,10 +7,11 @@ embedding model. Loading takes milliseconds and needs no torch.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 from rag_cli.errors import ModelLoadError
 
@@ -79,7 +80,7 @@ class HFTokenCounter:
         return counts
 
     def token_spans(self, text: str) -> list[tuple[int, int]]:
-        return [tuple(o) for o in self._tok.encode(text, add_special_tokens=False).offsets]  # type: ignore[misc]
+        return [(start, end) for start, end in self._tok.encode(text, add_special_tokens=False).offsets]
 
 
 @lru_cache(maxsize=4)

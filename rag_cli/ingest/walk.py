@@ -6,9 +6,9 @@ import errno
 import fnmatch
 import os
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from rag_cli.errors import InputError
 from rag_cli.ingest.loaders import SUPPORTED_SUFFIXES

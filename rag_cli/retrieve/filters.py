@@ -21,9 +21,10 @@ from __future__ import annotations
 import fnmatch
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Iterable
+from typing import Any
 
 from rag_cli.errors import ConfigError
 from rag_cli.models import DocumentInfo
@@ -51,7 +52,7 @@ class Filter:
         """What the filter means, with relative dates already turned into instants (a cache key)."""
         return (self.path_globs, self.kinds, self.pages, self.modified, self.fields)
 
-    def bind(self, documents: Iterable[DocumentInfo]) -> "BoundFilter":
+    def bind(self, documents: Iterable[DocumentInfo]) -> BoundFilter:
         allowed: frozenset[str] | None = None
         if self.path_globs or self.modified:
             allowed = frozenset(d.doc_id for d in documents

@@ -7,8 +7,8 @@ a local folder or a hub name (downloaded once, where the machine has internet).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from rag_cli.errors import ModelLoadError
 

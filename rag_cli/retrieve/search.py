@@ -8,7 +8,7 @@ index (filters applied inside both), fuse, then optionally rerank and diversify.
 Hybrid fusion is ``weighted`` by default: each signal is z-normalised over the candidates and
 summed with its weight (dense, keyword = 1 - dense, document). ``rrf`` (reciprocal-rank fusion)
 is the alternative. The choice and the weights come from `rag eval` on the shared data
-(README, Retrieval).
+(docs/retrieval-and-chunking.md, Retrieval).
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import hashlib
 import logging
 import math
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from rag_cli import observe
 from rag_cli.config import Settings

@@ -16,17 +16,18 @@ from __future__ import annotations
 import json
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any, Callable
+from typing import Any
 
 from rag_cli.api import Index
 from rag_cli.ask import Asker
 from rag_cli.config import Settings
 from rag_cli.errors import RagError
 from rag_cli.generate.base import Generator, generator_from_settings
-from rag_cli.generate.llama import resolve_gguf
 from rag_cli.index_dir import IndexPaths
 from rag_cli.index_record import StampReader
+from rag_cli.model_files import gguf_location
 from rag_cli.retrieve.filters import parse_where
 from rag_cli.retrieve.search import Searcher
 
@@ -138,7 +139,7 @@ class Backend:
 
         forget_client(IndexPaths(self.index_dir).chroma)
 
-    def _variant(self, settings: Settings) -> tuple[Searcher, PooledAsker]:
+    def _variant(self, settings: Settings) -> tuple[Searcher, Asker]:
         key = _variant_key(settings)
         if key in self._variants:
             self._variants.move_to_end(key)
@@ -148,27 +149,29 @@ class Backend:
             while len(self._variants) > MAX_VARIANTS:
                 self._variants.popitem(last=False)
         index = self._variants[key]
-        return index.searcher(), index.asker()  # type: ignore[return-value]
+        return index.searcher(), index.asker()
 
     def _generator(self, settings: Settings, model: str) -> Generator:
         if model in self._fixed:
             return self._fixed[model]
         llm, base = settings.llm, str(settings.base_dir)
         if llm.url:  # nothing to load here: one client per server, model name and llm.* transport settings
-            key = ("url", model, llm.url, llm.api_key_env, llm.context_size, llm.prompt_style, llm.connect_timeout,
-                   llm.timeout, llm.retries, llm.breaker_failures, llm.breaker_cooldown)
+            key: tuple[Any, ...] = ("url", model, llm.url, llm.api_key_env, llm.context_size, llm.prompt_style,
+                                    llm.connect_timeout, llm.timeout, llm.retries, llm.breaker_failures,
+                                    llm.breaker_cooldown)
             if key not in self._generators:
                 self._generators[key] = generator_from_settings(llm, model)
             return self._generators[key]
         if (model, base) not in self._locations:
-            self._locations[(model, base)] = resolve_gguf(model, settings.base_dir)  # ModelLoadError: as in-process
+            # Checked, cheap (Gemma is assembled by the generator's warm_up); ModelLoadError: as in-process
+            self._locations[(model, base)] = gguf_location(model, settings.base_dir)
         key = (self._locations[(model, base)], llm.context_size, llm.threads, llm.prompt_style, llm.extra_buffers)
         if key not in self._generators:
             self._generators[key] = generator_from_settings(llm, model, base_dir=settings.base_dir)
         return self._generators[key]
 
     # -- requests --------------------------------------------------------------------------------------
-    def _prepare(self, settings: Settings, request: dict[str, Any]) -> tuple[Searcher, PooledAsker]:
+    def _prepare(self, settings: Settings, request: dict[str, Any]) -> tuple[Searcher, Asker]:
         self._check_index()
         return self._variant(settings)
 

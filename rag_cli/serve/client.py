@@ -1,9 +1,10 @@
 """The client side of `rag serve`: find the server of an index, send one request, read the reply.
 
 Standard library only (socket, json) besides the settings module the command has loaded anyway,
-so that a served `rag ask` never imports torch, chromadb, llama_cpp or numpy. Anything short of a served answer -- no server, `serve.use = "never"` or
-RAG_NO_SERVE=1, settings the server cannot serve, a busy or starting server, a timeout, a broken
-connection -- is ``Unavailable``, and the caller does the work in-process.
+so that a served `rag ask` never imports torch, chromadb, llama_cpp or numpy. Anything short of a
+served answer -- no server, `serve.use = "never"` or RAG_NO_SERVE=1, settings the server cannot
+serve, a busy or starting server, a timeout, a broken connection -- is ``Unavailable``, and the
+caller does the work in-process.
 """
 
 from __future__ import annotations
@@ -16,15 +17,24 @@ import signal
 import socket
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rag_cli.config import TRUE_WORDS
 from rag_cli.observe import run_id, trace_carrier
-from rag_cli.serve.protocol import (PROTOCOL, encode, flock_held, lock_path, private_file_ok, read_state,
-                                    settings_to_dict, state_path)
+from rag_cli.serve.protocol import (
+    PROTOCOL,
+    encode,
+    flock_held,
+    lock_path,
+    private_file_ok,
+    read_state,
+    settings_to_dict,
+    state_path,
+)
 
 log = logging.getLogger(__name__)
 NO_SERVE_ENV = "RAG_NO_SERVE"
@@ -54,7 +64,7 @@ class Timeouts:
     run: float  # once the server has started on the request
 
     @classmethod
-    def of(cls, settings: Any) -> "Timeouts":
+    def of(cls, settings: Any) -> Timeouts:
         return cls(connect=settings.serve.connect_timeout, run=settings.serve.timeout)
 
 
@@ -217,7 +227,8 @@ def status(settings: Any) -> ServeStatus:
         gone = ServeState.STALE if not _alive(pid) or not _lock_held(index_dir) else ServeState.UNRESPONSIVE
         return ServeStatus(gone, str(index_dir), pid, sock, {"reason": exc.reason})
     details = {k: v for k, v in reply.items() if k not in ("type", "pid", "socket", "index_dir", "ready")}
-    return ServeStatus(ServeState.READY if reply.get("ready") else ServeState.STARTING, str(index_dir), pid, sock, details)
+    serve_state = ServeState.READY if reply.get("ready") else ServeState.STARTING
+    return ServeStatus(serve_state, str(index_dir), pid, sock, details)
 
 
 def _lock_held(index_dir: Path) -> bool:

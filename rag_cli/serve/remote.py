@@ -1,14 +1,16 @@
 """A Searcher and an Asker that go through `rag serve`, for `rag eval`'s runner.
 
-They answer like the in-process ones of an eval run (no `where`), so a served report equals an in-process one apart from timings. If the server stops
-answering mid-run (stopped, busy, timed out), the rest of the run goes in-process: the models
-load then, and ``RemoteSession.fallback`` says why.
+They answer like the in-process ones of an eval run (no `where`), so a served report equals an
+in-process one apart from timings. If the server stops answering mid-run (stopped, busy, timed
+out), the rest of the run goes in-process: the models load then, and ``RemoteSession.fallback``
+says why.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from rag_cli.config import Settings
 from rag_cli.models import Answer, Hit
@@ -68,7 +70,8 @@ class RemoteSearcher:
     def __init__(self, session: RemoteSession) -> None:
         self.session = session
 
-    def search(self, question: str, k: int, where: Any = None, mode: str | None = None) -> tuple[list[Any], dict[str, float]]:
+    def search(self, question: str, k: int, where: Any = None,
+               mode: str | None = None) -> tuple[list[Any], dict[str, float]]:
         reply = None
         if where is None and mode is None:
             reply = self.session.call("search", {"question": question, "k": k, "where": None})

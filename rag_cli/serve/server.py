@@ -30,15 +30,25 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from rag_cli import observe
 from rag_cli.config import Settings
 from rag_cli.errors import ConfigError, IndexBusy, RagError
 from rag_cli.index_record import prepare_folder
-from rag_cli.serve.protocol import (MAX_REQUEST, PROTOCOL, encode, lock_path, read_state, settings_from_dict,
-                                    socket_path, state_path, write_state)
+from rag_cli.serve.protocol import (
+    MAX_REQUEST,
+    PROTOCOL,
+    encode,
+    lock_path,
+    read_state,
+    settings_from_dict,
+    socket_path,
+    state_path,
+    write_state,
+)
 
 log = logging.getLogger(__name__)
 WORK = ("ask", "search", "warm")
@@ -243,7 +253,7 @@ class Server:
         while not self.stopping.is_set():
             try:
                 conn, _ = self._listener.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 if self.stopping.is_set():

@@ -22,8 +22,9 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rag_cli.errors import IndexMismatch
 from rag_cli.fileio import write_json_atomically

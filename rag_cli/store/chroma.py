@@ -14,9 +14,10 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from typing import Any, Protocol
 
 from rag_cli import crash
 from rag_cli.errors import RagError, StoreError
@@ -34,8 +35,10 @@ class VectorStore(Protocol):
     `rag serve` and `rag status` read. tests/test_store_contract.py runs every member against the
     embedded store and a Chroma server."""
 
-    where: str  # how messages name the store ("in PATH", "on the Chroma server URL, collection 'c'")
-    catalog: Catalog | None  # on a Chroma server, the index's record of itself; None when embedded
+    @property
+    def where(self) -> str: ...  # how messages name the store ("in PATH", "on the Chroma server URL, collection 'c'")
+    @property
+    def catalog(self) -> Catalog | None: ...  # on a Chroma server, the index's record of itself; None when embedded
 
     # -- reading -----------------------------------------------------------------------------------
     def count(self) -> int: ...
@@ -141,7 +144,7 @@ class FolderGate:
                     return None
         return self._fd
 
-    def __enter__(self) -> "FolderGate":
+    def __enter__(self) -> FolderGate:
         self._thread_lock.acquire()
         self._depth += 1
         if self._depth > 1:
@@ -223,11 +226,11 @@ class ChromaStore:
         self.catalog: Any = None  # a server index's record of itself (store/catalog.py)
         self._create = True
         self._gate: Any = FolderGate(path.with_name(path.name + ".lock"))
-        self._reconnect = client
+        self._reconnect: Callable[[], Any] | None = client  # a new client for the folder (None: on a server)
         self._attach(client, collection, hint="if the folder is damaged, run `rag index --rebuild`")
 
     @classmethod
-    def on_server(cls, store: Any, *, create: bool = True) -> "ChromaStore":
+    def on_server(cls, store: Any, *, create: bool = True) -> ChromaStore:
         """The collection ``store.collection`` on the Chroma server at ``store.url``, with its
         catalog. Readers pass ``create=False``: a collection that is not there is IndexNotFound
         (a mistyped name must not leave empty collections on a shared server)."""
@@ -292,6 +295,7 @@ class ChromaStore:
         after another process wrote, a stale client finds chunks with text and no vector ("Error
         finding id") and misses new chunks in dense search. Inside the gate: no write can land
         meanwhile."""
+        assert self.path is not None and self._reconnect is not None  # only a store in a folder reconnects
         generation = self._gate.generation()
         key = str(self.path)
         if _CLIENT_SEEN.get(key, generation) != generation:
@@ -438,19 +442,66 @@ def open_store(settings: Any, chroma_folder: Path) -> ChromaStore:
 
 class LazyChromaStore:
     """The vector store, opened on first use: a re-run with nothing to write (the common case)
-    never imports chromadb, which is most of its start-up."""
+    never imports chromadb, which is most of its start-up. A VectorStore: each member opens it."""
 
-    def __init__(self, opener: Callable[[], ChromaStore]) -> None:
+    def __init__(self, opener: Callable[[], ChromaStore], *, on_server: bool = False) -> None:
         self._open_store = opener
         self._store: ChromaStore | None = None
+        self.on_server = on_server  # known before opening: the writer claims a server collection first
+
+    @classmethod
+    def for_settings(cls, settings: Any, opener: Callable[[], ChromaStore]) -> LazyChromaStore:
+        """The index's store (``opener``: ``open_store`` for these settings, timed by the caller),
+        on the Chroma server of ``store.url`` or embedded."""
+        return cls(opener, on_server=bool(settings.store.url))
 
     @property
     def opened(self) -> bool:
         return self._store is not None
 
-    def __getattr__(self, name: str) -> object:
-        if name.startswith("__"):
-            raise AttributeError(name)
+    def _opened(self) -> ChromaStore:
         if self._store is None:
             self._store = self._open_store()
-        return getattr(self._store, name)
+        return self._store
+
+    @property
+    def where(self) -> str:
+        return self._opened().where
+
+    @property
+    def catalog(self) -> Catalog | None:
+        return self._opened().catalog
+
+    def count(self) -> int:
+        return self._opened().count()
+
+    def query(self, embedding: Sequence[float], k: int, where: dict[str, Any] | None = None,
+              with_vectors: bool = False) -> list[StoredChunk]:
+        return self._opened().query(embedding, k, where, with_vectors)
+
+    def fetch(self, ids: Sequence[str]) -> dict[str, tuple[StoredChunk, list[float]]]:
+        return self._opened().fetch(ids)
+
+    def chunks_at(self, doc_id: str, indices: Sequence[int]) -> list[StoredChunk]:
+        return self._opened().chunks_at(doc_id, indices)
+
+    def all_chunks(self) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+        return self._opened().all_chunks()
+
+    def consistent(self) -> AbstractContextManager[Any]:
+        return self._opened().consistent()
+
+    def stored_records(self, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+        return self._opened().stored_records(ids)
+
+    def relabel(self, chunks: Sequence[Chunk]) -> None:
+        self._opened().relabel(chunks)
+
+    def upsert(self, chunks: Sequence[Chunk], embeddings: Sequence[Sequence[float]]) -> None:
+        self._opened().upsert(chunks, embeddings)
+
+    def delete(self, ids: Sequence[str]) -> None:
+        self._opened().delete(ids)
+
+    def reset(self) -> None:
+        self._opened().reset()

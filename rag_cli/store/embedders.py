@@ -12,14 +12,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from rag_cli import crash
 from rag_cli.config import EmbeddingSettings
 from rag_cli.errors import ConfigError, ModelLoadError
 from rag_cli.model_files import EmbeddingModelFiles, resolve_embedding_model
 from rag_cli.store.onnx_query import OnnxQueryEncoder, export
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +64,7 @@ class SentenceTransformerEmbedder:
         self.batch_size = batch_size
         self.query_prefix = query_prefix
         self.runtime = runtime if device == "cpu" else "torch"
-        self._model = None
+        self._model: SentenceTransformer | None = None
         self._onnx: OnnxQueryEncoder | None = None
         self._onnx_looked = False  # looked for a cached export once
         self.dimension = _dimension_from_files(files.path) or 0
@@ -94,7 +98,8 @@ class SentenceTransformerEmbedder:
             raise ModelLoadError(f"sentence-transformers is not installed ({exc})",
                                  hint="pip install sentence-transformers") from None
         except Exception as exc:
-            raise ModelLoadError(f"cannot load embedding model {self.files.path}: {type(exc).__name__}: {exc}") from None
+            raise ModelLoadError(f"cannot load embedding model {self.files.path}: "
+                                 f"{type(exc).__name__}: {exc}") from None
         model.max_seq_length = self.files.max_seq_length
         self._model = model
         if self.runtime == "auto":

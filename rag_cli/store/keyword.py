@@ -3,7 +3,7 @@
 Beside the chunk-level index there is a document-level one (each document's chunks joined):
 hybrid search adds a chunk's *document* score to its own, which tells apart chunks that read
 alike but come from different documents (one company's filing from another's, one article from
-another) and measured better on all three shared data sets (README, Retrieval).
+another) and measured better on all three shared data sets (docs/retrieval-and-chunking.md, Retrieval).
 
 It lives in ``.rag/keyword/`` and is rebuilt from the vector store's own chunks at the end of
 every `rag index` run that changed something, tagged with the manifest's ``updated`` value.
@@ -19,9 +19,10 @@ import json
 import math
 import os
 import shutil
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 FILTER_KEYS = ("doc_id", "source", "kind", "page_start", "page_end")
 ANALYZER = "bm25s-en-stopwords+snowball-english;documents"  # a saved index made another way is rebuilt
@@ -113,7 +114,7 @@ class KeywordIndex:
         return self._chunk_doc.get(chunk_id, "")
 
     @classmethod
-    def build(cls, ids: list[str], texts: list[str], metas: list[dict[str, Any]], tag: Any) -> "KeywordIndex":
+    def build(cls, ids: list[str], texts: list[str], metas: list[dict[str, Any]], tag: Any) -> KeywordIndex:
         bm25s = _bm25s()
         retriever, doc_retriever = bm25s.BM25(), bm25s.BM25()
         doc_ids: list[str] = []
@@ -156,7 +157,7 @@ class KeywordIndex:
         return data["tag"] if all((folder / p).is_dir() for p in parts) else None
 
     @classmethod
-    def load(cls, folder: Path) -> "KeywordIndex | None":
+    def load(cls, folder: Path) -> KeywordIndex | None:
         try:
             data = json.loads((folder / "chunks.json").read_text())
             if data.get("analyzer") != ANALYZER:
@@ -171,7 +172,8 @@ class KeywordIndex:
             return None
 
     # -- search ---------------------------------------------------------------------------
-    def search(self, query: str, k: int, allow: Callable[[dict[str, Any]], bool] | None = None) -> list[tuple[str, float]]:
+    def search(self, query: str, k: int,
+               allow: Callable[[dict[str, Any]], bool] | None = None) -> list[tuple[str, float]]:
         """(chunk id, BM25 score) of the best ``k`` chunks that ``allow`` accepts (filters
         apply inside the search: masked chunks score nothing)."""
         if not self.ids or self.retriever is None:

@@ -19,8 +19,9 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from rag_cli.model_files import EmbeddingModelFiles, cache_root
 
@@ -70,7 +71,7 @@ class OnnxQueryEncoder:
         self._inputs: list[str] = []
 
     @classmethod
-    def available(cls, files: EmbeddingModelFiles) -> "OnnxQueryEncoder | None":
+    def available(cls, files: EmbeddingModelFiles) -> OnnxQueryEncoder | None:
         """An encoder when a checked export of ``files`` is in the cache and onnxruntime imports."""
         path = export_path(files)
         if not path.is_file():

@@ -14,8 +14,9 @@ import hashlib
 import logging
 import sqlite3
 from array import array
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 log = logging.getLogger(__name__)
 

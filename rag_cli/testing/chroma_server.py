@@ -27,7 +27,7 @@ class ChromaServer:
         self.log = data.parent / f"{data.name}.chroma.log"
         self._proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 60.0) -> "ChromaServer":
+    def start(self, timeout: float = 60.0) -> ChromaServer:
         import httpx
 
         exe = shutil.which("chroma", path=str(Path(sys.executable).parent)) or shutil.which("chroma")
@@ -61,7 +61,7 @@ class ChromaServer:
                 self._proc.wait(10)
         self._proc = None
 
-    def __enter__(self) -> "ChromaServer":
+    def __enter__(self) -> ChromaServer:
         return self.start()
 
     def __exit__(self, *_: object) -> None:
