@@ -10,7 +10,8 @@ settings, 4 the index, the store, the disk or the index folder, 5 a model or a p
 need, 9 the llm.url server. The report's exit code is its first failure's, in the printed order.
 
 Slow parts are optional (``models=False``, `--no-models`): loading the embedding model and
-embedding one text, loading the language model and generating one token. Model files are still
+embedding one text, and the language model's test decode in a child process (the crash canary's:
+generate/canary.py), which a native crash cannot take down with it. Model files are still
 located. torch is imported only when the embedding model has no ONNX export (it is what
 `rag ask` would then do).
 

@@ -1,1 +1,1 @@
-"""Search: filters, vector retrieval and the hits it returns."""
+"""Search: filters, vector and keyword retrieval, fusion, the optional reranker, MMR, and the hits it returns."""
