@@ -231,14 +231,16 @@ def test_sigterm_stops_rag_index_watch_cleanly(workdir: Path, samples: Path) -> 
 def test_rag_serve_watch_answers_follow_an_edited_file(workdir: Path, samples: Path) -> None:
     proc = start_serve(workdir, "--no-llm", "--watch")
     try:
-        (samples / "lemur.md").write_text("The lemur collects cobalt pebbles.\n")
-
-        def served_hit() -> bool:
-            out = subprocess.run([*RAG, "ask", "cobalt pebbles", "--retrieve-only", "--json"], cwd=workdir,
+        def served(question: str) -> str:
+            out = subprocess.run([*RAG, "-v", "ask", question, "--retrieve-only", "--json"], cwd=workdir,
                                  env=process_env(), capture_output=True, text=True)
-            return out.returncode == 0 and "cobalt pebbles" in out.stdout
+            assert out.returncode == 0 and "answered by rag serve" in out.stderr, out.stderr
+            return " ".join(passage["text"] for passage in json.loads(out.stdout)["passages"])
 
-        wait_for(served_hit, "the served answer to follow the file")
+        time.sleep(1)  # the watcher's catch-up run (nothing to do)
+        assert "cobalt pebbles" not in served("cobalt pebbles")
+        (samples / "lemur.md").write_text("The lemur collects cobalt pebbles.\n")
+        wait_for(lambda: "cobalt pebbles" in served("cobalt pebbles"), "the served answer to follow the file")
         assert client.status(settings_of(workdir)).details.get("index_reopened", 0) >= 1
     finally:
         proc.send_signal(signal.SIGTERM)
