@@ -11,6 +11,8 @@
   catalog-files.json   with store.url: this machine's copy of the server index's file table
   lock                 held by the `rag index` run that is writing
   chroma.lock          held for each call into chroma/, by any process (store/chroma.py FolderGate)
+  serve.json, serve.sock, serve.lock, serve.log   `rag serve`'s state, socket, lock and (--detach) log
+                       (serve/protocol.py)
 ```
 """
 

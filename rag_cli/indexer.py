@@ -48,6 +48,7 @@ EMBED_SLICE = 256  # chunks upserted at a time
 PART_CHUNKS = 256  # a file with many documents is handed over in parts of about this many chunks
 READ_AHEAD_CHUNKS = 2 * GROUP_CHUNKS  # chunks the reader may hold ready beyond the group being written
 READ_AHEAD_PARTS = 4096  # and parts (unchanged or failed files hold no chunks)
+GONE_GROUP = 256  # files that left a root, removed from the store and the manifest at a time
 
 
 @dataclass
@@ -278,14 +279,18 @@ class Indexer:
         deleted = 0
         gone = [rec for path, rec in known.items() if path not in found and _under_any(path, rec.root, roots)]
         t0, opened = time.perf_counter(), self.timings.open
-        for old in gone:
+        # In groups: a folder of many files moved away costs a few store calls and transactions, not
+        # one each (the store first, then the manifest: it still knows every id the store may hold).
+        for i in range(0, len(gone), GONE_GROUP):
+            group_gone = gone[i:i + GONE_GROUP]
             self._mark_dirty(manifest)
-            ids = manifest.chunk_ids(old.path)
+            ids = set().union(*(manifest.chunk_ids(old.path) for old in group_gone))
             store.delete(sorted(ids))
             with manifest.transaction():
-                manifest.remove_file(old.path)
+                for old in group_gone:
+                    manifest.remove_file(old.path)
             deleted += len(ids)
-            outcomes.append(FileOutcome(old.path, FileStatus.REMOVED, old.documents, old.chunks))
+            outcomes.extend(FileOutcome(old.path, FileStatus.REMOVED, old.documents, old.chunks) for old in group_gone)
         self._add("write", t0, opened)
 
         t0 = time.perf_counter()

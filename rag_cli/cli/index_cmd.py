@@ -33,6 +33,8 @@ def index(
     wait: Annotated[float | None, typer.Option("--wait", metavar="SECONDS",
                                                help="Seconds to wait for another `rag index` on "
                                                "the same index (default: index.lock_timeout).")] = None,
+    watch: Annotated[bool, typer.Option("--watch", help="After indexing, watch the folders and index what "
+                                        "changes, in batches, until Ctrl-C or SIGTERM (exit 0).")] = False,
     strategy: Strategy = None,
     size: Size = None,
     overlap: Overlap = None,
@@ -48,12 +50,19 @@ def index(
     from rag_cli.api import Index
 
     if to is not None:
+        if watch:
+            raise InputError("--to and --watch cannot be used together")
         if paths:
             raise InputError("--to copies the index as it is: give no PATH (run `rag index PATH` first)")
         with RichProgress(env) as progress:
             copied = Index(settings).copy_to(to, replace_other=rebuild, lock_timeout=wait, progress=progress)
         render_copy_report(env, copied, as_json=as_json)
         observe.timings("index", {"total": copied.seconds}, label="copy", chunks_sent=copied.chunks_sent)
+        return
+    if watch:
+        from rag_cli.cli.watching import watch_index
+
+        watch_index(env, settings, paths or [], rebuild=rebuild, lock_timeout=wait, as_json=as_json)
         return
     with RichProgress(env) as progress:
         report = Index(settings).index(paths or [], rebuild=rebuild, lock_timeout=wait, progress=progress)

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from rag_cli.cli.env import boundary, env_of
-from rag_cli.cli.options import Json, settings_for
+from rag_cli.cli.options import Json, parse_duration, settings_for
 from rag_cli.errors import ExitCode, InputError
 
 
@@ -40,13 +40,35 @@ def serve(
                                        "one that died).")] = False,
     no_llm: Annotated[bool, typer.Option("--no-llm", help="Do not load the language model at start (it loads on "
                                          "the first question that needs it).")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Keep the index in step with its folders while serving "
+                                        "(as `rag index --watch`, with the server's warm model).")] = False,
+    idle_timeout: Annotated[str | None, typer.Option("--idle-timeout", metavar="DURATION",
+                                                     help="Stop after this long without a question "
+                                                     "(90s, 30m, 2h).")] = None,
+    detach: Annotated[bool, typer.Option("--detach", help="Start in the background (log: .rag/serve.log), "
+                                         "wait until it is ready, print its pid.")] = False,
     as_json: Json = False,
 ) -> None:
     """Keep the models and the index open, so that `rag ask` and `rag eval` answer without loading them."""
     env = env_of(ctx)
     if status and stop:
         raise InputError("--status and --stop cannot be used together")
+    if (status or stop) and (watch or idle_timeout or detach or no_llm):
+        raise InputError("--status and --stop take no other option but --json")
+    idle = parse_duration(idle_timeout) if idle_timeout is not None else None
     settings = settings_for(env, {})
+    if detach:
+        import sys
+
+        from rag_cli.serve.detach import start_detached
+
+        started = start_detached(settings, [a for a in sys.argv[1:] if a != "--detach"])
+        if as_json:
+            env.print_json({"pid": started.pid, "log": str(started.log), "seconds": round(started.seconds, 3)})
+        else:
+            env.line(f"rag serve is ready in the background: pid {started.pid} (log: {started.log}); "
+                     "`rag serve --stop` stops it")
+        return
     if status or stop:
         from rag_cli.serve import client
 
@@ -57,7 +79,8 @@ def serve(
         return
     from rag_cli.serve.server import run
 
-    run(settings, llm=not no_llm, on_event=lambda text: env.event(f"rag serve: {text}"))
+    run(settings, llm=not no_llm, on_event=lambda text: env.event(f"rag serve: {text}"), watch=watch,
+        idle_timeout=idle)
 
 
 def register(app: typer.Typer) -> None:

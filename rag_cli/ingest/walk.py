@@ -39,6 +39,27 @@ def _matches(rel: str, patterns: Sequence[str]) -> bool:
     return False
 
 
+def wanted(rel: str, *, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> bool:
+    """Whether ``walk`` would take the file at ``rel`` (a path relative to its root, with forward
+    slashes), by its name alone: no hidden part, no excluded folder on the way, a supported suffix,
+    the globs. (Whether it is a readable regular file is for the walk to find out.)"""
+    parts = rel.split("/")
+    if any(part.startswith(".") for part in parts):
+        return False
+    if any(_matches("/".join(parts[:i]), exclude) for i in range(1, len(parts))):
+        return False
+    if Path(parts[-1]).suffix.lower() not in SUPPORTED_SUFFIXES or _matches(rel, exclude):
+        return False
+    return not include or _matches(rel, include)
+
+
+def wanted_folder(rel: str, *, exclude: Sequence[str] = ()) -> bool:
+    """Whether ``walk`` would enter the folder at ``rel`` (relative to its root)."""
+    parts = rel.split("/")
+    return not any(part.startswith(".") for part in parts) and not any(
+        _matches("/".join(parts[:i]), exclude) for i in range(1, len(parts) + 1))
+
+
 def walk(root: Path, *, include: Sequence[str] = (), exclude: Sequence[str] = (),
          skip: Sequence[Path] = ()) -> Walk:
     """Supported files under ``root`` (a folder or one file), in a stable order.

@@ -9,6 +9,7 @@ Files (the index folder is 0700; see ``IndexPaths.create``)::
                                $XDG_RUNTIME_DIR/rag-cli/<hash>.sock or /tmp/rag-cli-<uid>/<hash>.sock
                                (folders 0700, checked to be the user's own)
     <index>/serve.lock         flock held by the running server (the kernel drops it when it dies)
+    <index>/serve.log    0600  stdout and stderr of a server started with `rag serve --detach` (appended)
 
 Wire format: one JSON object a line, both ways. The client sends one request
 ``{"protocol": 1, "token": ..., "op": ..., ...}`` and reads lines, each with a ``type``:
@@ -34,12 +35,17 @@ PROTOCOL = 1
 STATE_NAME = "serve.json"
 SOCKET_NAME = "serve.sock"
 LOCK_NAME = "serve.lock"
+LOG_NAME = "serve.log"
 SUN_PATH_MAX = 107  # bytes of a Unix socket path (sun_path is 108 with the NUL)
 MAX_REQUEST = 4 << 20  # the server drops a request line longer than this
 
 
 def state_path(index_dir: Path) -> Path:
     return index_dir / STATE_NAME
+
+
+def log_path(index_dir: Path) -> Path:
+    return index_dir / LOG_NAME
 
 
 def lock_path(index_dir: Path) -> Path:

@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rag_cli import observe
 from rag_cli.config import Settings
@@ -49,6 +49,9 @@ from rag_cli.serve.protocol import (
     state_path,
     write_state,
 )
+
+if TYPE_CHECKING:
+    from rag_cli.watch import Watcher
 
 log = logging.getLogger(__name__)
 WORK = ("ask", "search", "warm")
@@ -123,6 +126,8 @@ class Server:
         self._loading = False
         self._opened = False
         self.stop_reason = ""
+        self.last_active = time.monotonic()  # the last work request taken or finished (--idle-timeout)
+        self.work_lock = threading.Lock()  # held by the worker per request, and by a watcher per batch
 
     # -- life cycle ------------------------------------------------------------------------------------
     def open(self) -> None:
@@ -322,6 +327,7 @@ class Server:
             _send(conn, {"type": "busy", "reason": why})
             return
         job = Job(request, conn)
+        self.last_active = time.monotonic()
         try:
             _send(conn, {"type": "queued", "wait": self.wait_timeout})
         except ClientGone:
@@ -337,6 +343,11 @@ class Server:
             if dropped:
                 return self._finish(job, {"type": "busy", "reason": f"waited {self.wait_timeout:.1f} s for its turn"})
         job.done.wait()
+
+    def idle_seconds(self) -> float:
+        """Seconds since the last work request was taken or answered (0 while one is pending)."""
+        with self._lock:
+            return 0.0 if self._pending else time.monotonic() - self.last_active
 
     def status(self) -> dict[str, Any]:
         with self._lock:
@@ -365,8 +376,9 @@ class Server:
             job.started.set()
             try:
                 trace = job.request.get("trace")
-                with observe.span("serve.request", remote_parent=trace if isinstance(trace, dict) else None,
-                                  op=job.request.get("op"), client_run_id=job.request.get("client_run_id")):
+                parent = trace if isinstance(trace, dict) else None
+                with self.work_lock, observe.span("serve.request", remote_parent=parent, op=job.request.get("op"),
+                                                  client_run_id=job.request.get("client_run_id")):
                     message = self._run(job)
             except Exception:  # a bug: keep serving; the client works in-process
                 log.exception("request failed")
@@ -378,6 +390,7 @@ class Server:
         """The job's last line (None: the client is gone); frees its place in the queue."""
         with self._lock:
             self._pending -= 1
+            self.last_active = time.monotonic()
         try:
             if message is not None:
                 if message["type"] == "busy":
@@ -434,8 +447,11 @@ class Server:
         return self._settings_cache[key]
 
 
-def run(settings: Settings, *, llm: bool = True, on_event: Callable[[str], None] | None = None) -> None:
-    """Serve in the foreground until SIGTERM, SIGINT or `rag serve --stop`; then clean up."""
+def run(settings: Settings, *, llm: bool = True, on_event: Callable[[str], None] | None = None,
+        watch: bool = False, idle_timeout: float | None = None) -> None:
+    """Serve in the foreground until SIGTERM, SIGINT, `rag serve --stop` or ``idle_timeout`` seconds
+    without a request; then clean up. ``watch``: keep the index in step with its folders meanwhile
+    (a rag_cli.watch.Watcher on a thread, with the server's warm embedding model)."""
     server = Server(settings, llm=llm, on_event=on_event)
     server.open()
     stderr = os.dup(2)  # llama.cpp points fd 2 at /dev/null while it loads a model
@@ -451,13 +467,42 @@ def run(settings: Settings, *, llm: bool = True, on_event: Callable[[str], None]
             os._exit(0 if not again else 130)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    watcher: Watcher | None = None
     try:
         server.on_event(f"listening on {server.socket_path} (pid {os.getpid()}); loading models")
         server.start()
         server.load()
+        if watch:
+            watcher = _start_watcher(server)
+        server.last_active = time.monotonic()  # idle from now on: loading was not a request
         while not server.stopping.wait(0.5):
-            pass
+            if idle_timeout is not None and server.idle_seconds() >= idle_timeout:
+                server.request_stop(f"no request for {_duration(idle_timeout)}: --idle-timeout")
     finally:
+        if watcher is not None and not watcher.stop(settings.serve.timeout):
+            log.warning("the watcher's batch did not finish in time; the next `rag index` completes it")
         server.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _start_watcher(server: Server) -> Watcher:
+    """Index the changes of the index's roots while serving: the batches take the worker's lock
+    (no request is answered from a half-written batch) and the next request reopens the index."""
+    from rag_cli.watch import Watcher
+
+    warm = server.backend.embedder
+    watcher = Watcher(server.settings, embedder=getattr(warm, "inner", warm),  # not through the query cache
+                      guard=server.work_lock, initial_pass=True,
+                      on_batch=lambda batch: server.on_event(f"indexed {batch.summary()}"),
+                      on_warning=lambda text: server.on_event(f"warning: {text}"))
+    watcher.start()
+    server.on_event("watching the indexed folders for changes")
+    return watcher
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
