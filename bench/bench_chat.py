@@ -70,6 +70,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "eval")
     parser.add_argument("--work", type=Path, default=REPO / ".bench-work" / "chat")
     parser.add_argument("--k", type=int, default=5)
+    parser.add_argument("--misses", action="store_true", help="list each method's hit@1 misses (on stderr)")
     args = parser.parse_args()
     from rag_cli.chat import Conversation
 
@@ -129,6 +130,9 @@ def main() -> None:
                 relevant = set(p["relevant"])
                 rows.append((bool(hits_k) and hits_k[0] in relevant, bool(relevant & set(hits_k[:3])),
                              bool(relevant & set(hits_k[:k]))))
+                if args.misses and not rows[-1][0]:
+                    print(f"  miss {method}: {p['id']}{' (switch)' if p.get('switch') else ''} {second!r} -> "
+                          f"{hits_k[:3]}", file=sys.stderr)
             per[method] = rows
         results[name] = per
         taken = []  # whether rag chat takes the second question as a follow-up of the first
