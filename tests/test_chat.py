@@ -88,11 +88,14 @@ class _FakeIndex:
         self.calls: list[dict[str, Any]] = []
         self.answer = answer
         self.interrupt = False
+        self.fail: Exception | None = None
 
     def ask(self, question: str, **options: Any) -> Asked:
         self.calls.append({"question": question, **options})
         if self.interrupt:
             raise KeyboardInterrupt
+        if self.fail is not None:
+            raise self.fail
         return Asked(self.answer, None, 0.0, {})
 
 
@@ -129,7 +132,8 @@ def test_the_asker_retrieves_with_the_search_query_and_the_model_gets_the_questi
     assert asker.ask("glossary banneton rattan", search_query="starter feeding schedule hours").cached
 
 
-def test_ctrl_c_during_an_answer_cancels_only_that_answer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ctrl_c_or_an_error_during_an_answer_cancels_only_that_answer(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     import builtins
     import io
 
@@ -140,18 +144,20 @@ def test_ctrl_c_during_an_answer_cancels_only_that_answer(tmp_path: Path, monkey
     answer = Answer(question=FIRST, answer="Once a day [1].", refused=False, refusal_reason="", citations=(),
                     passages=(), model="scripted", route=Route.FLAG, prompt_tokens=1, completion_tokens=1, timings={})
     index = _FakeIndex(answer)
-    typed = iter([FIRST, "", "/nonsense", FOLLOW, "/quit", "never read"])
+    typed = iter([FIRST, "", "/nonsense", FOLLOW, "x " * 5000, "/quit", "never read"])
 
     def fake_input(prompt: str) -> str:
         index.interrupt = len(index.calls) == 1  # the second question is interrupted
+        index.fail = InputError("the question is too long") if len(index.calls) == 2 else None  # the third fails
         return next(typed)
 
     monkeypatch.setattr(builtins, "input", fake_input)
     out, err = io.StringIO(), io.StringIO()
     session = ChatSession(index)  # type: ignore[arg-type]
     run_terminal(Env(stdout=out, stderr=err), session, as_json=False, history=tmp_path / "history")
-    assert [c["question"] for c in index.calls] == [FIRST, FOLLOW]
+    assert [c["question"] for c in index.calls] == [FIRST, FOLLOW, "x " * 4999 + "x"]
     assert "answer cancelled" in err.getvalue() and "unknown command /nonsense" in err.getvalue()
+    assert "error: the question is too long" in err.getvalue()
     assert out.getvalue().count("Once a day [1].") == 1 and len(session.conversation.turns) == 1
 
 

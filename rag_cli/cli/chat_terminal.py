@@ -3,7 +3,8 @@
 
 Ctrl-C while an answer is being retrieved or generated cancels that answer (the conversation
 goes on from the last answered turn); at the prompt it clears the line, and a second Ctrl-C in a
-row leaves, as Ctrl-D and /quit do (exit code 0)."""
+row leaves, as Ctrl-D and /quit do (exit code 0). A question that fails with a RagError is
+reported and the chat goes on."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from rag_cli import observe
 from rag_cli.chat import ChatSession
 from rag_cli.cli.env import Env, safe
 from rag_cli.cli.render import render_answer, render_chat_line, render_sources
+from rag_cli.errors import RagError
 
 PROMPT = "rag> "
 HISTORY_LINES = 1000
@@ -100,6 +102,9 @@ def run_terminal(env: Env, session: ChatSession, *, as_json: bool, history: Path
             except KeyboardInterrupt:
                 env.line()
                 env.err.print(Text("(answer cancelled)", style="dim"))
+                continue
+            except RagError as exc:  # this question failed (too long, the index went away): say so, go on
+                env.error(exc.message, exc.hint)
                 continue
             if turn.follow_up:
                 env.note(f"follow-up, retrieved with: {turn.search_query}")
