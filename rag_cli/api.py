@@ -125,12 +125,14 @@ class Index:
 
     def ask(self, question: str, *, where: Sequence[str] = (), model: str | None = None,
             retrieve_only: bool = False, use_cache: bool | None = None,
-            on_text: Callable[[str], None] | None = None) -> Asked:
+            on_text: Callable[[str], None] | None = None, search_query: str | None = None) -> Asked:
         """A grounded answer to ``question`` (``where``: filter expressions, as `--where` takes them),
-        from a running `rag serve` when one serves these settings, else in this process."""
+        from a running `rag serve` when one serves these settings, else in this process.
+        ``search_query``: retrieve with it instead of the question (``Asker.ask``; in this process:
+        the server's protocol does not carry it)."""
         options: dict[str, Any] = dict(model=model, retrieve_only=retrieve_only, use_cache=use_cache,
                                        on_text=on_text)
-        if self.serve and self._asker is None:
+        if self.serve and self._asker is None and not search_query:
             from rag_cli.serve.client import ask_served
 
             served = ask_served(self.settings, question, where=list(where), **options)  # None: not served
@@ -144,7 +146,7 @@ class Index:
         opened = self._asker is not None
         asker = self.asker()  # opens the index (the manifest, Chroma) the first time
         stages = {} if opened else {"open": time.perf_counter() - started}
-        answer = asker.ask(question, where=parse_where(list(where)), **options)
+        answer = asker.ask(question, where=parse_where(list(where)), search_query=search_query, **options)
         stages.update(answer.timings)
         return Asked(answer, None, time.perf_counter() - started, stages)
 

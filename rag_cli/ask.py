@@ -69,6 +69,11 @@ class Asker:
         if start is not None:
             start()
 
+    def preload(self, model: str | None = None) -> None:
+        """Start loading ``model`` (default: llm.model) beside whatever comes next (`rag chat` does it
+        before its first question); a model that cannot load is reported when it is needed."""
+        self._start_loading(model or self.settings.llm.model)
+
     def _settle_loading(self) -> None:
         for generator in self.generators.values():
             settle = getattr(generator, "settle", None)
@@ -77,25 +82,30 @@ class Asker:
 
     def ask(self, question: str, *, where: Filter | None = None, model: str | None = None,
             retrieve_only: bool = False, use_cache: bool | None = None,
-            on_text: Callable[[str], None] | None = None) -> Answer:
-        """Timings: the search's (``embed``, ``retrieve`` and its parts, ``rerank``), ``narrow``,
+            on_text: Callable[[str], None] | None = None, search_query: str | None = None) -> Answer:
+        """``search_query``: what to retrieve with, when it is not the question itself (`rag chat`'s
+        follow-ups: the question with what the conversation is about); the gate weighs the hits
+        against it too, and the model gets ``question``.
+
+        Timings: the search's (``embed``, ``retrieve`` and its parts, ``rerank``), ``narrow``,
         ``load`` (what remains of loading the model), ``generate``, ``extract``, ``total``."""
         with observe.span("ask", retrieve_only=retrieve_only, model=model) as span:
-            answer = self._ask(question, where, model, retrieve_only, use_cache, on_text)
+            answer = self._ask(question, where, model, retrieve_only, use_cache, on_text, search_query)
             span.set_attributes({"rag.cached": answer.cached, "rag.refused": answer.refused,
                                  "rag.route": answer.route, "rag.answer_model": answer.model or ""})
             return answer
 
     def _ask(self, question: str, where: Filter | None, model: str | None, retrieve_only: bool,
-             use_cache: bool | None, on_text: Callable[[str], None] | None) -> Answer:
+             use_cache: bool | None, on_text: Callable[[str], None] | None, search_query: str | None) -> Answer:
         question = question.strip()
         if not question:
             raise InputError("the question is empty")
+        query = (search_query or "").strip() or question
         started = time.perf_counter()
         s = self.settings
         use_cache = s.ask.cache if use_cache is None else use_cache
         state = self.searcher.fingerprint
-        key = cache_key(s, question, where, state, model)
+        key = cache_key(s, question, where, state, model, search_query=query)
         cache = AnswerCache.in_index(self.searcher.paths.root) if use_cache and not retrieve_only else None
         try:
             if cache:
@@ -103,7 +113,7 @@ class Asker:
                 if hit is not None:
                     return replace(hit, cached=True, timings={"total": time.perf_counter() - started})
             try:
-                answer = self._answer(question, where, model, retrieve_only, on_text, started)
+                answer = self._answer(question, where, model, retrieve_only, on_text, started, query)
             finally:
                 self._settle_loading()
             if cache and answer.error is None:
@@ -114,11 +124,12 @@ class Asker:
                 cache.close()
 
     def _answer(self, question: str, where: Filter | None, model_flag: str | None, retrieve_only: bool,
-                on_text: Callable[[str], None] | None, started: float) -> Answer:
+                on_text: Callable[[str], None] | None, started: float, query: str | None = None) -> Answer:
         s = self.settings
+        query = query or question
         if not retrieve_only and (model_flag or not s.llm.strong_model):
             self._start_loading(model_flag or s.llm.model)  # the model is known before retrieval
-        hits, timings = self.searcher.search(question, s.retrieval.top_k, where)
+        hits, timings = self.searcher.search(query, s.retrieval.top_k, where)
         passages = tuple(h.to_dict() for h in hits)
 
         def done(**fields: Any) -> Answer:
@@ -130,7 +141,7 @@ class Asker:
 
         if retrieve_only:
             return done()
-        refusal = self._gate(question, hits)
+        refusal = self._gate(query, hits)
         if refusal:
             return done(answer=s.prompt.refusal, refused=True, refusal_reason=refusal)
         model, why = self._route(question, hits, model_flag)

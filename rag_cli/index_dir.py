@@ -9,6 +9,7 @@
   answers.sqlite3      the answer cache of `rag ask`
   vectors.sqlite3      the vector cache of questions and narrowed sentences (store/vector_cache.py)
   catalog-files.json   with store.url: this machine's copy of the server index's file table
+  chat_history         `rag chat`'s line-editing history (readline; the last 1,000 lines, 0600)
   lock                 held by the `rag index` run that is writing
   chroma.lock          held for each call into chroma/, by any process (store/chroma.py FolderGate)
   serve.json, serve.sock, serve.lock, serve.log   `rag serve`'s state, socket, lock and (--detach) log
@@ -105,6 +106,10 @@ class IndexPaths:
     @property
     def lock(self) -> Path:
         return self.root / "lock"
+
+    @property
+    def chat_history(self) -> Path:
+        return self.root / "chat_history"
 
     def exists(self) -> bool:
         return self.manifest.is_file()

@@ -35,9 +35,10 @@ LAYERS: tuple[tuple[str, tuple[str, ...], str], ...] = (
      "one library call per command: index, ask, chunk-preview, status"),
     ("evaluate, doctor", ("rag_cli.evaluate.*", "rag_cli.doctor.*"),
      "runs over the pipelines: `rag eval`, `rag doctor`"),
-    ("facade", ("rag_cli.api", "rag_cli.serve.remote", "rag_cli.watch"),
+    ("facade", ("rag_cli.api", "rag_cli.chat", "rag_cli.serve.remote", "rag_cli.watch"),
      "`api.Index`: local or server, served or in-process, decided once; "
-     "`rag eval`'s Searcher/Asker through `rag serve`; the watcher (`--watch`: the indexer on changes)"),
+     "`rag eval`'s Searcher/Asker through `rag serve`; `rag chat`'s conversation on one `api.Index`; "
+     "the watcher (`--watch`: the indexer on changes)"),
     ("serve", ("rag_cli.serve.*",), "`rag serve`: the server and its warm backend (built on `api.Index`)"),
     ("cli", ("rag_cli.cli.*", "rag_cli.__main__"), "Typer commands, rendering: the only typer/rich user"),
 )

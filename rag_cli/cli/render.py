@@ -291,3 +291,39 @@ def render_eval(env: Env, reports: list[Any], comparison: list[Any] | None, ks: 
             env.line(f"latency.{stage}\tp50 {p50:.3f}\tp95 {p95:.3f}")
         if rep.models:
             env.line("models\t" + ", ".join(f"{k} ({v})" for k, v in rep.models.items()))
+
+
+# -- rag chat ---------------------------------------------------------------------------
+
+def render_sources(env: Env, citations: Any) -> None:
+    """`/sources`: every source the last answer was given, cited ones marked, with path, pages
+    and heading."""
+    if not citations:
+        env.line("no sources yet: ask a question first")
+        return
+    for c in safe_tree([c.to_dict() for c in citations]):
+        mark = "*" if c["cited"] else " "
+        if env.rich_stdout:
+            env.out.print(Text.assemble((f"{mark}[{c['number']}] ", "bold cyan" if c["cited"] else "cyan"),
+                                        _where(c), (f"  score {c['score']:.2f}", "dim")))
+            env.out.print(Text("    " + _snippet(c["text"]), style="dim"))
+        else:
+            env.line(f"{mark}[{c['number']}] {_where(c)}  score {c['score']:.2f}")
+    if env.rich_stdout:
+        env.err.print(Text("* cited in the answer", style="dim"))
+
+
+def render_chat_line(env: Env, answer: Any, *, as_json: bool, search_query: str) -> None:
+    """A piped `rag chat` turn: one line, the answer (or the refusal) with its newlines collapsed;
+    with --json, `rag ask --json`'s object on one line, with the retrieval query beside it. A
+    failed generation is an empty line (the error on stderr)."""
+    if as_json:
+        import json
+
+        data = {**answer.to_dict(), "search_query": search_query, "run_id": observe.run_id()}
+        env.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
+    else:
+        if answer.error is not None:
+            env.error(f"no generated answer: {answer.error}")
+        env.line(" ".join(answer.answer.split()) if answer.error is None else "")
+    env.stdout.flush()

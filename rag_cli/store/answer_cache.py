@@ -64,10 +64,11 @@ class AnswerCache:
 
 
 def cache_key(settings: Settings, question: str, where: ResolvedFilter | None, index_state: str,
-              model: str | None = None) -> str:
+              model: str | None = None, *, search_query: str | None = None) -> str:
     """The key of an answer: the question (stripped), the filter, the index state, the settings that
     shape an answer (``ask.cache`` and ``TRANSPORT_KEYS`` left out), ``ANSWER_LOGIC`` and the
-    ``--model`` given, if any."""
+    ``--model`` given, if any; and the search query when it is not the question (`rag chat`'s
+    follow-ups; a plain question keeps the key it always had)."""
     llm = {k: v for k, v in asdict(settings.llm).items() if k not in TRANSPORT_KEYS}
     material = {
         "question": question.strip(), "where": repr(where.resolved()) if where else "", "index": index_state,
@@ -75,4 +76,6 @@ def cache_key(settings: Settings, question: str, where: ResolvedFilter | None, i
         "embedding": asdict(settings.embedding), "logic": ANSWER_LOGIC,
         "ask": {k: v for k, v in asdict(settings.ask).items() if k != "cache"},
     }
+    if search_query is not None and search_query.strip() != question.strip():
+        material["search"] = search_query.strip()
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest() + (model or "")
