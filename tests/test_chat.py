@@ -270,6 +270,10 @@ def test_chat_on_a_terminal_follows_up_shows_sources_resets_and_quits(indexed) -
         assert "conversation forgotten" in term.read_until("rag> ")
         term.type("/sources\n")  # the last answer is forgotten with the conversation
         assert "no sources yet" in term.read_until("rag> ")
+        # CPython's readline prints the prompt, then waits in select() with no timeout: a SIGINT that
+        # lands between the two is handled only at the next key (seen once in a loaded full run).
+        # A person never types that fast; give the prompt a moment to reach its select().
+        time.sleep(0.5)
         term.type("\x03")  # Ctrl-C at the prompt: the line is cleared, the chat goes on
         assert "Ctrl-C again" in term.read_until("rag> ")
         term.type("/help\n")
