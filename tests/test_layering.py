@@ -39,6 +39,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...], str], ...] = (
      "`api.Index`: local or server, served or in-process, decided once; "
      "`rag eval`'s Searcher/Asker through `rag serve`"),
     ("serve", ("rag_cli.serve.*",), "`rag serve`: the server and its warm backend (built on `api.Index`)"),
+    ("agents", ("rag_cli.mcp_server",),
+     "`rag mcp`: the index as MCP tools for AI agents, on `rag serve`'s warm backend and `api.Index`"),
     ("cli", ("rag_cli.cli.*", "rag_cli.__main__"), "Typer commands, rendering: the only typer/rich user"),
 )
 # Test support sits beside the layers: it may import anything, and production code imports it

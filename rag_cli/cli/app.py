@@ -57,9 +57,20 @@ def _global(
 
 
 def _register() -> None:
-    from rag_cli.cli import ask_cmd, config_cmd, doctor_cmd, eval_cmd, index_cmd, preview_cmd, serve_cmd, status_cmd
+    from rag_cli.cli import (
+        ask_cmd,
+        config_cmd,
+        doctor_cmd,
+        eval_cmd,
+        index_cmd,
+        mcp_cmd,
+        preview_cmd,
+        serve_cmd,
+        status_cmd,
+    )
 
-    for module in (index_cmd, ask_cmd, eval_cmd, serve_cmd, preview_cmd, config_cmd, status_cmd, doctor_cmd):
+    for module in (index_cmd, ask_cmd, eval_cmd, serve_cmd, mcp_cmd, preview_cmd, config_cmd, status_cmd,
+                   doctor_cmd):
         module.register(app)
 
 

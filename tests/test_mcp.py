@@ -1,0 +1,254 @@
+"""`rag mcp`: the installed `rag` command as an MCP server, driven by the MCP SDK's own clients
+(stdio and streamable HTTP) over the samples indexed with the bundled MiniLM, answered by the
+bundled Gemma GGUF: the tools and their schemas, search, grounded answers and refusals, reads by
+id, tool errors that leave the server alive, nothing but protocol on stdout, and the HTTP
+guards (bearer token, Host check, loopback bind).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from rag_cli.config import load_settings
+from rag_cli.indexer import index_paths
+from tests.conftest import SAMPLES
+
+pytestmark = pytest.mark.slow
+RAG = str(Path(sys.executable).with_name("rag"))  # the installed command
+QUESTION = "How often should I feed my starter?"
+TOKEN = "test-token-0123456789abcdef"
+READ_ONLY_TOOLS = {"search", "ask", "get_chunk", "get_document", "status"}
+
+
+def process_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
+    return {**env, "HF_HUB_OFFLINE": "1", **extra}
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory: pytest.TempPathFactory, real_embedder) -> Path:
+    workdir = tmp_path_factory.mktemp("mcp")
+    docs = workdir / "docs"
+    shutil.copytree(SAMPLES, docs)
+    index_paths(load_settings(workdir, env={}), [docs], embedder=real_embedder)
+    return workdir
+
+
+def run(test: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    anyio.run(test)
+
+
+@asynccontextmanager
+async def stdio_session(workdir: Path, *args: str) -> AsyncIterator[Any]:
+    from mcp import ClientSession, StdioServerParameters, stdio_client
+
+    params = StdioServerParameters(command=RAG, args=["mcp", *args], cwd=str(workdir), env=process_env())
+    with open(workdir / f"stderr-{time.monotonic_ns()}.log", "w") as errlog:
+        async with stdio_client(params, errlog=errlog) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            yield session
+
+
+def payload(result: Any) -> dict[str, Any]:
+    assert not result.is_error, result.content
+    data = result.structured_content
+    assert isinstance(data, dict)
+    return data
+
+
+def error_of(result: Any) -> str:
+    assert result.is_error, result
+    return "\n".join(c.text for c in result.content)
+
+
+def test_stdio_tools_search_ask_refuse_read_and_errors(indexed: Path) -> None:
+    async def test() -> None:
+        async with stdio_session(indexed) as session:
+            tools = {t.name: t for t in (await session.list_tools()).tools}
+            assert set(tools) == READ_ONLY_TOOLS  # no `index` without --allow-index
+            assert tools["search"].input_schema["required"] == ["query"]
+            assert tools["search"].input_schema["properties"]["where"]["anyOf"][0]["type"] == "array"
+            assert all(t.description and "\n" not in t.description for t in tools.values())
+
+            found = payload(await session.call_tool("search", {"query": QUESTION, "top_k": 3}))
+            hits = found["hits"]
+            assert len(hits) == 3 and hits[0]["path"].endswith("starter.md")
+            assert {"chunk_id", "doc_id", "path", "page_start", "page_end", "heading", "score", "text"} <= set(hits[0])
+            assert all(-1 <= h["score"] <= 1 and h["text"] and "::" in h["chunk_id"] for h in hits)
+            assert [h["rank"] for h in hits] == [1, 2, 3]
+
+            filtered = payload(await session.call_tool("search", {"query": "oven temperature",
+                                                                  "where": ["type=pdf"]}))
+            assert filtered["hits"] and {h["kind"] for h in filtered["hits"]} == {"pdf"}
+            assert all(h["page_start"] for h in filtered["hits"])
+
+            answer = payload(await session.call_tool("ask", {"question": QUESTION}))
+            assert not answer["refused"] and "24 hours" in answer["answer"]
+            assert answer["citations"] and any(c["path"].endswith("starter.md") for c in answer["citations"])
+            assert all(c["chunk_ids"] and c["number"] >= 1 for c in answer["citations"])
+
+            refused = payload(await session.call_tool("ask", {"question": "zzz qqq xxyyzz"}))
+            assert refused["refused"] and refused["refusal_reason"] in ("low_score", "no_passages")
+
+            bad_filter = error_of(await session.call_tool("search", {"query": "starter", "where": ["path~x"]}))
+            assert "--where 'path~x'" in bad_filter and "hint:" in bad_filter
+            unknown = error_of(await session.call_tool("get_chunk", {"chunk_id": "nope::0"}))
+            assert "no chunk 'nope::0'" in unknown
+            assert "not a chunk id" in error_of(await session.call_tool("get_chunk", {"chunk_id": "garbage"}))
+            schema = await session.call_tool("search", {"query": "starter", "top_k": 0})  # the schema says >= 1
+            assert schema.is_error
+
+            chunk = payload(await session.call_tool("get_chunk", {"chunk_id": hits[0]["chunk_id"], "neighbours": 1}))
+            ids = [c["chunk_id"] for c in chunk["chunks"]]
+            assert hits[0]["chunk_id"] in ids and len(ids) >= 2
+            assert all(c["doc_id"] == hits[0]["doc_id"] for c in chunk["chunks"])
+            assert [c["index"] for c in chunk["chunks"]] == sorted(c["index"] for c in chunk["chunks"])
+
+            whole = payload(await session.call_tool("get_document", {"doc_id": hits[0]["doc_id"],
+                                                                     "max_chars": 100_000}))
+            assert not whole["truncated"] and [c["index"] for c in whole["chunks"]] == list(range(len(whole["chunks"])))
+            capped = payload(await session.call_tool("get_document", {"doc_id": hits[0]["doc_id"], "max_chars": 200}))
+            assert capped["truncated"] and sum(len(c["text"]) for c in capped["chunks"]) <= 201
+            assert "start_chunk=" in capped["note"] and capped["next_chunk"] >= 0
+
+            status = payload(await session.call_tool("status", {}))
+            assert status["schema"] == "rag-cli/status/v1" and status["chunks"] > 0 and not status["dirty"]
+
+            again = payload(await session.call_tool("search", {"query": "levain"}))  # still alive after the errors
+            assert again["hits"]
+
+    run(test)
+
+
+def test_a_missing_index_is_a_tool_error_and_index_is_offered_only_when_allowed(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    shutil.copytree(SAMPLES / "guides", docs)
+    (tmp_path / ".rag.toml").write_text('[embedding]\nbackend = "hash"\n')  # fast: the real model is tested above
+
+    async def test() -> None:
+        async with stdio_session(tmp_path, "--allow-index") as session:
+            tools = {t.name for t in (await session.list_tools()).tools}
+            assert tools == READ_ONLY_TOOLS | {"index"}
+            missing = error_of(await session.call_tool("search", {"query": "starter"}))
+            assert "error: no index in" in missing and "hint: run `rag index PATH`" in missing
+            assert error_of(await session.call_tool("status", {}))
+            report = payload(await session.call_tool("index", {"paths": [str(docs)]}))
+            assert report["files"]["added"] == len(list(docs.iterdir())) and report["chunks"]["total"] > 0, report
+            hits = payload(await session.call_tool("search", {"query": "feed the starter"}))["hits"]
+            assert hits and hits[0]["path"].startswith(str(docs))
+
+    run(test)
+
+
+def test_stdout_carries_only_protocol_messages(indexed: Path) -> None:
+    """The raw stdout of `rag mcp` while it loads both models and answers: every line a JSON-RPC message."""
+    messages = [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+         "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                    "clientInfo": {"name": "raw", "version": "0"}}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+         "params": {"name": "ask", "arguments": {"question": QUESTION}}},
+    ]
+    errlog = open(indexed / "raw-stderr.log", "w+")  # a file: an undrained pipe would block the server's -v logs
+    proc = subprocess.Popen([RAG, "-v", "mcp"], cwd=indexed, env=process_env(), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=errlog, text=True)
+    assert proc.stdin is not None and proc.stdout is not None
+    lines = []
+    try:
+        proc.stdin.write("".join(json.dumps(m) + "\n" for m in messages))
+        proc.stdin.flush()
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line, "stdout closed"
+            lines.append(line)
+            if json.loads(line).get("id") == 2:
+                break
+        out, _ = proc.communicate(timeout=30)  # closes stdin: the server ends
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        errlog.seek(0)
+        err = errlog.read()
+        errlog.close()
+    lines += out.splitlines(keepends=True)
+    assert all(json.loads(line)["jsonrpc"] == "2.0" for line in lines), lines
+    answer = next(json.loads(line) for line in lines if json.loads(line).get("id") == 2)
+    assert not answer["result"].get("isError"), answer
+    assert "24 hours" in answer["result"]["structuredContent"]["answer"]
+    assert "serving MCP over stdio" in err and "llama" in err  # the server's lines, and llama.cpp's (-v), on stderr
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_http_needs_the_token_and_a_local_host(indexed: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/mcp"
+    proc = subprocess.Popen([RAG, "mcp", "--http", "--port", str(port)], cwd=indexed,
+                            env=process_env(RAG_MCP_TOKEN=TOKEN), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                anonymous = httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"}, timeout=5)
+                break
+            except httpx.ConnectError:
+                assert proc.poll() is None and time.monotonic() < deadline, "rag mcp --http did not start"
+                time.sleep(0.2)
+        assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"].startswith("Bearer")
+        wrong = httpx.post(url, json={}, headers={"Authorization": "Bearer wrong"}, timeout=5)
+        assert wrong.status_code == 401
+        headers = {"Authorization": f"Bearer {TOKEN}", "Accept": "application/json, text/event-stream"}
+        init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                           "clientInfo": {"name": "t", "version": "0"}}}
+        rebound = httpx.post(url, json=init, headers={**headers, "Host": f"evil.example:{port}"}, timeout=5)
+        assert rebound.status_code == 421, rebound.text  # the SDK's DNS-rebinding guard
+        foreign = httpx.post(url, json=init, headers={**headers, "Origin": "http://evil.example"}, timeout=5)
+        assert foreign.status_code == 403, foreign.text
+
+        async def test() -> None:
+            import httpx2
+            from mcp import ClientSession
+            from mcp.client.streamable_http import streamable_http_client
+
+            async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120) as http, \
+                    streamable_http_client(url, http_client=http) as (read, write), \
+                    ClientSession(read, write) as session:
+                await session.initialize()
+                assert {t.name for t in (await session.list_tools()).tools} == READ_ONLY_TOOLS
+                hits = payload(await session.call_tool("search", {"query": QUESTION}))["hits"]
+                assert hits and hits[0]["path"].endswith("starter.md")
+
+        run(test)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_http_refuses_to_start_without_a_token_or_on_a_remote_address(indexed: Path) -> None:
+    no_token = subprocess.run([RAG, "mcp", "--http"], cwd=indexed, env=process_env(), capture_output=True,
+                              text=True, timeout=60)
+    assert no_token.returncode == 2 and "RAG_MCP_TOKEN" in no_token.stderr and "hint:" in no_token.stderr
+    remote = subprocess.run([RAG, "mcp", "--http", "--host", "0.0.0.0"], cwd=indexed,
+                            env=process_env(RAG_MCP_TOKEN=TOKEN), capture_output=True, text=True, timeout=60)
+    assert remote.returncode == 2 and "--allow-remote" in remote.stderr and not remote.stdout
