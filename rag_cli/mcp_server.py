@@ -51,8 +51,14 @@ class Busy(RagError):
     """Too many calls are waiting, or one waited too long for its turn."""
 
 
-class TooSlow(Exception):
-    """Raised from the streaming callback to stop a generation that ran past serve.timeout."""
+class TooSlow(GenerationError):
+    """Raised from the streaming callback to stop a generation that ran past serve.timeout (a
+    RagError: the generators let it through, and the Asker reports it as the answer's error)."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(f"the answer took longer than {timeout:.0f} s and was stopped",
+                         hint="a smaller model (`model`), fewer passages (retrieval.top_k), or a longer "
+                              "serve.timeout")
 
 
 def error_text(exc: RagError) -> str:
@@ -189,17 +195,16 @@ class Tools:
         with self.turns.take("question"):
             _, asker = self.backend().open(self.settings)
             started = time.monotonic()
+            stopped: list[TooSlow] = []
 
             def on_text(_piece: str) -> None:  # called per generated piece: the generation's clock
                 if time.monotonic() - started > timeout:
-                    raise TooSlow()
+                    stopped.append(TooSlow(timeout))
+                    raise stopped[-1]
 
-            try:
-                answer = asker.ask(question, where=filt, model=model, on_text=on_text)
-            except TooSlow:
-                raise GenerationError(f"the answer took longer than {timeout:.0f} s and was stopped",
-                                      hint="a smaller model (--model), fewer passages (retrieval.top_k), or a "
-                                           "longer serve.timeout") from None
+            answer = asker.ask(question, where=filt, model=model, on_text=on_text)
+        if stopped:  # the Asker made it the answer's error (the passages without an answer)
+            raise stopped[-1]
         if answer.error:
             raise GenerationError(answer.error, hint="`rag doctor` checks the language models; `search` still "
                                                      "works without one")

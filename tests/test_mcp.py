@@ -150,6 +150,16 @@ def test_a_missing_index_is_a_tool_error_and_index_is_offered_only_when_allowed(
             assert report["files"]["added"] == len(list(docs.iterdir())) and report["chunks"]["total"] > 0, report
             hits = payload(await session.call_tool("search", {"query": "feed the starter"}))["hits"]
             assert hits and hits[0]["path"].startswith(str(docs))
+            (docs / "kiln.md").write_text("# Kiln\n\nThe zanzibarite kiln fires at dawn.\n")
+            outside = subprocess.run([RAG, "index"], cwd=tmp_path, env=process_env(), capture_output=True,
+                                     text=True, timeout=120)  # another process: the folders indexed before
+            assert outside.returncode == 0, outside.stderr
+            found = payload(await session.call_tool("search", {"query": "zanzibarite kiln"}))["hits"]
+            assert found[0]["path"].endswith("kiln.md")  # the warm index reopened after that run
+            chunk = payload(await session.call_tool("get_chunk", {"chunk_id": found[0]["chunk_id"]}))
+            assert "zanzibarite" in chunk["chunks"][0]["text"]
+            document = payload(await session.call_tool("get_document", {"doc_id": found[0]["doc_id"]}))
+            assert document["path"].endswith("kiln.md")  # the document table is the new run's
 
     run(test)
 
@@ -252,3 +262,80 @@ def test_http_refuses_to_start_without_a_token_or_on_a_remote_address(indexed: P
     remote = subprocess.run([RAG, "mcp", "--http", "--host", "0.0.0.0"], cwd=indexed,
                             env=process_env(RAG_MCP_TOKEN=TOKEN), capture_output=True, text=True, timeout=60)
     assert remote.returncode == 2 and "--allow-remote" in remote.stderr and not remote.stdout
+
+
+# -- in-process: the gate, the size cap, the generation time limit (no subprocess, no model) -------------
+
+def test_turns_reject_past_the_queue_and_after_the_wait() -> None:
+    import threading
+
+    from rag_cli.mcp_server import Turns
+
+    turns = Turns(queue_size=1, timeout=0.3)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with turns.take():
+            holding.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    holding.wait(5)
+    waited: list[str] = []
+    waiter = threading.Thread(target=lambda: waited.append(_busy_message(turns)))
+    waiter.start()
+    time.sleep(0.05)  # the waiter is queued: one more is one too many
+    assert "1 calls are waiting already" in _busy_message(turns)
+    waiter.join(5)
+    assert waited and "waited 0 s for its turn" in waited[0]
+    release.set()
+    holder.join(5)
+    with turns.take():  # free again
+        pass
+
+
+def _busy_message(turns: Any) -> str:
+    from rag_cli.mcp_server import Busy
+
+    try:
+        with turns.take():
+            return "no wait"
+    except Busy as exc:
+        return exc.message
+
+
+def test_the_size_cap_keeps_the_asked_chunk_and_its_nearest_neighbours() -> None:
+    from rag_cli.mcp_server import _capped
+
+    chunks = [{"chunk_id": f"d::{i}", "text": "x" * 100} for i in range(5)]
+    kept, truncated = _capped(chunks, 250, keep=3)
+    assert truncated and [c["chunk_id"] for c in kept] == ["d::2", "d::3", "d::4"]
+    assert [len(c["text"]) for c in kept] == [100, 100, 51] and kept[2]["text"].endswith("…") and kept[2]["truncated"]
+    assert _capped(chunks, 1000) == (chunks, False)
+
+
+def test_an_answer_generating_past_serve_timeout_is_stopped_as_a_tool_error(tmp_path: Path, samples: Path) -> None:
+    from rag_cli.mcp_server import Tools, TooSlow
+    from rag_cli.serve.backend import Backend
+    from rag_cli.testing.fakes import ScriptedGenerator
+
+    class SlowGenerator(ScriptedGenerator):  # streams a word every 0.1 s
+        def generate(self, messages, *, max_tokens, temperature, on_text=None):  # noqa: ANN001
+            def slow(piece: str) -> None:
+                time.sleep(0.1)
+                if on_text:
+                    on_text(piece)
+
+            return super().generate(messages, max_tokens=max_tokens, temperature=temperature, on_text=slow)
+
+    flags = {"embedding.backend": "hash", "retrieval.min_score": 0.0, "serve.timeout": 1.0, "ask.cache": False}
+    settings = load_settings(tmp_path, env={}, flags=flags)
+    index_paths(settings, [samples])
+    gen = SlowGenerator(" ".join(["Feed it every 24 hours [1]."] * 10))
+    tools = Tools(settings, backend=Backend(settings, generators={"bundled": gen}))
+    started = time.monotonic()
+    with pytest.raises(TooSlow, match="longer than 1 s"):
+        tools.ask(QUESTION)
+    assert 1.0 < time.monotonic() - started < 3.0
+    assert tools.search(QUESTION)["hits"]  # the next call is served
