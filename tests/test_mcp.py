@@ -164,19 +164,18 @@ def test_a_missing_index_is_a_tool_error_and_index_is_offered_only_when_allowed(
     run(test)
 
 
-def test_stdout_carries_only_protocol_messages(indexed: Path) -> None:
-    """The raw stdout of `rag mcp` while it loads both models and answers: every line a JSON-RPC message."""
+def raw_exchange(command: list[str], cwd: Path, call: dict[str, Any]) -> tuple[list[str], str, int]:
+    """Initialize, then one tools/call (id 2), as raw JSON lines: (every stdout line, stderr, exit code)."""
     messages = [
         {"jsonrpc": "2.0", "id": 1, "method": "initialize",
          "params": {"protocolVersion": "2025-06-18", "capabilities": {},
                     "clientInfo": {"name": "raw", "version": "0"}}},
         {"jsonrpc": "2.0", "method": "notifications/initialized"},
-        {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
-         "params": {"name": "ask", "arguments": {"question": QUESTION}}},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": call},
     ]
-    errlog = open(indexed / "raw-stderr.log", "w+")  # a file: an undrained pipe would block the server's -v logs
-    proc = subprocess.Popen([RAG, "-v", "mcp"], cwd=indexed, env=process_env(), stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=errlog, text=True)
+    errlog = open(cwd / f"raw-stderr-{time.monotonic_ns()}.log", "w+")  # a file: an undrained pipe would block
+    proc = subprocess.Popen(command, cwd=cwd, env=process_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=errlog, text=True)
     assert proc.stdin is not None and proc.stdout is not None
     lines = []
     try:
@@ -187,7 +186,7 @@ def test_stdout_carries_only_protocol_messages(indexed: Path) -> None:
             line = proc.stdout.readline()
             assert line, "stdout closed"
             lines.append(line)
-            if json.loads(line).get("id") == 2:
+            if '"id":2' in line.replace(" ", ""):
                 break
         out, _ = proc.communicate(timeout=30)  # closes stdin: the server ends
     finally:
@@ -196,12 +195,49 @@ def test_stdout_carries_only_protocol_messages(indexed: Path) -> None:
         errlog.seek(0)
         err = errlog.read()
         errlog.close()
-    lines += out.splitlines(keepends=True)
-    assert all(json.loads(line)["jsonrpc"] == "2.0" for line in lines), lines
-    answer = next(json.loads(line) for line in lines if json.loads(line).get("id") == 2)
+    return lines + out.splitlines(keepends=True), err, proc.returncode
+
+
+def protocol_only(lines: list[str]) -> list[dict[str, Any]]:
+    junk = [line for line in lines if not line.startswith('{"jsonrpc":"2.0"')]
+    assert not junk, f"not protocol on stdout: {junk[:5]}"
+    return [json.loads(line) for line in lines]
+
+
+def test_stdout_carries_only_protocol_messages(indexed: Path) -> None:
+    """The raw stdout of `rag -v mcp` while it loads both models and answers: JSON-RPC messages only."""
+    lines, err, code = raw_exchange([RAG, "-v", "mcp"], indexed, {"name": "ask", "arguments": {"question": QUESTION}})
+    answer = next(m for m in protocol_only(lines) if m.get("id") == 2)
+    assert code == 0, err[-2000:]  # stdin closed: the server ended cleanly
     assert not answer["result"].get("isError"), answer
     assert "24 hours" in answer["result"]["structuredContent"]["answer"]
     assert "serving MCP over stdio" in err and "llama" in err  # the server's lines, and llama.cpp's (-v), on stderr
+
+
+def test_writes_to_fd_1_while_models_load_miss_the_protocol(tmp_path: Path, samples: Path) -> None:
+    """What C code (llama.cpp), a child process or a print writes to stdout while the models load."""
+    settings = load_settings(tmp_path, env={}, flags={"embedding.backend": "hash"})
+    (tmp_path / ".rag.toml").write_text('[embedding]\nbackend = "hash"\n')
+    index_paths(settings, [samples])
+    script = (
+        "import os, subprocess, sys\n"
+        "from rag_cli.serve import backend\n"
+        "load = backend.Backend.load\n"
+        "def noisy(self, *, llm=True):\n"
+        "    os.write(1, b'junk written to fd 1\\n')\n"
+        "    subprocess.run(['echo', 'junk from a child process'])\n"
+        "    print('junk from print', flush=True)\n"
+        "    load(self, llm=False)\n"
+        "backend.Backend.load = noisy\n"
+        "sys.argv = ['rag', 'mcp']\n"
+        "from rag_cli.cli.app import main\n"
+        "main()\n"
+    )
+    lines, err, code = raw_exchange([sys.executable, "-c", script], tmp_path,
+                                    {"name": "search", "arguments": {"query": "starter"}})
+    found = next(m for m in protocol_only(lines) if m.get("id") == 2)
+    assert code == 0 and found["result"]["structuredContent"]["hits"]
+    assert all(junk in err for junk in ("junk written to fd 1", "junk from a child process", "junk from print"))
 
 
 def free_port() -> int:
