@@ -40,6 +40,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...], str], ...] = (
      "`rag eval`'s Searcher/Asker through `rag serve`; `rag chat`'s conversation on one `api.Index`; "
      "the watcher (`--watch`: the indexer on changes)"),
     ("serve", ("rag_cli.serve.*",), "`rag serve`: the server and its warm backend (built on `api.Index`)"),
+    ("agents", ("rag_cli.mcp_server",),
+     "`rag mcp`: the index as MCP tools for AI agents, on `rag serve`'s warm backend and `api.Index`"),
     ("cli", ("rag_cli.cli.*", "rag_cli.__main__"), "Typer commands, rendering: the only typer/rich user"),
 )
 # Test support sits beside the layers: it may import anything, and production code imports it

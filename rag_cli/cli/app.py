@@ -64,12 +64,13 @@ def _register() -> None:
         doctor_cmd,
         eval_cmd,
         index_cmd,
+        mcp_cmd,
         preview_cmd,
         serve_cmd,
         status_cmd,
     )
 
-    for module in (index_cmd, ask_cmd, chat_cmd, eval_cmd, serve_cmd, preview_cmd, config_cmd, status_cmd,
+    for module in (index_cmd, ask_cmd, chat_cmd, eval_cmd, serve_cmd, mcp_cmd, preview_cmd, config_cmd, status_cmd,
                    doctor_cmd):
         module.register(app)
 

@@ -171,9 +171,14 @@ class Backend:
         return self._generators[key]
 
     # -- requests --------------------------------------------------------------------------------------
-    def _prepare(self, settings: Settings, request: dict[str, Any]) -> tuple[Searcher, Asker]:
+    def open(self, settings: Settings) -> tuple[Searcher, Asker]:
+        """The warm Searcher and Asker for ``settings``, the index reopened first when a `rag index`
+        run changed it (what every request starts with; `rag mcp` reads chunks through the Searcher)."""
         self._check_index()
         return self._variant(settings)
+
+    def _prepare(self, settings: Settings, request: dict[str, Any]) -> tuple[Searcher, Asker]:
+        return self.open(settings)
 
     def ask(self, settings: Settings, request: dict[str, Any], on_text: Callable[[str], None] | None) -> dict[str, Any]:
         """``Asker.ask`` for the request: {"answer": Answer.to_dict()}."""
