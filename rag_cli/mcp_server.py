@@ -31,13 +31,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from ipaddress import ip_address
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
 from rag_cli.config import Settings
 from rag_cli.errors import ConfigError, GenerationError, InputError, RagError
+
+if TYPE_CHECKING:
+    from rag_cli.watch import Watcher
 
 log = logging.getLogger(__name__)
 TOKEN_ENV = "RAG_MCP_TOKEN"
@@ -75,6 +78,11 @@ class Turns:
         self._turn = threading.Lock()
         self._count = threading.Lock()
         self._pending = 0  # waiting + the one being answered
+
+    @property
+    def lock(self) -> threading.Lock:
+        """The turn itself: a watcher holds it around each batch (no call reads a half-written one)."""
+        return self._turn
 
     @contextmanager
     def take(self, what: str = "call") -> Iterator[None]:
@@ -448,10 +456,33 @@ def run_http(tools: Tools, *, host: str, port: int, token: str, on_event: Callab
     uvicorn.Server(config).run()
 
 
+def start_watcher(tools: Tools, on_event: Callable[[str], None]) -> Watcher | None:
+    """`--watch`: index the changes of the index's folders while serving (rag_cli.watch, as
+    `rag serve --watch` does): a catch-up pass, then a batch per burst of changes, each holding
+    the turn, with the warm embedding model once the warm-up has loaded it. The next call sees the
+    new stamp and reopens the index. None (a warning) when there is no index to follow yet."""
+    from rag_cli.index_dir import IndexPaths
+    from rag_cli.watch import Watcher
+
+    if not IndexPaths(tools.settings.index_dir).exists():
+        log.warning("--watch: no index in %s yet: nothing to watch (run `rag index PATH`, then restart)",
+                    tools.settings.index_dir)
+        return None
+    warm = tools._backend.embedder if tools._backend is not None else None
+    watcher = Watcher(tools.settings, embedder=getattr(warm, "inner", warm),  # not through the query cache
+                      guard=tools.turns.lock, initial_pass=True,
+                      on_batch=lambda batch: on_event(f"indexed {batch.summary()}"),
+                      on_warning=lambda text: log.warning("%s", text))
+    watcher.start()
+    on_event("watching the indexed folders for changes")
+    return watcher
+
+
 def serve(settings: Settings, *, http: bool = False, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
-          allow_remote: bool = False, allow_index: bool = False,
+          allow_remote: bool = False, allow_index: bool = False, watch: bool = False,
           on_event: Callable[[str], None] | None = None) -> None:
-    """Run `rag mcp` in the foreground: over stdio (until stdin closes) or streamable HTTP."""
+    """Run `rag mcp` in the foreground: over stdio (until stdin closes) or streamable HTTP.
+    ``watch``: keep the index in step with its folders meanwhile (``start_watcher``)."""
     on_event = on_event or (lambda text: log.info("%s", text))
     if http:
         check_bind(host, allow_remote)
@@ -460,9 +491,23 @@ def serve(settings: Settings, *, http: bool = False, host: str = "127.0.0.1", po
     else:
         wire = protect_stdout()  # before anything loads a model
     tools = Tools(settings, allow_index=allow_index)
-    threading.Thread(target=tools.warm_up, name="mcp-warm-up", daemon=True).start()
-    if wire is not None:
-        on_event(f"serving MCP over stdio for {settings.index_dir} (pid {os.getpid()})")
-        run_stdio(tools, wire)
-    else:
-        run_http(tools, host=host, port=port, token=token, on_event=on_event)
+    watchers: list[Watcher] = []
+
+    def warm_up() -> None:
+        tools.warm_up()
+        if watch:  # after the warm-up: the batches share its embedding model
+            watcher = start_watcher(tools, on_event)
+            if watcher is not None:
+                watchers.append(watcher)
+
+    threading.Thread(target=warm_up, name="mcp-warm-up", daemon=True).start()
+    try:
+        if wire is not None:
+            on_event(f"serving MCP over stdio for {settings.index_dir} (pid {os.getpid()})")
+            run_stdio(tools, wire)
+        else:
+            run_http(tools, host=host, port=port, token=token, on_event=on_event)
+    finally:
+        for watcher in watchers:  # let a batch being written finish: the index stays consistent
+            if not watcher.stop(settings.serve.timeout):
+                log.warning("the watcher's batch did not finish in time; the next `rag index` completes it")

@@ -375,3 +375,35 @@ def test_an_answer_generating_past_serve_timeout_is_stopped_as_a_tool_error(tmp_
         tools.ask(QUESTION)
     assert 1.0 < time.monotonic() - started < 3.0
     assert tools.search(QUESTION)["hits"]  # the next call is served
+
+
+def test_stdio_watch_follows_the_folder(tmp_path: Path, real_embedder) -> None:
+    """`rag mcp --watch`: a file saved into an indexed folder becomes searchable, and its chunks
+    leave when it is deleted, without restarting the server."""
+    docs = tmp_path / "docs"
+    shutil.copytree(SAMPLES, docs)
+    index_paths(load_settings(tmp_path, env={}), [docs], embedder=real_embedder)
+    query = {"query": "zorblax calibration purple widget", "top_k": 1}
+
+    async def top_path(session: Any) -> str:
+        hits = payload(await session.call_tool("search", query))["hits"]
+        return hits[0]["path"] if hits else ""
+
+    async def wait_for(session: Any, found: bool) -> None:
+        deadline = time.monotonic() + 120
+        while (await top_path(session)).endswith("zorblax.md") != found:
+            assert time.monotonic() < deadline, f"the watcher did not {'add' if found else 'remove'} zorblax.md"
+            await anyio.sleep(0.5)
+
+    async def test() -> None:
+        async with stdio_session(tmp_path, "--watch") as session:
+            before = payload(await session.call_tool("status", {}))["files"]
+            note = docs / "zorblax.md"
+            note.write_text("# Zorblax\n\nThe zorblax calibration needs a purple widget every Tuesday.\n",
+                            encoding="utf-8")
+            await wait_for(session, found=True)
+            note.unlink()
+            await wait_for(session, found=False)
+            assert payload(await session.call_tool("status", {}))["files"] == before
+
+    run(test)

@@ -24,6 +24,8 @@ def mcp(
                                                "a loopback address.")] = False,
     allow_index: Annotated[bool, typer.Option("--allow-index", help="Offer the `index` tool (read-only "
                                               "without it).")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Keep the index in step with its folders while serving "
+                                        "(as `rag index --watch`, with the server's warm model).")] = False,
 ) -> None:
     """Serve the index to AI agents over MCP (Claude Desktop, Claude Code, Cursor): stdio by default."""
     env = env_of(ctx)
@@ -31,7 +33,7 @@ def mcp(
     from rag_cli.mcp_server import serve
 
     serve(settings, http=http, host=host, port=port, allow_remote=allow_remote, allow_index=allow_index,
-          on_event=lambda text: env.event(f"rag mcp: {text}"))
+          watch=watch, on_event=lambda text: env.event(f"rag mcp: {text}"))
 
 
 def register(app: typer.Typer) -> None:
