@@ -28,7 +28,8 @@ from rag_cli.config import Settings
 from rag_cli.errors import DocumentError, InputError
 from rag_cli.index_dir import IndexLock, IndexPaths, build_record, check_build, dirty_stamp
 from rag_cli.ingest.chunkers import Chunker, make_chunker
-from rag_cli.ingest.loaders import PdfLimits, loader_for, read_bytes
+from rag_cli.ingest.formats import loader_for
+from rag_cli.ingest.loaders import PdfLimits, read_bytes
 from rag_cli.ingest.manifest import FAILED, OK, PENDING, SKIPPED, FileRecord, Manifest
 from rag_cli.ingest.readahead import Channel
 from rag_cli.ingest.tokens import load_token_counter

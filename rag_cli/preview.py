@@ -9,7 +9,8 @@ from rag_cli import observe
 from rag_cli.config import Settings
 from rag_cli.errors import DocumentError, InputError
 from rag_cli.ingest.chunkers import make_chunker
-from rag_cli.ingest.loaders import SUPPORTED_SUFFIXES, PdfLimits, loader_for
+from rag_cli.ingest.formats import SUPPORTED_SUFFIXES, loader_for
+from rag_cli.ingest.loaders import PdfLimits
 from rag_cli.ingest.tokens import load_token_counter
 from rag_cli.model_files import embedding_prefixes
 from rag_cli.models import ChunkPreview

@@ -380,7 +380,7 @@ def test_a_long_title_is_capped_so_text_still_fits(counter):
 @pytest.mark.parametrize("path", ["guides/starter.md", "guides/baking-day.md", "faq.txt", "glossary.rst"])
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_sample_documents(counter, path, strategy):
-    from rag_cli.ingest.loaders import loader_for
+    from rag_cli.ingest.formats import loader_for
 
     file = SAMPLES / path
     doc = loader_for(file).load(file, path).documents[0]

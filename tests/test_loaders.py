@@ -11,13 +11,13 @@ import pytest
 
 from helpers_ingest import SAMPLES, SHARED_EVAL
 from rag_cli.errors import DocumentError
+from rag_cli.ingest.formats import loader_for
 from rag_cli.ingest.loaders import (
     JsonlLoader,
     MarkdownLoader,
     PdfLoader,
     TextLoader,
     decode_text,
-    loader_for,
 )
 from rag_cli.models import Document
 

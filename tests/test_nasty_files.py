@@ -401,7 +401,7 @@ BIG_FILE_SCRIPT = PEAK_MB + """
 import sys, time
 from pathlib import Path
 from rag_cli.ingest.chunkers import make_chunker
-from rag_cli.ingest.loaders import loader_for
+from rag_cli.ingest.formats import loader_for
 from rag_cli.ingest.tokens import load_token_counter
 
 path = Path(sys.argv[1])

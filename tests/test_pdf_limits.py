@@ -20,7 +20,8 @@ import pytest
 
 from indexing_helpers import index_state, invoke, settings_in
 from rag_cli.errors import DocumentError, ExitCode
-from rag_cli.ingest.loaders import PdfLimits, PdfLoader, loader_for
+from rag_cli.ingest.formats import loader_for
+from rag_cli.ingest.loaders import PdfLimits, PdfLoader
 
 NO_SERVE = {"RAG_NO_SERVE": "1"}  # never a `rag serve` of the developer's
 FIRST_PAGE = "Quarterly report of the Quince Orchard Company. Net sales rose eight percent."

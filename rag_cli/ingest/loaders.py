@@ -506,24 +506,3 @@ def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         elif value is not None:
             out[name] = value
     return out
-
-
-LOADERS: tuple[type[Loader], ...] = (MarkdownLoader, TextLoader, PdfLoader, JsonlLoader)
-_BY_SUFFIX = {suffix: cls for cls in LOADERS for suffix in cls.suffixes}
-SUPPORTED_SUFFIXES = tuple(_BY_SUFFIX)
-_instances: dict[Any, Loader] = {}  # by class (PdfLoader: by class and limits)
-
-
-def loader_for(path: Path, pdf_limits: PdfLimits | None = None) -> Loader | None:
-    """The loader for a file by its suffix, or None for a file type the tool does not read."""
-    cls = _BY_SUFFIX.get(path.suffix.lower())
-    if cls is None:
-        return None
-    if cls is PdfLoader:
-        key: Any = (cls, pdf_limits or PdfLimits())
-        if key not in _instances:
-            _instances[key] = PdfLoader(key[1])
-        return _instances[key]
-    if cls not in _instances:
-        _instances[cls] = cls()
-    return _instances[cls]

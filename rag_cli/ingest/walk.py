@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rag_cli.errors import InputError
-from rag_cli.ingest.loaders import SUPPORTED_SUFFIXES
+from rag_cli.ingest.formats import SUPPORTED_SUFFIXES
 
 
 @dataclass(frozen=True)

@@ -27,10 +27,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from rag_cli.errors import ConfigError
-from rag_cli.ingest.loaders import LOADERS
+from rag_cli.ingest.formats import KINDS
 from rag_cli.models import DocumentInfo
 
-KINDS = tuple(loader.kind for loader in LOADERS)  # `type=`: what the loaders write into Document.kind
 _OPS = {">=": "$gte", "<=": "$lte", ">": "$gt", "<": "$lt", "=": "$eq"}
 _EXPR = re.compile(r"^\s*([^<>=]+?)\s*(>=|<=|>|<|=)\s*(.*?)\s*$")
 _RELATIVE = re.compile(r"^(\d+)\s*([hdw])$")
