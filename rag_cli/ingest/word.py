@@ -1,8 +1,8 @@
 """Word documents (.docx): the body's blocks in order, laid out as the Markdown loader's text.
 
 The text of a .docx is written the way a Markdown file of the same document would read:
-headings as ``#`` lines (their level from the style: Heading 1-9, Title, or a style's outline
-level), paragraphs separated by blank lines, list items as ``-`` / ``1.`` lines (indented two
+headings as ``#`` lines (their level from the style: Heading 1-9, Title above Heading 1, or a
+style's outline level), paragraphs separated by blank lines, list items as ``-`` / ``1.`` lines (indented two
 spaces a level), tables as ``| a | b |`` rows (one line a row: the chunker cuts a big table
 between rows), quotes as ``>`` lines and code as a fenced block. Each block is a ``Segment`` of
 the same kind as the Markdown loader's, under its heading path, so the structure chunker treats
@@ -10,8 +10,8 @@ both alike.
 
 Kept: paragraphs and tables in body order (content controls and text boxes included), text in
 hyperlinks, fields and tracked insertions, footnotes and endnotes (a ``[^N]`` mark, ``[^eN]`` for
-an endnote, where they are referenced; their text at the end, under a "Footnotes" / "Endnotes"
-heading, in the order they are first referenced). Left out: page headers and footers (boilerplate
+an endnote, where they are referenced; their text at the end, under a "Notes" heading, footnotes
+then endnotes, in the order they are first referenced). Left out: page headers and footers (boilerplate
 repeated on every page), comments, deleted text, images.
 
 The file is checked before python-docx reads it: what it really is when it is not a .docx (an
@@ -105,9 +105,12 @@ class DocxLoader:
             reader = _Reader(document)
             blocks = reader.body_blocks(document.element.body)
             warnings: list[str] = []
-            for rel_type, notes, heading in ((RT.FOOTNOTES, reader.footnotes, "Footnotes"),
-                                             (RT.ENDNOTES, reader.endnotes, "Endnotes")):
-                blocks.extend(reader.note_blocks(document, rel_type, notes, heading, warnings))
+            notes = [block for rel_type, marks, what in ((RT.FOOTNOTES, reader.footnotes, "footnotes"),
+                                                         (RT.ENDNOTES, reader.endnotes, "endnotes"))
+                     for block in reader.note_blocks(document, rel_type, marks, what, warnings)]
+            if notes:  # one section: two small ones would merge into a chunk under neither heading
+                blocks.append(_Block("heading", "Notes", 1))
+                blocks.extend(notes)
             metadata, core_title = _core_properties(document, warnings)
             alt_chunks = len(document.element.body.findall(".//" + _W + "altChunk"))
         except DocumentError:
@@ -130,7 +133,7 @@ class DocxLoader:
         if alt_chunks:
             warnings.append(f"{alt_chunks} embedded HTML/RTF part(s) (altChunk) not read: open the file in Word "
                             "and save it again to include them")
-        first_heading = next((b.text for b in blocks if b.kind == "heading" and b.level == 1), "")
+        first_heading = next((b.text for b in blocks if b.kind == "heading" and b.level <= 1), "")
         doc = _document(blocks, doc_id=doc_id, source=str(path),
                         title=core_title or first_heading or _unicode(path.stem), metadata=metadata)
         return Loaded([doc], warnings)
@@ -244,8 +247,8 @@ class _Reader:
         match = _HEADING_STYLE.match(name)
         if match:
             return int(match.group(1))
-        if name == "title":
-            return 1
+        if name == "title":  # above Heading 1: a document's Title and its chapters make a path
+            return 0
         outline = _outline(ppr)
         if outline is None:
             outline = next((s.outline for s in chain if s.outline is not None), None)
@@ -303,20 +306,20 @@ class _Reader:
         return _clean("".join(out)), boxes
 
     # -- footnotes and endnotes ---------------------------------------------------------------
-    def note_blocks(self, document: Any, rel_type: str, notes: _Notes, heading: str,
+    def note_blocks(self, document: Any, rel_type: str, notes: _Notes, what: str,
                     warnings: list[str]) -> list[_Block]:
-        """The notes referenced in the body, in reference order, under a heading of their own."""
+        """The notes referenced in the body, in reference order, a paragraph each."""
         if not notes.order:
             return []
         part = next((rel.target_part for rel in document.part.rels.values()
                      if rel.reltype == rel_type and not rel.is_external), None)
         if part is None:
-            warnings.append(f"{heading.lower()} are referenced but the file has no {heading.lower()} part")
+            warnings.append(f"{what} are referenced but the file has no {what} part")
             return []
         from docx.oxml import parse_xml
 
         if len(part.blob) > MAX_DOCUMENT_XML_BYTES:
-            warnings.append(f"{heading.lower()} not read: their part is over {MAX_DOCUMENT_XML_BYTES // 2**20} MB")
+            warnings.append(f"{what} not read: their part is over {MAX_DOCUMENT_XML_BYTES // 2**20} MB")
             return []
         root = parse_xml(part.blob)
         texts: dict[str, str] = {}
@@ -325,9 +328,7 @@ class _Reader:
                 paragraphs = [self.paragraph_text(p)[0].strip() for p in _block_children(note) if p.tag == _P]
                 texts[note.get(_ID)] = " ".join(" ".join(t.split()) for t in paragraphs if t)
         lines = [f"[^{notes.prefix}{number}]: {texts[nid]}" for nid, number in notes.order.items() if texts.get(nid)]
-        if not lines:
-            return []
-        return [_Block("heading", heading, 1)] + [_Block("paragraph", line) for line in lines]
+        return [_Block("paragraph", line) for line in lines]
 
 
 def _block_children(container: Any) -> list[Any]:
@@ -412,7 +413,7 @@ def _document(blocks: list[_Block], *, doc_id: str, source: str, title: str, met
             while stack and stack[-1][0] >= block.level:
                 stack.pop()
             stack.append((block.level, block.text))
-            text = "#" * min(block.level, 6) + " " + block.text
+            text = "#" * max(1, min(block.level, 6)) + " " + block.text
         elif block.kind == "quote":
             text = "\n".join("> " + line if line.strip() else ">" for line in block.text.split("\n"))
         elif block.kind == "code":
