@@ -116,15 +116,15 @@ class DocxLoader:
         except DocumentError:
             raise
         except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
-            raise DocumentError(f"corrupt .docx (damaged zip archive: {exc})") from None
+            raise DocumentError(f"corrupt .docx (damaged zip archive: {_line(exc)})") from None
         except KeyError as exc:
-            raise DocumentError(f"corrupt .docx (a part it names is missing: {exc})") from None
+            raise DocumentError(f"corrupt .docx (a part it names is missing: {_line(exc)})") from None
         except ValueError as exc:  # python-docx: "file '...' is not a Word file, content type is '...'"
-            raise DocumentError(f"not a Word .docx document ({exc})") from None
+            raise DocumentError(f"not a Word .docx document ({_line(exc)})") from None
         except Exception as exc:  # python-docx and lxml raise many types on damaged packages
             if type(exc).__name__ == "XMLSyntaxError":  # lxml's, named: lxml has no type information here
-                raise DocumentError(f"corrupt .docx (its XML does not parse: {exc})") from None
-            raise DocumentError(f"corrupt or unreadable .docx ({type(exc).__name__}: {exc})") from None
+                raise DocumentError(f"corrupt .docx (its XML does not parse: {_line(exc)})") from None
+            raise DocumentError(f"corrupt or unreadable .docx ({type(exc).__name__}: {_line(exc)})") from None
         if not any(block.text.strip() for block in blocks):
             if alt_chunks:
                 raise DocumentError("its text is an embedded HTML or RTF part (altChunk) that only Word converts: "
@@ -164,7 +164,7 @@ def _check_package(data: bytes) -> None:
             if "mimetype" in infos and b"opendocument" in archive.read("mimetype")[:100]:
                 raise DocumentError("an OpenDocument (.odt) file, not .docx: save it as .docx")
     except zipfile.BadZipFile as exc:
-        raise DocumentError(f"truncated or corrupt .docx (not a complete zip archive: {exc})") from None
+        raise DocumentError(f"truncated or corrupt .docx (not a complete zip archive: {_line(exc)})") from None
     if "word/document.xml" not in infos and "[Content_Types].xml" not in infos:
         raise DocumentError("a zip archive, not a Word document (no word/document.xml)")
     main = infos.get("word/document.xml")
@@ -451,6 +451,12 @@ def _core_properties(document: Any, warnings: list[str]) -> tuple[dict[str, Any]
         elif isinstance(value, str) and value.strip():
             meta[key] = " ".join(_clean(value).split())
     return _flatten(meta), str(meta.get("title", ""))
+
+
+def _line(exc: BaseException) -> str:
+    """An exception's message on one line (a reason is one line), at most 200 characters."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 200 else text[:199] + "…"
 
 
 def _val(el: Any) -> str | None:
