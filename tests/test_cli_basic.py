@@ -282,11 +282,11 @@ def test_chunk_preview_missing_file(workdir: Path, runner: CliRunner) -> None:
 
 
 def test_chunk_preview_unsupported_type(workdir: Path, runner: CliRunner) -> None:
-    (workdir / "report.docx").write_bytes(b"PK\x03\x04")
-    result = run(runner, "chunk-preview", "report.docx")
+    (workdir / "report.odt").write_bytes(b"PK\x03\x04")  # .docx is read since issue 19; OpenDocument is not
+    result = run(runner, "chunk-preview", "report.odt")
     assert result.exit_code == 2
     err = stderr_of(result)
-    assert "report.docx" in error_lines(err)[0] and ".docx" in error_lines(err)[0]
+    assert "report.odt" in error_lines(err)[0] and ".odt" in error_lines(err)[0]
     assert re.search(r"^hint: supported: .*\.pdf", err, re.M)
 
 
@@ -311,8 +311,8 @@ def test_chunk_preview_bad_option_type(workdir: Path, runner: CliRunner) -> None
 
 # -- real processes ----------------------------------------------------------------------------------
 
-HEAVY = ("torch", "sentence_transformers", "chromadb", "llama_cpp", "watchfiles", "mcp", "starlette",
-         "uvicorn")  # mcp, starlette, uvicorn: `rag mcp` only
+HEAVY = ("torch", "sentence_transformers", "chromadb", "llama_cpp", "watchfiles", "docx", "lxml", "mcp",
+         "starlette", "uvicorn")  # docx, lxml: .docx files only; mcp, starlette, uvicorn: `rag mcp` only
 
 
 def imported_modules(importtime_log: str) -> set[str]:

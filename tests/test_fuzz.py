@@ -22,12 +22,13 @@ from rag_cli.errors import DocumentError
 from rag_cli.ingest import splitting, tokens
 from rag_cli.ingest.chunkers import make_chunker
 from rag_cli.ingest.loaders import JsonlLoader, Loaded, MarkdownLoader, PdfLoader, TextLoader
+from rag_cli.ingest.word import DocxLoader
 from rag_cli.models import Document
 
 # RAG_FUZZ_EXAMPLES=4000 for a longer search (passes; ~2 min).
 FUZZ = settings(max_examples=int(os.environ.get("RAG_FUZZ_EXAMPLES", "250")), deadline=None, derandomize=True,
                 database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-LOADERS = {"text": TextLoader(), "markdown": MarkdownLoader(), "jsonl": JsonlLoader()}
+LOADERS = {"text": TextLoader(), "markdown": MarkdownLoader(), "jsonl": JsonlLoader(), "docx": DocxLoader()}
 
 
 def load(kind: str, data: bytes) -> Loaded | None:
@@ -159,6 +160,58 @@ def test_pdf_loader_on_damaged_pdfs(data):
     except DocumentError:
         return
     assert_well_formed(loaded)
+
+
+@settings(FUZZ, max_examples=max(40, FUZZ.max_examples // 5))
+@given(data=st.data())
+def test_docx_loader_on_damaged_docx(data):
+    """A real .docx with bytes of the zip flipped, cut or inserted, or its document.xml damaged
+    inside a sound zip (so the structure reader meets the damage): a document or a DocumentError."""
+    import io
+    import zipfile
+
+    sample = _docx_sample()
+    how = data.draw(st.sampled_from(["flip", "cut", "insert", "xml"]))
+    if how == "xml":
+        src = zipfile.ZipFile(io.BytesIO(sample))
+        xml = bytearray(src.read("word/document.xml"))
+        for _ in range(data.draw(st.integers(1, 5))):
+            at = data.draw(st.integers(0, len(xml) - 1))
+            piece = data.draw(st.sampled_from([b"", b"<", b">", b"/>", b"<w:p>", b"</w:tbl>", b"<w:t>x</w:t>",
+                                               b'w:val="0"', b'w:val="-3"', b"<w:numPr/>", b"\x00", b"&#1;"]))
+            xml[at:at + data.draw(st.integers(0, 40))] = piece
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w") as dst:
+            for info in src.infolist():
+                dst.writestr(info, bytes(xml) if info.filename == "word/document.xml" else src.read(info.filename))
+        blob = bytearray(out.getvalue())
+    else:
+        blob = bytearray(sample)
+        at = data.draw(st.integers(0, len(blob) - 1))
+        if how == "flip":
+            for k in data.draw(st.lists(st.integers(0, len(blob) - 1), min_size=1, max_size=20)):
+                blob[k] = data.draw(st.integers(0, 255))
+        elif how == "cut":
+            del blob[at:]
+        else:
+            blob[at:at] = data.draw(st.binary(min_size=1, max_size=200))
+    try:
+        loaded = DocxLoader().load(Path("/fuzz/f.docx"), "f.docx", bytes(blob))
+    except DocumentError as exc:
+        assert exc.reason and "\n" not in exc.reason
+        return
+    assert_well_formed(loaded)
+
+
+_DOCX: list[bytes] = []
+
+
+def _docx_sample() -> bytes:
+    if not _DOCX:
+        from docx_files import structured_docx
+
+        _DOCX.append(structured_docx())
+    return _DOCX[0]
 
 
 # -- chunkers -----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from rag_cli.ingest.loaders import (
     TextLoader,
     decode_text,
 )
+from rag_cli.ingest.word import DocxLoader
 from rag_cli.models import Document
 
 SAMPLE_PDF = SAMPLES / "recipes" / "country-loaf.pdf"
@@ -51,7 +52,7 @@ def assert_segments_well_formed(doc: Document) -> None:
 
 @pytest.mark.parametrize("name, kind", [
     ("a.md", "markdown"), ("b.MARKDOWN", "markdown"), ("c.txt", "text"), ("d.rst", "text"),
-    ("e.pdf", "pdf"), ("f.jsonl", "jsonl"), ("g.ndjson", "jsonl"),
+    ("e.pdf", "pdf"), ("f.jsonl", "jsonl"), ("g.ndjson", "jsonl"), ("h.docx", "docx"), ("i.DOCX", "docx"),
 ])
 def test_loader_for_suffix(name, kind):
     assert loader_for(Path(name)).kind == kind
@@ -318,7 +319,8 @@ def test_bad_utf16_after_a_bom_is_an_error():
         decode_text(b"\xff\xfe" + "ok".encode("utf-16-le") + b"\x00\xd8")  # a lone surrogate
 
 
-@pytest.mark.parametrize("loader", [TextLoader(), MarkdownLoader(), JsonlLoader()], ids=lambda x: x.kind)
+@pytest.mark.parametrize("loader", [TextLoader(), MarkdownLoader(), JsonlLoader(), DocxLoader()],
+                         ids=lambda x: x.kind)
 @pytest.mark.parametrize("content", [b"", b"   \n\n\t\n"], ids=["empty", "blank"])
 def test_empty_file_gives_no_documents(tmp_path, loader, content):
     loaded = load(loader, tmp_path, "empty" + loader.suffixes[0], content)

@@ -23,6 +23,15 @@ from pathlib import Path
 
 import pytest
 
+from docx_files import (
+    ENCRYPTED_DOCX,
+    WORD_97_DOC,
+    compound_file,
+    simple_docx,
+    structured_docx,
+    table_docx,
+    zip_bomb_docx,
+)
 from helpers_ingest import SAMPLES, assert_chunk_invariants, real_counter
 from indexing_helpers import as_nobody, index_state, invoke, settings_in
 from rag_cli.errors import ExitCode
@@ -30,6 +39,7 @@ from rag_cli.index_dir import IndexPaths
 from rag_cli.indexer import index_paths
 from rag_cli.ingest.chunkers import make_chunker
 from rag_cli.ingest.loaders import MarkdownLoader, TextLoader
+from rag_cli.ingest.word import MAX_DOCUMENT_XML_BYTES
 from rag_cli.models import FileStatus
 from rag_cli.store.chroma import ChromaStore
 
@@ -134,6 +144,18 @@ def build_corpus(root: Path, *, one_line_mb: float = 1.0) -> dict[str, tuple[str
     put("pdf/owner-only.pdf", encrypted_pdf(""), "added")
     put("pdf/drawing-only.pdf", drawing_only_pdf(), "failed", "no extractable text")
     put("pdf/drawing-then-text.pdf", drawing_then_text_pdf(), "added")
+    # Word files: a good one, then each way a .docx goes bad (tests/docx_files.py)
+    good_docx = structured_docx()
+    put("word/handbook.docx", good_docx, "added")
+    put("word/truncated.docx", good_docx[: len(good_docx) // 2], "failed", "truncated or corrupt .docx")
+    put("word/web-page.docx", "<!DOCTYPE html><html><body><p>Saved page</p></body></html>", "failed",
+        "an HTML file named .docx")
+    put("word/old.docx", compound_file(*WORD_97_DOC), "failed", "a Word 97-2003 .doc file, not .docx: save it as .docx")
+    put("word/locked.docx", compound_file(*ENCRYPTED_DOCX), "failed", "password-protected")
+    put("word/really-a-pdf.docx", sample, "failed", "not a .docx (not a zip archive)")
+    put("word/bomb.docx", zip_bomb_docx(MAX_DOCUMENT_XML_BYTES + 1), "failed", "unpacks to")
+    put("word/empty-document.docx", simple_docx(), "skipped", "no text to index")
+    put("word/ledger.docx", table_docx(2_000), "added")
     # Empty, blank and binary files under text names
     put("empty.txt", b"", "skipped", "empty file")
     put("empty.md", b"", "skipped", "empty file")
@@ -233,6 +255,7 @@ def test_the_plain_summary_names_each_problem_file_and_reason(indexed_corpus) ->
     ("A closing paragraph about the quince harvest", "front-matter.md"),
     ("Inside the looping folder: persimmon", "loop/inside.txt"),
     ("A record about elderflower cordial", "r1"),
+    ("Read the medlar society's guide before picking", "word/handbook.docx"),
 ])
 def test_the_good_files_of_the_same_run_are_searchable(indexed_corpus, question, doc_id) -> None:
     work = indexed_corpus[0]

@@ -7,7 +7,7 @@ Syntax (repeat --where to combine; all must hold):
     page=N | N-M       chunks on page N, or overlapping pages N to M
     modified>=DATE     the file was modified on or after DATE (also >, <=, <, = for that day);
                        DATE is YYYY-MM-DD, an ISO date-time, or Nd / Nw / Nh ago (30d)
-    FIELD=VALUE        a JSONL metadata field equals VALUE (numbers compare as numbers);
+    FIELD=VALUE        a metadata field (JSONL fields, a .docx's properties) equals VALUE (numbers compare as numbers);
                        FIELD>=N, >, <=, < compare numbers
 
 A filter is first *bound* to the index's document table (:meth:`Filter.bind`): path globs
