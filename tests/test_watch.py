@@ -157,7 +157,7 @@ def test_a_watched_folder_that_goes_is_dropped_and_the_others_stay_watched(tmp_p
     first, second = tmp_path / "first", tmp_path / "second"
     for folder, word in ((first, "heron"), (second, "walrus")):
         folder.mkdir()
-        (folder / f"{word}.md").write_text(f"The {word} waits.\n")  # ids are relative paths: distinct names
+        (folder / f"{word}.md").write_text(f"The {word} waits.\n")
     settings = settings_of(tmp_path)
     index_paths(settings, [first, second])
     with watching(settings, gone_after=0.3) as (watcher, (batches, warnings)):
