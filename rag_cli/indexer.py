@@ -33,7 +33,7 @@ from rag_cli.ingest.loaders import PdfLimits, read_bytes
 from rag_cli.ingest.manifest import FAILED, OK, PENDING, SKIPPED, FileRecord, Manifest
 from rag_cli.ingest.readahead import Channel
 from rag_cli.ingest.tokens import load_token_counter
-from rag_cli.ingest.walk import FoundFile, walk
+from rag_cli.ingest.walk import FoundFile, assign_doc_ids, walk
 from rag_cli.model_files import embedding_prefixes
 from rag_cli.models import Chunk, Document, FileOutcome, FileStatus, IndexReport
 from rag_cli.progress import NullProgress, Progress
@@ -58,6 +58,7 @@ class _Prepared:
     file's first part; the writer keeps the tally of the new version's chunk ids."""
 
     found: FoundFile
+    doc_id: str  # the file's document id (assign_doc_ids): a JSONL file's documents have their records' ids
     size: int
     mtime_ns: int
     previous: FileRecord | None
@@ -123,6 +124,7 @@ class Indexer:
         self._dirty = False
         self._before: object = None
         self._catalog: Catalog | None = None  # a server index's catalog (store/catalog.py)
+        self._claimed: dict[str, str] = {}  # {doc id: path} of the files admitted to this run's writes
 
     # -- the run ------------------------------------------------------------------------
     def run(self, targets: Sequence[Path] = (), *, rebuild: bool = False,
@@ -253,7 +255,7 @@ class Indexer:
             if missing:
                 raise InputError(f"no such file or folder: {', '.join(missing)}")
             return [Path(os.path.abspath(t)) for t in targets]
-        roots = [Path(r) for r in manifest.roots()]
+        roots = [Path(r) for r in manifest.roots(in_order_added=True)]
         if not roots:
             raise InputError("nothing to index: give a folder or file", hint="rag index ./docs")
         return [r for r in roots if r.exists()] or roots
@@ -262,6 +264,7 @@ class Indexer:
     def _sync(self, manifest: Manifest, store: VectorStore,
               roots: list[Path]) -> tuple[list[FileOutcome], int, int, int]:
         known = manifest.files()
+        self._claimed = {}
         found: dict[str, FoundFile] = {}
         outcomes: list[FileOutcome] = []
         include, exclude = self.settings.index.include, self.settings.index.exclude
@@ -295,6 +298,10 @@ class Indexer:
         self._add("write", t0, opened)
 
         t0 = time.perf_counter()
+        for old in gone:
+            del known[old.path]
+        doc_ids = assign_doc_ids(list(found.values()), {path: rec.doc_id for path, rec in known.items()},
+                                 holder=lambda doc: manifest.owners([doc], "").get(doc))
         todo: list[_Prepared] = []
         pdf_limits = PdfLimits.from_settings(self.settings.index)
         for key, f in found.items():
@@ -306,10 +313,10 @@ class Indexer:
                 continue
             # A PDF that met a bound (index.pdf_*) raised since is read again, though unchanged.
             if (rec and rec.size == st.st_size and rec.mtime_ns == st.st_mtime_ns and rec.status != PENDING
-                    and not pdf_limits.may_read_more((rec.reason, *rec.warnings))):
+                    and rec.doc_id == doc_ids[key] and not pdf_limits.may_read_more((rec.reason, *rec.warnings))):
                 outcomes.append(_cached_outcome(rec))  # not read at all
                 continue
-            todo.append(_Prepared(f, st.st_size, st.st_mtime_ns, rec))
+            todo.append(_Prepared(f, doc_ids[key], st.st_size, st.st_mtime_ns, rec))
         self.timings.walk += time.perf_counter() - t0
 
         self.progress.update("files", total=len(found), advance=len(found) - len(todo))
@@ -379,13 +386,14 @@ class Indexer:
             item.sha256 = hashlib.sha256(data).hexdigest()
             prev = item.previous
             limits = PdfLimits.from_settings(self.settings.index)
-            if prev and prev.status == OK and prev.sha256 == item.sha256 and not limits.may_read_more(prev.warnings):
+            if (prev and prev.status == OK and prev.sha256 == item.sha256 and prev.doc_id == item.doc_id
+                    and not limits.may_read_more(prev.warnings)):
                 item.unchanged = True  # touched, not changed
             else:
                 loader = loader_for(path, limits)
                 if loader is None:  # pragma: no cover - walk() only yields supported files
                     raise DocumentError("unsupported file type")
-                loaded = loader.load(path, item.found.rel, data)
+                loaded = loader.load(path, item.doc_id, data)
                 documents, item.warnings, item.notes = loaded.documents, loaded.warnings, loaded.notes
                 item.documents = len(documents)
                 item.doc_ids = [doc.doc_id for doc in documents]
@@ -430,7 +438,7 @@ class Indexer:
         return emit(part)
 
     def _record(self, item: _Prepared, status: str, **changes: Any) -> FileRecord:
-        rec = FileRecord(path=item.path, root=str(item.found.root), rel=item.found.rel,
+        rec = FileRecord(path=item.path, root=str(item.found.root), doc_id=item.doc_id,
                          size=item.size, mtime_ns=item.mtime_ns, sha256=item.sha256, status=status, reason="",
                          documents=item.documents, chunks=len(item.chunk_ids), warnings=tuple(item.warnings))
         return replace(rec, **changes)
@@ -446,14 +454,21 @@ class Indexer:
                 manifest.put_file(replace(prev, size=item.size, mtime_ns=item.mtime_ns))
             return FileOutcome(path, FileStatus.UNCHANGED, prev.documents, prev.chunks, warnings=prev.warnings)
         if not item.error and part.chunks:
-            owners = manifest.owners(sorted(set(item.doc_ids)), path)
+            # A file's own id is unique (assign_doc_ids), but a JSONL record's is the corpus's: another file of
+            # the index, or one before it in this run (not registered yet), may hold it. The first one keeps it.
+            docs = sorted(set(item.doc_ids))
+            owners = manifest.owners(docs, path)
+            owners.update((doc, self._claimed[doc]) for doc in docs
+                          if doc not in owners and self._claimed.get(doc, path) != path)
             if owners:
-                doc, owner = next(iter(owners.items()))
+                doc, owner = min(owners.items())
                 item.error = (f"document id {doc!r} is already indexed from {owner}"
                               + (f" (and {len(owners) - 1} more)" if len(owners) > 1 else "")
-                              + "; index their common parent folder instead, or use another index folder "
-                                "(index.path)")
+                              + "; ids must be unique in an index: give the record another id, or index the file "
+                                "into another index folder (index.path)")
                 item.mtime_ns = -1  # not the file's fault: look again next run
+            else:
+                self._claimed.update(dict.fromkeys(docs, path))
         if item.error:
             # Keep whatever an earlier version of the file put in the index: nothing is lost.
             kept = prev.chunks if prev and prev.status == OK else 0

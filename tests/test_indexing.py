@@ -291,3 +291,150 @@ def test_a_keyword_index_built_another_way_is_not_loaded(tmp_path: Path, samples
     assert KeywordIndex.load(folder) is None
     index_paths(settings, [samples])  # nothing changed, but the keyword index is rebuilt
     assert KeywordIndex.load(folder) is not None
+
+
+# -- several roots holding the same relative path -------------------------------------------
+
+
+def _two_roots(tmp_path: Path) -> tuple[Path, Path]:
+    a, b = tmp_path / "a", tmp_path / "b"
+    for root, text in ((a, "# A\n\nApples are red.\n"), (b, "# B\n\nBananas are yellow.\n")):
+        (root / "sub").mkdir(parents=True)
+        (root / "notes.md").write_text(text)
+        (root / "sub" / "more.md").write_text(text.replace("# ", "# More "))
+    (a / "only-a.md").write_text("# Only A\n\nAvocados are green.\n")
+    return a, b
+
+
+def _doc_ids(settings) -> dict[str, str]:
+    """{path: document id} as the manifest records it, checked against the doc ids of its chunks."""
+    from rag_cli.ingest.manifest import Manifest
+
+    manifest = Manifest(IndexPaths(settings.index_dir).manifest)
+    try:
+        files = {path: rec.doc_id for path, rec in manifest.files().items()}
+        for doc, path, _ in manifest.document_table():
+            assert files[path] == doc, (path, doc)
+    finally:
+        manifest.close()
+    return files
+
+
+def _keyword_top(settings, question: str) -> str:
+    from rag_cli.retrieve.search import Searcher
+
+    hits, _ = Searcher(settings).search(question, 1, mode="keyword")
+    return hits[0].doc_id
+
+
+def test_one_root_keeps_the_relative_paths_as_ids(tmp_path: Path) -> None:
+    """The ids of an index of one root are what they always were: existing indexes, answer caches and
+    evaluation files keep working after an upgrade."""
+    a, _ = _two_roots(tmp_path)
+    settings = settings_in(tmp_path, embedding__backend="hash")
+    index_paths(settings, [a])
+    assert sorted(index_state(settings)) == ["notes.md::0", "only-a.md::0", "sub/more.md::0"]
+    assert _doc_ids(settings) == {str(a / "notes.md"): "notes.md", str(a / "only-a.md"): "only-a.md",
+                                  str(a / "sub" / "more.md"): "sub/more.md"}
+    single = tmp_path / "single"
+    single.mkdir()
+    (single / "notes.md").write_text("# Single\n\nCherries are dark.\n")
+    other = settings_in(single, embedding__backend="hash")
+    index_paths(other, [single / "notes.md"])  # a file as the root: its name
+    assert sorted(index_state(other)) == ["notes.md::0"]
+
+
+def test_two_roots_with_the_same_relative_paths_in_one_run(tmp_path: Path) -> None:
+    a, b = _two_roots(tmp_path)
+    settings = settings_in(tmp_path, embedding__backend="hash")
+    report = index_paths(settings, [a, b])
+    assert report.problems == () and report.count(FileStatus.ADDED) == 5
+    ids = _doc_ids(settings)
+    assert ids == {str(a / "notes.md"): "notes.md", str(a / "only-a.md"): "only-a.md",
+                   str(a / "sub" / "more.md"): "sub/more.md",
+                   str(b / "notes.md"): "b/notes.md", str(b / "sub" / "more.md"): "b/sub/more.md"}
+    assert len(index_state(settings)) == report.chunks_total == 5
+    assert _keyword_top(settings, "apples red") == "notes.md"
+    assert _keyword_top(settings, "bananas yellow") == "b/notes.md"
+
+    embedder = CountingEmbedder(HashEmbedder())
+    again = index_paths(settings, [a, b], embedder=embedder)
+    assert again.count(FileStatus.UNCHANGED) == 5 and embedder.texts == 0 and again.chunks_written == 0
+    again = index_paths(settings, [], embedder=embedder)  # every root, in the order first indexed
+    assert again.count(FileStatus.UNCHANGED) == 5 and embedder.texts == 0
+    assert _doc_ids(settings) == ids
+
+    # A rebuild of every root gives the files the ids they had.
+    index_paths(settings, [], rebuild=True)
+    assert _doc_ids(settings) == ids
+
+
+def test_a_second_root_indexed_later_leaves_the_first_ones_ids(tmp_path: Path) -> None:
+    a, b = _two_roots(tmp_path)
+    settings = settings_in(tmp_path, embedding__backend="hash")
+    index_paths(settings, [a])
+    before = index_state(settings)
+    report = index_paths(settings, [b])
+    assert report.problems == () and report.count(FileStatus.ADDED) == 2
+    after = index_state(settings)
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert sorted(set(after) - set(before)) == ["b/notes.md::0", "b/sub/more.md::0"]
+    assert _keyword_top(settings, "bananas yellow") == "b/notes.md"
+
+    embedder = CountingEmbedder(HashEmbedder())
+    for targets in ([], [b], [a], [b, a]):  # however they are named again, nothing flips
+        again = index_paths(settings, targets, embedder=embedder)
+        assert embedder.texts == 0 and again.chunks_written == 0 and again.chunks_deleted == 0
+        assert index_state(settings) == after
+
+    # Deleting a's notes.md removes its chunks only; b's file keeps its id (ids never move).
+    (a / "notes.md").unlink()
+    report = index_paths(settings, [])
+    assert [Path(f.path) for f in report.files if f.status is FileStatus.REMOVED] == [a / "notes.md"]
+    assert set(index_state(settings)) == set(after) - {"notes.md::0"}
+    assert _keyword_top(settings, "bananas yellow") == "b/notes.md"
+    # A new a/notes.md takes the free id again.
+    (a / "notes.md").write_text("# A\n\nApricots are orange.\n")
+    index_paths(settings, [])
+    assert set(index_state(settings)) == set(after)
+
+
+def test_root_folders_with_the_same_name_get_their_parents_in_front(tmp_path: Path) -> None:
+    roots = [tmp_path / "x" / "docs", tmp_path / "y" / "docs", tmp_path / "z" / "docs"]
+    for i, root in enumerate(roots):
+        root.mkdir(parents=True)
+        (root / "README.md").write_text(f"# Readme {i}\n\nWord{i} is here.\n")
+    # A fourth root whose own relative path is the id the second root's file would take.
+    (tmp_path / "w" / "docs").mkdir(parents=True)
+    (tmp_path / "w" / "docs" / "README.md").write_text("# Nested\n\nNested words.\n")
+    settings = settings_in(tmp_path, embedding__backend="hash")
+    report = index_paths(settings, [*roots, tmp_path / "w"])
+    assert report.problems == ()
+    assert _doc_ids(settings) == {str(roots[0] / "README.md"): "README.md",
+                                  str(roots[1] / "README.md"): "docs/README.md",
+                                  str(roots[2] / "README.md"): "z/docs/README.md",
+                                  str(tmp_path / "w" / "docs" / "README.md"): "w/docs/README.md"}
+
+
+def test_the_same_file_name_as_two_file_roots(tmp_path: Path) -> None:
+    a, b = _two_roots(tmp_path)
+    settings = settings_in(tmp_path, embedding__backend="hash")
+    index_paths(settings, [a / "notes.md"])
+    report = index_paths(settings, [b / "notes.md"])
+    assert report.problems == ()
+    assert sorted(index_state(settings)) == ["b/notes.md::0", "notes.md::0"]
+
+
+def test_a_jsonl_record_id_held_by_another_file_in_the_same_run_is_refused(tmp_path: Path) -> None:
+    """A record's id is the corpus's own (qrels name it), so it is never prefixed: a second file with
+    the same record id is refused, in one run as across runs, and never breaks the run."""
+    for name, text in (("x", "apples"), ("y", "bananas")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "c.jsonl").write_text(
+            f'{{"id": "r1", "text": "{text}"}}\n{{"id": "{name}2", "text": "more {text}"}}\n')
+    settings = settings_in(tmp_path, embedding__backend="hash")
+    report = index_paths(settings, [tmp_path / "x", tmp_path / "y"])
+    [failed] = report.problems
+    assert failed.path == str(tmp_path / "y" / "c.jsonl") and "'r1' is already indexed from" in failed.reason
+    assert str(tmp_path / "x" / "c.jsonl") in failed.reason
+    assert sorted(index_state(settings)) == ["r1::0", "x2::0"]

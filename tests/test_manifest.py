@@ -18,7 +18,7 @@ def manifest(tmp_path: Path) -> Iterator[Manifest]:
 
 
 def record(path: str, **changes) -> FileRecord:
-    values = dict(path=path, root="/docs", rel=path.rsplit("/", 1)[-1], size=10, mtime_ns=123, sha256="ab" * 32,
+    values = dict(path=path, root="/docs", doc_id=path.rsplit("/", 1)[-1], size=10, mtime_ns=123, sha256="ab" * 32,
                   status=OK, reason="", documents=1, chunks=2, warnings=())
     values.update(changes)
     return FileRecord(**values)
@@ -68,7 +68,7 @@ def test_roots_are_sorted_and_unique(manifest: Manifest) -> None:
 
 def test_put_file_roundtrip_and_replace(manifest: Manifest) -> None:
     a = record("/docs/a.md", warnings=("page 2: no text", "record 3: bad JSON"))
-    b = record("/docs/sub/b.pdf", rel="sub/b.pdf", status=FAILED, reason="encrypted", documents=0, chunks=0)
+    b = record("/docs/sub/b.pdf", doc_id="sub/b.pdf", status=FAILED, reason="encrypted", documents=0, chunks=0)
     manifest.put_file(a)
     manifest.put_file(b)
     assert manifest.files() == {a.path: a, b.path: b}

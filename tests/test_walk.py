@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from rag_cli.errors import ExitCode, InputError
-from rag_cli.ingest.walk import walk
+from rag_cli.ingest.walk import FoundFile, assign_doc_ids, walk
 from tests.indexing_helpers import as_nobody
 
 
@@ -212,3 +212,50 @@ def test_unreadable_folder_is_reported_in_errors() -> None:
     finally:
         (base / "docs" / "locked").chmod(0o700)
         shutil.rmtree(base)
+
+
+# -- document ids (assign_doc_ids) ------------------------------------------------------------
+
+
+def _found(root: str, rel: str) -> FoundFile:
+    return FoundFile(Path(root) / rel, Path(root), rel)
+
+
+def test_doc_ids_are_relative_paths_then_prefixed_by_the_root_folders() -> None:
+    files = [_found("/h/notes", "README.md"), _found("/h/notes", "x/a.md"), _found("/h/work", "README.md"),
+             _found("/w/work", "README.md"), _found("/w/work", "x/a.md")]
+    assert assign_doc_ids(files, {}) == {"/h/notes/README.md": "README.md", "/h/notes/x/a.md": "x/a.md",
+                                         "/h/work/README.md": "work/README.md",
+                                         "/w/work/README.md": "w/work/README.md", "/w/work/x/a.md": "work/x/a.md"}
+    # A file as the root: its name, then its folder's name in front.
+    file_roots = [FoundFile(Path(p), Path(p), "notes.md") for p in ("/a/notes.md", "/b/notes.md")]
+    assert assign_doc_ids(file_roots, {}) == {"/a/notes.md": "notes.md", "/b/notes.md": "b/notes.md"}
+
+
+def test_doc_ids_recorded_are_kept_and_new_files_avoid_them() -> None:
+    files = [_found("/b", "notes.md"), _found("/a", "notes.md"), _found("/a", "new.md")]
+    # b was indexed first and holds the bare id; a's file, though walked first now, does not take it.
+    recorded = {"/b/notes.md": "notes.md", "/c/new.md": "new.md"}  # /c is a root not walked in this run
+    assert assign_doc_ids(files, recorded) == {"/b/notes.md": "notes.md", "/a/notes.md": "a/notes.md",
+                                               "/a/new.md": "a/new.md"}
+    # An id some other file's chunks hold (a JSONL record's) is taken too.
+    assert assign_doc_ids([_found("/a", "r1")], {}, holder=lambda doc: "/c/c.jsonl" if doc == "r1" else None) == \
+        {"/a/r1": "a/r1"}
+
+
+def test_doc_ids_recorded_twice_go_to_the_file_whose_chunks_hold_them() -> None:
+    """What a version before unique ids could leave: two files recorded with one id."""
+    files = [_found("/a", "notes.md"), _found("/b", "notes.md")]
+    recorded = {"/a/notes.md": "notes.md", "/b/notes.md": "notes.md"}
+    assert assign_doc_ids(files, recorded) == {"/a/notes.md": "notes.md", "/b/notes.md": "b/notes.md"}
+    held_by_b = assign_doc_ids(files, recorded, holder=lambda doc: "/b/notes.md" if doc == "notes.md" else None)
+    assert held_by_b == {"/a/notes.md": "a/notes.md", "/b/notes.md": "notes.md"}
+
+
+def test_doc_ids_end_with_a_hash_when_every_folder_name_is_taken() -> None:
+    files = [_found("/docs", "README.md"), _found("/x/docs", "README.md")]
+    recorded = {"/p/1": "docs/README.md", "/p/2": "x/docs/README.md", "/p/3": "README.md"}
+    ids = assign_doc_ids(files, recorded)
+    assert ids["/docs/README.md"].startswith("docs/README.md#") and ids["/x/docs/README.md"].startswith(
+        "docs/README.md#")
+    assert len(set(ids.values())) == 2 and ids == assign_doc_ids(files, recorded)  # deterministic

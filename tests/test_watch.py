@@ -90,6 +90,21 @@ def test_saving_a_file_makes_its_new_text_searchable_and_deleting_removes_it(wor
     assert any(b.count(FileStatus.ADDED) for b in batches) and any(b.count(FileStatus.REMOVED) for b in batches)
 
 
+def test_a_file_with_the_relative_path_of_another_roots_file_gets_its_own_id(workdir: Path, samples: Path) -> None:
+    settings = settings_of(workdir)
+    other = workdir / "other"
+    other.mkdir()
+    index_paths(settings, [other])  # an empty second root, watched beside the samples
+    before = index_state(settings)
+    with watching(settings) as _:
+        (other / "README.md").write_text("# Other\n\nThe axolotl collects cobalt thimbles.\n")
+        wait_for(lambda: found(settings, "cobalt thimbles"), "the second README to be searchable")
+        assert set(index_state(settings)) - set(before) == {"other/README.md::0"}
+        (other / "README.md").unlink()
+        wait_for(lambda: not found(settings, "cobalt thimbles"), "the second README's chunks to go")
+    assert index_state(settings) == before  # the samples' README.md kept its id and its chunks
+
+
 def test_an_editor_save_through_a_temporary_file_and_a_rename(workdir: Path, samples: Path) -> None:
     settings = settings_of(workdir)
     note = next(p for p in sorted(samples.rglob("*.md")))
@@ -142,7 +157,7 @@ def test_a_watched_folder_that_goes_is_dropped_and_the_others_stay_watched(tmp_p
     first, second = tmp_path / "first", tmp_path / "second"
     for folder, word in ((first, "heron"), (second, "walrus")):
         folder.mkdir()
-        (folder / f"{word}.md").write_text(f"The {word} waits.\n")  # ids are relative paths: distinct names
+        (folder / f"{word}.md").write_text(f"The {word} waits.\n")
     settings = settings_of(tmp_path)
     index_paths(settings, [first, second])
     with watching(settings, gone_after=0.3) as (watcher, (batches, warnings)):

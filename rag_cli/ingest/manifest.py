@@ -23,6 +23,8 @@ from rag_cli.errors import IndexCorrupt
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS roots (path TEXT PRIMARY KEY, added REAL NOT NULL);
+-- files.rel is the file's document id (FileRecord.doc_id): the column kept its first name, from when the id
+-- was always the path relative to the root, so the manifests written then read the same.
 CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY, root TEXT NOT NULL, rel TEXT NOT NULL,
     size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL,
@@ -51,7 +53,10 @@ OK, PENDING, FAILED, SKIPPED = FileState.OK, FileState.PENDING, FileState.FAILED
 class FileRecord:
     path: str
     root: str
-    rel: str
+    # The id of the file's document (and the prefix of its chunk ids), chosen when the file was first indexed
+    # (ingest/walk.assign_doc_ids) and kept while the index holds the file. The path relative to the root, unless
+    # another root of the index had that id first. A JSONL file's documents are its records, by their own ids.
+    doc_id: str
     size: int
     mtime_ns: int
     sha256: str
@@ -92,8 +97,11 @@ class Manifest:
         self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value)))
 
     # -- roots --------------------------------------------------------------------------
-    def roots(self) -> list[str]:
-        return [r[0] for r in self._db.execute("SELECT path FROM roots ORDER BY path")]
+    def roots(self, *, in_order_added: bool = False) -> list[str]:
+        """The roots indexed so far, sorted; or in the order they were first indexed (the order a bare
+        `rag index` walks them in, so that a rebuild gives the files the document ids they had)."""
+        order = "added, rowid" if in_order_added else "path"
+        return [r[0] for r in self._db.execute(f"SELECT path FROM roots ORDER BY {order}")]
 
     def add_root(self, path: str) -> None:
         self._db.execute("INSERT OR IGNORE INTO roots (path, added) VALUES (?, ?)", (path, time.time()))
@@ -103,8 +111,8 @@ class Manifest:
         rows = self._db.execute("SELECT path, root, rel, size, mtime_ns, sha256, status, reason, documents, "
                                 "chunks, warnings FROM files")
         records = {}
-        for path, root, rel, size, mtime_ns, sha256, status, reason, documents, chunks, warnings in rows:
-            records[path] = FileRecord(path, root, rel, size, mtime_ns, sha256, status, reason, documents, chunks,
+        for path, root, doc_id, size, mtime_ns, sha256, status, reason, documents, chunks, warnings in rows:
+            records[path] = FileRecord(path, root, doc_id, size, mtime_ns, sha256, status, reason, documents, chunks,
                                        tuple(json.loads(warnings)))
         return records
 
@@ -112,7 +120,7 @@ class Manifest:
         self._db.execute(
             "INSERT OR REPLACE INTO files (path, root, rel, size, mtime_ns, sha256, status, reason, documents, "
             "chunks, warnings, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (rec.path, rec.root, rec.rel, rec.size, rec.mtime_ns, rec.sha256, rec.status, rec.reason,
+            (rec.path, rec.root, rec.doc_id, rec.size, rec.mtime_ns, rec.sha256, rec.status, rec.reason,
              rec.documents, rec.chunks, json.dumps(list(rec.warnings)), time.time()))
 
     def remove_file(self, path: str) -> None:

@@ -1,12 +1,14 @@
-"""Finding the files to index under the paths given on the command line."""
+"""Finding the files to index under the paths given on the command line, and their document ids."""
 
 from __future__ import annotations
 
 import errno
 import fnmatch
+import hashlib
+import itertools
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from rag_cli.ingest.formats import SUPPORTED_SUFFIXES
 class FoundFile:
     path: Path  # absolute, symlinks not resolved
     root: Path  # the folder (or file) named on the command line
-    rel: str  # the path relative to the root's folder, with forward slashes: the document id
+    rel: str  # the path relative to the root's folder, with forward slashes: the document id (assign_doc_ids)
 
 
 @dataclass
@@ -124,6 +126,61 @@ def walk(root: Path, *, include: Sequence[str] = (), exclude: Sequence[str] = ()
             elif problem:  # "": a dangling link, left out without a word (its target may come back)
                 result.errors.append((shown(str(path)), problem))
     return result
+
+
+def assign_doc_ids(files: Sequence[FoundFile], recorded: Mapping[str, str],
+                   holder: Callable[[str], str | None] = lambda doc: None) -> dict[str, str]:
+    """{path: document id} for ``files`` (in the order of the walk: the roots in the order given, each
+    walked in its stable order), unique across the index.
+
+    ``recorded`` is the manifest's {path: document id} of every file the index holds; ``holder(doc_id)``
+    the path of a file whose chunks the manifest registers under that document id, if any. A file keeps
+    the id it was given when first indexed, so that ids never flip between runs (they are in chunk ids,
+    answer caches, citations, evaluation files). A new file's id is its path relative to its root, as
+    ever, unless that id is taken (by a file of another root with the same relative path, recorded or
+    earlier in ``files``, or by a document of another file: a JSONL record): then the root's folder name
+    goes in front ("b/notes.md"), then its parents' ("x/b/notes.md") while those are taken too, and last a
+    short hash of the path. So an index of one root keeps the relative paths. An id recorded for two files
+    (by a version before ids were made unique) stays with the file whose chunks hold it, else the first
+    in the walk; the other file gets a new id.
+    """
+    order = {str(f.path): i for i, f in enumerate(files)}
+    claimants: dict[str, list[str]] = {}
+    for path in sorted(recorded, key=lambda p: (order.get(p, len(order)), p)):
+        claimants.setdefault(recorded[path], []).append(path)
+    taken: set[str] = set()
+    ids: dict[str, str] = {}
+    for doc, paths in claimants.items():
+        if not doc:
+            continue
+        owner = paths[0]
+        if len(paths) > 1:
+            held_by = holder(doc)
+            owner = held_by if held_by in paths else owner
+        taken.add(doc)
+        if owner in order:
+            ids[owner] = doc
+    for f in files:
+        key = str(f.path)
+        if key in ids:
+            continue
+        doc = next(c for c in _id_candidates(f) if c not in taken and holder(c) in (None, key))
+        taken.add(doc)
+        ids[key] = doc
+    return ids
+
+
+def _id_candidates(f: FoundFile) -> Iterator[str]:
+    """The relative path, then with more and more of the folders above the root in front, then with a
+    hash of the absolute path (and a number: endless, so a free one is always found)."""
+    yield f.rel
+    folders = [p for p in f.path.parts[:-(f.rel.count("/") + 1)] if p != f.path.anchor]
+    for i in range(len(folders) - 1, -1, -1):
+        yield "/".join([*folders[i:], f.rel])
+    digest = hashlib.sha256(str(f.path).encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    named = f"{folders[-1]}/{f.rel}" if folders else f.rel
+    for n in itertools.count():
+        yield f"{named}#{digest}" + (f"-{n}" if n else "")
 
 
 def _problem(path: Path, name: str) -> str | None:
