@@ -160,7 +160,7 @@ def test_cli_exit_codes(tmp_path: Path, samples: Path) -> None:
     assert "no generated answer" in degraded.stderr and "[1]" in degraded.stdout
     not_gguf = cli(["ask", "flour", "--model", str(samples / "faq.txt")], tmp_path, RAG_RETRIEVAL_MIN_SCORE="0")
     assert not_gguf.exit_code == ExitCode.MODEL and "not a GGUF" in not_gguf.stderr
-    assert cli(["ask", "flour", "--where", "type=docx"], tmp_path).exit_code == ExitCode.USAGE
+    assert cli(["ask", "flour", "--where", "type=odt"], tmp_path).exit_code == ExitCode.USAGE
     assert cli(["ask", ""], tmp_path).exit_code == ExitCode.USAGE
 
 
