@@ -462,20 +462,14 @@ def start_watcher(tools: Tools, on_event: Callable[[str], None]) -> Watcher | No
     the turn, with the warm embedding model once the warm-up has loaded it. The next call sees the
     new stamp and reopens the index. None (a warning) when there is no index to follow yet."""
     from rag_cli.index_dir import IndexPaths
-    from rag_cli.watch import Watcher
+    from rag_cli.watch import watch_beside
 
     if not IndexPaths(tools.settings.index_dir).exists():
         log.warning("--watch: no index in %s yet: nothing to watch (run `rag index PATH`, then restart)",
                     tools.settings.index_dir)
         return None
-    warm = tools._backend.embedder if tools._backend is not None else None
-    watcher = Watcher(tools.settings, embedder=getattr(warm, "inner", warm),  # not through the query cache
-                      guard=tools.turns.lock, initial_pass=True,
-                      on_batch=lambda batch: on_event(f"indexed {batch.summary()}"),
-                      on_warning=lambda text: log.warning("%s", text))
-    watcher.start()
-    on_event("watching the indexed folders for changes")
-    return watcher
+    return watch_beside(tools.settings, embedder=tools._backend.embedder if tools._backend is not None else None,
+                        guard=tools.turns.lock, on_event=on_event, on_warning=lambda text: log.warning("%s", text))
 
 
 def serve(settings: Settings, *, http: bool = False, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
@@ -508,6 +502,8 @@ def serve(settings: Settings, *, http: bool = False, host: str = "127.0.0.1", po
         else:
             run_http(tools, host=host, port=port, token=token, on_event=on_event)
     finally:
-        for watcher in watchers:  # let a batch being written finish: the index stays consistent
-            if not watcher.stop(settings.serve.timeout):
-                log.warning("the watcher's batch did not finish in time; the next `rag index` completes it")
+        if watchers:  # let a batch being written finish: the index stays consistent
+            from rag_cli.watch import stop_beside
+
+            for watcher in watchers:
+                stop_beside(watcher, settings.serve.timeout)

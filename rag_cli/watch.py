@@ -366,3 +366,23 @@ def _signature(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_size, st.st_mtime_ns
+
+
+def watch_beside(settings: Settings, *, embedder: Any, guard: threading.Lock, on_event: Callable[[str], None],
+                 on_warning: Callable[[str], None]) -> Watcher:
+    """The watcher of a warm process (`rag serve --watch`, `rag mcp --watch`), started on its
+    thread: a catch-up pass, then a batch per burst of changes, each holding ``guard`` (the lock
+    the process holds around its work: no request is answered from a half-written batch), with the
+    process's warm embedding model (its query cache left out). The next request sees the new
+    stamp and reopens the index."""
+    watcher = Watcher(settings, embedder=getattr(embedder, "inner", embedder), guard=guard, initial_pass=True,
+                      on_batch=lambda batch: on_event(f"indexed {batch.summary()}"), on_warning=on_warning)
+    watcher.start()
+    on_event("watching the indexed folders for changes")
+    return watcher
+
+
+def stop_beside(watcher: Watcher, timeout: float) -> None:
+    """Stop a warm process's watcher, letting the batch being written finish (up to ``timeout`` s)."""
+    if not watcher.stop(timeout):
+        log.warning("the watcher's batch did not finish in time; the next `rag index` completes it")

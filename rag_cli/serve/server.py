@@ -473,32 +473,25 @@ def run(settings: Settings, *, llm: bool = True, on_event: Callable[[str], None]
         server.start()
         server.load()
         if watch:
-            watcher = _start_watcher(server)
+            from rag_cli.watch import watch_beside
+
+            watcher = watch_beside(settings, embedder=server.backend.embedder, guard=server.work_lock,
+                                   on_event=server.on_event,
+                                   on_warning=lambda text: server.on_event(f"warning: {text}"))
         server.last_active = time.monotonic()  # idle from now on: loading was not a request
         while not server.stopping.wait(0.5):
             if idle_timeout is not None and server.idle_seconds() >= idle_timeout:
                 server.request_stop(f"no request for {_duration(idle_timeout)}: --idle-timeout")
     finally:
-        if watcher is not None and not watcher.stop(settings.serve.timeout):
-            log.warning("the watcher's batch did not finish in time; the next `rag index` completes it")
+        if watcher is not None:
+            from rag_cli.watch import stop_beside
+
+            stop_beside(watcher, settings.serve.timeout)
         server.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
-def _start_watcher(server: Server) -> Watcher:
-    """Index the changes of the index's roots while serving: the batches take the worker's lock
-    (no request is answered from a half-written batch) and the next request reopens the index."""
-    from rag_cli.watch import Watcher
-
-    warm = server.backend.embedder
-    watcher = Watcher(server.settings, embedder=getattr(warm, "inner", warm),  # not through the query cache
-                      guard=server.work_lock, initial_pass=True,
-                      on_batch=lambda batch: server.on_event(f"indexed {batch.summary()}"),
-                      on_warning=lambda text: server.on_event(f"warning: {text}"))
-    watcher.start()
-    server.on_event("watching the indexed folders for changes")
-    return watcher
 
 
 def _duration(seconds: float) -> str:
