@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from rag_cli.cli.env import boundary, env_of
-from rag_cli.cli.options import settings_for
+from rag_cli.cli.options import WatchServing, settings_for
 
 DEFAULT_PORT = 8765  # rag_cli.mcp_server.DEFAULT_PORT (not imported here: it imports the MCP SDK)
 
@@ -24,8 +24,7 @@ def mcp(
                                                "a loopback address.")] = False,
     allow_index: Annotated[bool, typer.Option("--allow-index", help="Offer the `index` tool (read-only "
                                               "without it).")] = False,
-    watch: Annotated[bool, typer.Option("--watch", help="Keep the index in step with its folders while serving "
-                                        "(as `rag index --watch`, with the server's warm model).")] = False,
+    watch: WatchServing = False,
 ) -> None:
     """Serve the index to AI agents over MCP (Claude Desktop, Claude Code, Cursor): stdio by default."""
     env = env_of(ctx)

@@ -21,6 +21,8 @@ Overlap = Annotated[int | None, typer.Option("--overlap", metavar="N", help="Tok
 Model = Annotated[str | None, typer.Option("--embedding-model", metavar="MODEL",
                                            help="Sentence-transformers model folder or "
                                            "hub name (default: the bundled all-MiniLM-L6-v2).")]
+WatchServing = Annotated[bool, typer.Option("--watch", help="Keep the index in step with its folders while serving "
+                                           "(as `rag index --watch`, with the server's warm model).")]
 
 
 def settings_for(env: Env, flags: dict[str, Any]) -> Settings:

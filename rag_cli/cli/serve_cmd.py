@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from rag_cli.cli.env import boundary, env_of
-from rag_cli.cli.options import Json, parse_duration, settings_for
+from rag_cli.cli.options import Json, WatchServing, parse_duration, settings_for
 from rag_cli.errors import ExitCode, InputError
 
 
@@ -40,8 +40,7 @@ def serve(
                                        "one that died).")] = False,
     no_llm: Annotated[bool, typer.Option("--no-llm", help="Do not load the language model at start (it loads on "
                                          "the first question that needs it).")] = False,
-    watch: Annotated[bool, typer.Option("--watch", help="Keep the index in step with its folders while serving "
-                                        "(as `rag index --watch`, with the server's warm model).")] = False,
+    watch: WatchServing = False,
     idle_timeout: Annotated[str | None, typer.Option("--idle-timeout", metavar="DURATION",
                                                      help="Stop after this long without a question "
                                                      "(90s, 30m, 2h).")] = None,
