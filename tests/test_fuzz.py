@@ -137,14 +137,9 @@ def test_jsonl_loader_drops_bad_lines_and_keeps_good_ones(lines, newline):
     assert len(loaded.documents) + len(loaded.warnings) <= len([line for line in lines if line.strip()])
 
 
-@settings(FUZZ, max_examples=max(40, FUZZ.max_examples // 5))
-@given(data=st.data())
-def test_pdf_loader_on_damaged_pdfs(data):
-    """A real PDF with bytes flipped, cut or inserted: a document or a DocumentError, and nothing
-    printed (pypdf logs its recoveries; the loader keeps them quiet)."""
-    sample = (Path(__file__).resolve().parent.parent / "samples" / "recipes" / "country-loaf.pdf").read_bytes()
-    blob = bytearray(sample)
-    how = data.draw(st.sampled_from(["flip", "cut", "delete", "insert"]))
+def damage(data: st.DataObject, blob: bytearray, how: str) -> None:
+    """``blob`` damaged in place as ``data`` draws: bytes flipped, the tail cut, a run deleted, or
+    bytes inserted (``how``), at a drawn offset."""
     at = data.draw(st.integers(0, len(blob) - 1))
     if how == "flip":
         for k in data.draw(st.lists(st.integers(0, len(blob) - 1), min_size=1, max_size=20)):
@@ -155,6 +150,16 @@ def test_pdf_loader_on_damaged_pdfs(data):
         del blob[at:at + data.draw(st.integers(1, 500))]
     else:
         blob[at:at] = data.draw(st.binary(min_size=1, max_size=200))
+
+
+@settings(FUZZ, max_examples=max(40, FUZZ.max_examples // 5))
+@given(data=st.data())
+def test_pdf_loader_on_damaged_pdfs(data):
+    """A real PDF with bytes flipped, cut or inserted: a document or a DocumentError, and nothing
+    printed (pypdf logs its recoveries; the loader keeps them quiet)."""
+    sample = (Path(__file__).resolve().parent.parent / "samples" / "recipes" / "country-loaf.pdf").read_bytes()
+    blob = bytearray(sample)
+    damage(data, blob, data.draw(st.sampled_from(["flip", "cut", "delete", "insert"])))
     try:
         loaded = PdfLoader().load(Path("/fuzz/f.pdf"), "f.pdf", bytes(blob))
     except DocumentError:
@@ -187,14 +192,7 @@ def test_docx_loader_on_damaged_docx(data):
         blob = bytearray(out.getvalue())
     else:
         blob = bytearray(sample)
-        at = data.draw(st.integers(0, len(blob) - 1))
-        if how == "flip":
-            for k in data.draw(st.lists(st.integers(0, len(blob) - 1), min_size=1, max_size=20)):
-                blob[k] = data.draw(st.integers(0, 255))
-        elif how == "cut":
-            del blob[at:]
-        else:
-            blob[at:at] = data.draw(st.binary(min_size=1, max_size=200))
+        damage(data, blob, how)
     try:
         loaded = DocxLoader().load(Path("/fuzz/f.docx"), "f.docx", bytes(blob))
     except DocumentError as exc:
