@@ -31,6 +31,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -336,7 +337,7 @@ class Watcher:
         from rag_cli.indexer import Indexer
 
         started = self.clock()
-        with self.guard if self.guard is not None else _no_guard():
+        with self.guard if self.guard is not None else nullcontext():
             indexer = Indexer(self.settings, embedder=self.embedder, progress=self.progress)
             self.embedder = indexer.embedder  # the model loads once, on the first batch that embeds
             report = indexer.run(targets, lock_timeout=self.lock_timeout)
@@ -350,14 +351,6 @@ class Watcher:
                                                      else ""))
         self.on_batch(batch)
         return batch
-
-
-class _no_guard:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *_: object) -> None:
-        return None
 
 
 def _signature(path: Path) -> tuple[int, int] | None:
