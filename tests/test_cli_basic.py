@@ -311,7 +311,7 @@ def test_chunk_preview_bad_option_type(workdir: Path, runner: CliRunner) -> None
 
 # -- real processes ----------------------------------------------------------------------------------
 
-HEAVY = ("torch", "sentence_transformers", "chromadb", "llama_cpp", "watchfiles")
+HEAVY = ("torch", "sentence_transformers", "chromadb", "llama_cpp", "watchfiles", "bs4", "lxml", "ebooklib")
 
 
 def imported_modules(importtime_log: str) -> set[str]:
