@@ -13,6 +13,7 @@ elements is read, not a RecursionError.
 from __future__ import annotations
 
 import codecs
+import contextvars
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -167,12 +168,18 @@ def _guess(data: bytes) -> tuple[str, str]:
 
 def parse_page(text: str) -> Page:
     """The blocks of a page's main content, its title and what its <meta> tags say."""
+    import warnings
+
     from bs4 import BeautifulSoup
 
-    try:
-        soup = BeautifulSoup(text, "lxml")
-    except Exception:  # lxml missing or refusing the input: the standard library's parser
-        soup = BeautifulSoup(text, "html.parser")
+    with warnings.catch_warnings():
+        # XHTML (an EPUB chapter, an .xhtml page) is read as HTML on purpose: lenient, and its tags
+        # are the same; bs4 would warn about it (and about text that looks like a URL or file name).
+        warnings.simplefilter("ignore")
+        try:
+            soup = BeautifulSoup(text, "lxml")
+        except Exception:  # lxml missing or refusing the input: the standard library's parser
+            soup = BeautifulSoup(text, "html.parser")
     title = ""
     if soup.title is not None:
         title = _WS.sub(" ", soup.title.get_text(" ")).strip()
@@ -186,7 +193,11 @@ def parse_page(text: str) -> Page:
         if name in ("author", "description", "keywords") and str(meta.get("content", "")).strip():
             metadata.setdefault(name, _WS.sub(" ", str(meta["content"])).strip())
     body = soup.body or soup
-    blocks = list(_Walker().blocks(body))
+    token = _HOLDERS.set(_Holders(_holders(body, list(_HEADINGS)), _holders(body, ["table"])))
+    try:
+        blocks = list(_Walker().blocks(body))
+    finally:
+        _HOLDERS.reset(token)
     return Page(_main_content(blocks), title=title, metadata=metadata)
 
 
@@ -228,11 +239,40 @@ def _skipped(node: Any, in_content: bool) -> bool:
     return bool(style and _HIDDEN_STYLE.search(str(style)))
 
 
+@dataclass(frozen=True)
+class _Holders:
+    """The ids of the elements that hold a heading, or a table, somewhere below them: found once
+    per page by walking up from each heading and table (stopping at an element already marked),
+    so that asking it of every element of a 100,000-deep nest is not quadratic."""
+
+    heading: frozenset[int] = frozenset()
+    table: frozenset[int] = frozenset()
+
+
+_HOLDERS: contextvars.ContextVar[_Holders | None] = contextvars.ContextVar("rag_html_holders", default=None)
+_NO_HOLDERS = _Holders()
+
+
+def _holding() -> _Holders:
+    return _HOLDERS.get() or _NO_HOLDERS
+
+
+def _holders(root: Any, names: list[str]) -> frozenset[int]:
+    marked: set[int] = set()
+    for element in root.find_all(names):
+        parent = element.parent
+        while parent is not None and id(parent) not in marked:
+            marked.add(id(parent))
+            parent = parent.parent
+    return frozenset(marked)
+
+
 def _layout_table(table: Any) -> bool:
     """A table used for layout (a nested table, headings or a role saying so): read as a container."""
     if str(table.get("role", "")).lower() in ("presentation", "none"):
         return True
-    return table.find(["table", "h1", "h2", "h3", "h4", "h5", "h6"]) is not None
+    holders = _holding()
+    return id(table) in holders.heading or id(table) in holders.table
 
 
 _FLUSH = object()
@@ -311,7 +351,7 @@ class _Walker:
             return [Block("code", code)] if code else []
         if name == "table" and not _layout_table(node):
             return _table_blocks(node)
-        if name in _LISTS and node.find(list(_HEADINGS)) is None:
+        if name in _LISTS and id(node) not in _holding().heading:
             lines = _list_lines(node, 0)
             return [Block("list", "\n".join(lines))] if lines else []
         if name == "blockquote":
