@@ -180,6 +180,12 @@ def test_html_wikipedia_like_article_with_tables(tmp_path):
     assert "A paragraph laid out by a table." in doc.text
 
 
+def test_html_content_before_any_body_tag_is_read(tmp_path):
+    # libxml2 knows no HTML5 elements: it leaves this <main> inside <head>.
+    doc = only(load_html(tmp_path, "<title>Feijoa</title><main><h1>Feijoa</h1><p>Feijoas fall when ripe.</p></main>"))
+    assert doc.title == "Feijoa" and doc.text == "# Feijoa\n\nFeijoas fall when ripe."
+
+
 def test_html_without_title_takes_the_first_h1_then_the_file_name(tmp_path):
     assert only(load_html(tmp_path, "<h1>Heading one</h1><p>Body.</p>")).title == "Heading one"
     assert only(load_html(tmp_path, "<p>Body only.</p>", "notes.htm")).title == "notes"

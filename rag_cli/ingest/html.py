@@ -27,7 +27,9 @@ from rag_cli.models import Document, Segment
 # Elements whose content is never the page's text.
 _DROP = frozenset({"script", "style", "noscript", "template", "nav", "aside", "form", "iframe", "svg",
                    "button", "select", "textarea", "object", "embed", "canvas", "video", "audio", "map",
-                   "head", "title", "meta", "link", "base"})
+                   "title", "meta", "link", "base"})
+# Not <head> as a whole: libxml2 knows no HTML5 elements, and leaves a <main> or <article> that
+# comes before any <body> element inside <head>.
 _PAGE_FRAME = frozenset({"header", "footer"})  # dropped outside <main> and <article> (the site's, not the post's)
 _DROP_ROLES = frozenset({"navigation", "banner", "contentinfo", "complementary", "search"})
 _DROP_CLASSES = frozenset({"mw-editsection", "headerlink"})  # Wikipedia's [edit], Sphinx's ¶ anchors
@@ -36,7 +38,7 @@ _HEADINGS = {f"h{n}": n for n in range(1, 7)}
 _LISTS = frozenset({"ul", "ol", "dl", "menu"})
 # Elements that end the running paragraph (the rest are inline: their text joins it).
 _BLOCKS = frozenset({
-    "address", "article", "aside", "blockquote", "body", "caption", "center", "dd", "details", "dialog",
+    "address", "article", "aside", "head", "blockquote", "body", "caption", "center", "dd", "details", "dialog",
     "dir", "div", "dl", "dt", "fieldset", "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4",
     "h5", "h6", "header", "hgroup", "hr", "html", "legend", "li", "main", "menu", "ol", "p", "pre", "section",
     "summary", "table", "tbody", "td", "tfoot", "th", "thead", "tr", "ul", "search", "noframes", "frameset",
@@ -192,7 +194,7 @@ def parse_page(text: str) -> Page:
         name = str(meta.get("name", "")).lower()
         if name in ("author", "description", "keywords") and str(meta.get("content", "")).strip():
             metadata.setdefault(name, _WS.sub(" ", str(meta["content"])).strip())
-    body = soup.body or soup
+    body = soup.body if soup.body is not None and soup.head is None else soup
     token = _HOLDERS.set(_Holders(_holders(body, list(_HEADINGS)), _holders(body, ["table"])))
     try:
         blocks = list(_Walker().blocks(body))
