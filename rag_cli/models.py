@@ -31,7 +31,7 @@ class Document:
 
     doc_id: str  # a file's path relative to the indexed root, or a JSONL record id
     source: str  # the file it came from (absolute path)
-    kind: str  # markdown | text | pdf | jsonl
+    kind: str  # markdown | text | pdf | jsonl | html | epub
     text: str
     title: str = ""
     segments: list[Segment] = field(default_factory=list)

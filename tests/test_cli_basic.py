@@ -312,7 +312,8 @@ def test_chunk_preview_bad_option_type(workdir: Path, runner: CliRunner) -> None
 # -- real processes ----------------------------------------------------------------------------------
 
 HEAVY = ("torch", "sentence_transformers", "chromadb", "llama_cpp", "watchfiles", "docx", "lxml", "mcp",
-         "starlette", "uvicorn")  # docx, lxml: .docx files only; mcp, starlette, uvicorn: `rag mcp` only
+         "starlette", "uvicorn", "bs4", "ebooklib")
+# docx, lxml: .docx and HTML files only; bs4, ebooklib: HTML and EPUB only; mcp, starlette, uvicorn: `rag mcp` only
 
 
 def imported_modules(importtime_log: str) -> set[str]:

@@ -21,6 +21,8 @@ from helpers_ingest import assert_chunk_invariants, real_counter
 from rag_cli.errors import DocumentError
 from rag_cli.ingest import splitting, tokens
 from rag_cli.ingest.chunkers import make_chunker
+from rag_cli.ingest.epub import EpubLoader
+from rag_cli.ingest.html import HtmlLoader
 from rag_cli.ingest.loaders import JsonlLoader, Loaded, MarkdownLoader, PdfLoader, TextLoader
 from rag_cli.ingest.word import DocxLoader
 from rag_cli.models import Document
@@ -28,7 +30,8 @@ from rag_cli.models import Document
 # RAG_FUZZ_EXAMPLES=4000 for a longer search (passes; ~2 min).
 FUZZ = settings(max_examples=int(os.environ.get("RAG_FUZZ_EXAMPLES", "250")), deadline=None, derandomize=True,
                 database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-LOADERS = {"text": TextLoader(), "markdown": MarkdownLoader(), "jsonl": JsonlLoader(), "docx": DocxLoader()}
+LOADERS = {"text": TextLoader(), "markdown": MarkdownLoader(), "jsonl": JsonlLoader(), "docx": DocxLoader(),
+           "html": HtmlLoader(), "epub": EpubLoader()}
 
 
 def load(kind: str, data: bytes) -> Loaded | None:
@@ -78,6 +81,9 @@ def assert_storable(*texts: str) -> None:
 @example(kind="text", data=b"\xff\xfe" + b"\x01\x00" * 200)  # UTF-16 by its BOM, control characters
 @example(kind="text", data=bytes(i % 200 for i in range(0, 400)))  # small 16-bit numbers: NULs like UTF-16
 @example(kind="markdown", data=b"---\ntitle: x\n---\n\x85\x0c# h\n```\n")
+@example(kind="html", data=b"<meta charset=utf-8><h1>\xff</h1><pre>\r\n\x00</pre><table><tr><td>|</td></tr></table>")
+@example(kind="html", data=b"<meta charset=nonsense><ul><li><ol start=x><li>a")
+@example(kind="epub", data=b"PK\x03\x04" + bytes(40))
 def test_loaders_take_any_bytes(kind, data):
     loaded = load(kind, data)
     if loaded is not None:
@@ -212,6 +218,26 @@ def _docx_sample() -> bytes:
     return _DOCX[0]
 
 
+@settings(FUZZ, max_examples=max(40, FUZZ.max_examples // 5))
+@given(data=st.data())
+def test_epub_loader_on_damaged_epubs(data):
+    """A real EPUB with bytes flipped, cut, deleted or inserted: a document or a DocumentError."""
+    from helpers_epub import chapter, epub_bytes
+
+    blob = bytearray(epub_bytes({"a.xhtml": chapter("One", "Quinces ripen late."),
+                                 "b.xhtml": chapter("Two", "Medlars need frost.")}, toc={"a.xhtml": "One"}))
+    damage(data, blob, data.draw(st.sampled_from(["flip", "cut", "delete", "insert"])))
+    try:
+        loaded = EpubLoader().load(Path("/fuzz/f.epub"), "f.epub", bytes(blob))
+    except DocumentError as exc:
+        assert exc.reason and "\n" not in exc.reason
+        return
+    assert_well_formed(loaded)
+    for doc in loaded.documents:
+        for seg in doc.segments:
+            assert doc.text[seg.start:seg.end].strip()
+
+
 # -- chunkers -----------------------------------------------------------------------------
 
 MARKDOWN_PIECES = [
@@ -318,3 +344,30 @@ def test_char_windows_cut_anything_into_bounded_pieces(text, size):
     spans = splitting.char_windows(text, 0, len(text), size)
     assert all(0 < e - s <= size and text[s:e] == text[s:e].strip() for s, e in spans)
     assert "".join("".join(text[s:e].split()) for s, e in spans) == "".join(text.split())
+
+
+# -- HTML ---------------------------------------------------------------------------------
+
+HTML_PIECES = [
+    "<h1>", "</h1>", "<h3>", "<p>", "</p>", "<br>", "<pre>", "</pre>", "<code>", "</code>", "<ul>", "<li>", "</ul>",
+    "<ol start=3>", "<table>", "<tr>", "<td colspan=5>", "<th>", "</table>", "<blockquote>", "<main>", "</main>",
+    "<nav>", "</nav>", "<script>", "</script>", "<div hidden>", "<div>", "</div>", "<!-- c -->", "<dl><dt>", "<dd>",
+    "word ", "Sentence one. ", "| pipe ", "```", "\n", "  ", "\r\n", "\x00", "\ud800", "日本語", "&amp;", "&#0;",
+    "\x85", "<title>T</title>", "<?xml version='1.0' encoding='latin-1'?>", "<meta charset=koi8-r>", "x" * 120,
+]
+html_texts = st.lists(st.sampled_from(HTML_PIECES), max_size=80).map("".join)
+
+
+@FUZZ
+@given(text=html_texts, cfg=chunker_settings())
+def test_html_loader_and_chunkers_on_arbitrary_html(text, cfg):
+    """Any tag soup: a well-formed document whose segments lie inside the text, in order and not
+    overlapping, each ``text[start:end]`` a block of its own; and the chunk invariants."""
+    loaded = load("html", text.encode("utf-8", "surrogatepass"))
+    for doc in loaded.documents if loaded else []:
+        assert_well_formed(loaded)
+        assert all(a.end <= b.start for a, b in zip(doc.segments, doc.segments[1:]))
+        for seg in doc.segments:
+            block = doc.text[seg.start:seg.end]
+            assert block == block.strip("\n") and block.strip()
+        chunk_and_check(doc, cfg)

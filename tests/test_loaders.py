@@ -11,7 +11,9 @@ import pytest
 
 from helpers_ingest import SAMPLES, SHARED_EVAL
 from rag_cli.errors import DocumentError
+from rag_cli.ingest.epub import EpubLoader
 from rag_cli.ingest.formats import loader_for
+from rag_cli.ingest.html import HtmlLoader
 from rag_cli.ingest.loaders import (
     JsonlLoader,
     MarkdownLoader,
@@ -53,6 +55,7 @@ def assert_segments_well_formed(doc: Document) -> None:
 @pytest.mark.parametrize("name, kind", [
     ("a.md", "markdown"), ("b.MARKDOWN", "markdown"), ("c.txt", "text"), ("d.rst", "text"),
     ("e.pdf", "pdf"), ("f.jsonl", "jsonl"), ("g.ndjson", "jsonl"), ("h.docx", "docx"), ("i.DOCX", "docx"),
+    ("h.html", "html"), ("i.HTM", "html"), ("j.xhtml", "html"), ("k.epub", "epub"),
 ])
 def test_loader_for_suffix(name, kind):
     assert loader_for(Path(name)).kind == kind
@@ -319,12 +322,24 @@ def test_bad_utf16_after_a_bom_is_an_error():
         decode_text(b"\xff\xfe" + "ok".encode("utf-16-le") + b"\x00\xd8")  # a lone surrogate
 
 
-@pytest.mark.parametrize("loader", [TextLoader(), MarkdownLoader(), JsonlLoader(), DocxLoader()],
+@pytest.mark.parametrize("loader", [TextLoader(), MarkdownLoader(), JsonlLoader(), DocxLoader(), HtmlLoader()],
                          ids=lambda x: x.kind)
 @pytest.mark.parametrize("content", [b"", b"   \n\n\t\n"], ids=["empty", "blank"])
 def test_empty_file_gives_no_documents(tmp_path, loader, content):
     loaded = load(loader, tmp_path, "empty" + loader.suffixes[0], content)
     assert loaded.documents == [] and loaded.warnings == []
+
+
+@pytest.mark.parametrize("content", [
+    b"<!DOCTYPE html><html><head><title>Only a title</title><script>var x = 1;</script></head><body></body></html>",
+    b"<html><body><nav>Home | About</nav><!-- a comment --><footer>(c) 2024</footer></body></html>",
+], ids=["title-only", "boilerplate-only"])
+def test_html_without_content_gives_no_documents(tmp_path, content):
+    assert load(HtmlLoader(), tmp_path, "empty.html", content).documents == []
+
+
+def test_empty_epub_gives_no_documents(tmp_path):
+    assert load(EpubLoader(), tmp_path, "empty.epub", b"").documents == []
 
 
 def test_unreadable_file_is_a_document_error(tmp_path):

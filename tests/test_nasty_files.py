@@ -32,6 +32,7 @@ from docx_files import (
     table_docx,
     zip_bomb_docx,
 )
+from helpers_epub import chapter, epub_bytes
 from helpers_ingest import SAMPLES, assert_chunk_invariants, real_counter
 from indexing_helpers import as_nobody, index_state, invoke, settings_in
 from rag_cli.errors import ExitCode
@@ -187,6 +188,23 @@ def build_corpus(root: Path, *, one_line_mb: float = 1.0) -> dict[str, tuple[str
     with open(os.path.join(os.fsencode(root), b"caf\xe9 menu.txt"), "wb") as fh:
         fh.write(b"A menu whose name is Latin-1.\n")
     files["caf\\xe9 menu.txt"] = ("failed", "file name is not valid UTF-8")
+    # HTML and EPUB
+    put("web/page.html", "<html><head><title>Orchard</title></head><body><nav>Home</nav><main><h1>Orchard</h1>"
+        "<p>Loquats flower in the autumn rain.</p></main></body></html>", "added")
+    put("web/empty.html", b"", "skipped", "empty file")
+    put("web/really-a-pdf.html", sample, "failed", "not HTML: the file is a PDF")
+    put("web/noise.htm", rng.randbytes(3000).replace(b"%PDF", b"xxxx"), "failed", "binary file")
+    put("web/deep.html", "<body>" + "<div>" * 100_000 + "Deep inside: a quandong." + "</div>" * 100_000, "added")
+    put("web/huge-table.html", "<table>" + "".join(f"<tr><td>tree {i}</td><td>{i * 3} kg</td></tr>"
+                                                  for i in range(20_000)) + "</table>", "added")
+    put("web/mixed.html", '<meta charset="utf-8"><p>Caf\u00e9 '.encode() + b"cr\xe8me of a \x93feijoa\x94</p>", "added")
+    book = epub_bytes({"a.xhtml": chapter("Jujube", "Jujubes dry like dates."),
+                       "b.xhtml": chapter("Gone", "Never read.")}, omit=("b.xhtml",))
+    put("books/missing-chapter.epub", book, "added")
+    put("books/truncated.epub", book[: len(book) // 2], "failed", "corrupt or truncated EPUB")
+    put("books/really-text.epub", "Notes saved under the wrong name.\n", "failed", "not an EPUB: not a zip archive")
+    put("books/drm.epub", epub_bytes({"a.xhtml": chapter("Locked", "Secret.")},
+                                     extra={"META-INF/rights.xml": "<rights/>"}), "failed", "DRM-protected")
     # A corpus with bad records: the file is indexed, the bad lines are dropped with warnings
     good = {"id": "r1", "text": "A record about elderflower cordial."}
     put("records.jsonl", "\n".join([
@@ -227,8 +245,12 @@ def test_every_nasty_file_is_indexed_or_skipped_with_its_reason(indexed_corpus) 
     assert "line 2: not valid JSON" in warned and "line 3: JSON nested too deeply" in warned
     assert "line 6: not valid JSON" in warned  # the 5,000-digit number
     # The problems are exactly the failed files and the file that lost records.
+    assert got["books/missing-chapter.epub"]["warnings"] == [
+        "chapter 'b.xhtml' (spine item 2) is missing from the archive; skipped"]
+    assert "not valid UTF-8 as declared" in got["web/mixed.html"]["notes"][0]
     problems = {os.path.relpath(p["path"], work / "docs") for p in report["problems"]}
-    assert problems == {rel for rel, (status, _) in expected.items() if status == "failed"} | {"records.jsonl"}
+    assert problems == {rel for rel, (status, _) in expected.items() if status == "failed"} | {
+        "records.jsonl", "books/missing-chapter.epub"}
     assert report["files"]["failed"] == sum(1 for s, _ in expected.values() if s == "failed")
 
 
@@ -256,6 +278,9 @@ def test_the_plain_summary_names_each_problem_file_and_reason(indexed_corpus) ->
     ("Inside the looping folder: persimmon", "loop/inside.txt"),
     ("A record about elderflower cordial", "r1"),
     ("Read the medlar society's guide before picking", "word/handbook.docx"),
+    ("Loquats flower in the autumn rain", "web/page.html"),
+    ("Deep inside: a quandong", "web/deep.html"),
+    ("Jujubes dry like dates", "books/missing-chapter.epub"),
 ])
 def test_the_good_files_of_the_same_run_are_searchable(indexed_corpus, question, doc_id) -> None:
     work = indexed_corpus[0]
@@ -306,6 +331,30 @@ def test_an_earlier_version_keeps_its_chunks_when_a_file_turns_bad(tmp_path: Pat
     assert any(k.startswith("new.txt::") for k in after)
     for question, doc_id in (("Sorrel soup needs a squeeze of lemon", "notes.txt"),
                              ("Medlars ripen after the first frost", "guide.md")):
+        passages = json.loads(invoke(["ask", "--retrieve-only", "--json", question], tmp_path, **NO_SERVE).stdout)
+        assert passages["passages"][0]["doc_id"] == doc_id
+
+
+def test_an_earlier_html_page_keeps_its_chunks_when_it_turns_bad(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "page.html").write_text("<title>Feijoa</title><main><h1>Feijoa</h1><p>Feijoas fall when ripe.</p></main>")
+    (docs / "book.epub").write_bytes(epub_bytes({"a.xhtml": chapter("Pawpaw", "Pawpaws bruise easily.")}))
+    assert invoke(["index", "docs"], tmp_path).exit_code == 0
+    settings = settings_in(tmp_path, embedding__backend="hash")
+    before = index_state(settings)
+    assert any(k.startswith("page.html::") for k in before) and any(k.startswith("book.epub::") for k in before)
+
+    (docs / "page.html").write_bytes(SAMPLE_PDF.read_bytes())  # a PDF saved under the page's name
+    book = (docs / "book.epub").read_bytes()
+    (docs / "book.epub").write_bytes(book[: len(book) // 2])  # a download cut short
+    result = invoke(["index", "docs", "--json"], tmp_path)
+    assert result.exit_code == ExitCode.PARTIAL
+    got = outcomes(json.loads(result.stdout), docs)
+    assert {rel: (d["status"], d["reason"].split(":")[0]) for rel, d in got.items()} == {
+        "page.html": ("failed", "not HTML"), "book.epub": ("failed", "corrupt or truncated EPUB")}
+    assert index_state(settings) == before, "the chunks of the earlier versions are still there"
+    for question, doc_id in (("Feijoas fall when ripe", "page.html"), ("Pawpaws bruise easily", "book.epub")):
         passages = json.loads(invoke(["ask", "--retrieve-only", "--json", question], tmp_path, **NO_SERVE).stdout)
         assert passages["passages"][0]["doc_id"] == doc_id
 

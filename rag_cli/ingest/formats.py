@@ -10,10 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from rag_cli.ingest.epub import EpubLoader
+from rag_cli.ingest.html import HtmlLoader
 from rag_cli.ingest.loaders import JsonlLoader, Loader, MarkdownLoader, PdfLimits, PdfLoader, TextLoader
 from rag_cli.ingest.word import DocxLoader
 
-LOADERS: tuple[type[Loader], ...] = (MarkdownLoader, TextLoader, PdfLoader, JsonlLoader, DocxLoader)
+LOADERS: tuple[type[Loader], ...] = (
+    MarkdownLoader, TextLoader, PdfLoader, JsonlLoader, DocxLoader, HtmlLoader, EpubLoader,
+)
 _BY_SUFFIX = {suffix: cls for cls in LOADERS for suffix in cls.suffixes}
 SUPPORTED_SUFFIXES = tuple(_BY_SUFFIX)
 KINDS = tuple(dict.fromkeys(cls.kind for cls in LOADERS))  # what the loaders write into Document.kind

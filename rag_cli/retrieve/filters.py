@@ -3,11 +3,12 @@
 Syntax (repeat --where to combine; all must hold):
 
     path=GLOB          document id or source path matches the glob (guides/*.md, *2023*)
-    type=KIND          markdown, text, pdf or jsonl (comma-separated for several)
+    type=KIND          markdown, text, pdf, jsonl, html or epub (comma-separated for several)
     page=N | N-M       chunks on page N, or overlapping pages N to M
     modified>=DATE     the file was modified on or after DATE (also >, <=, <, = for that day);
                        DATE is YYYY-MM-DD, an ISO date-time, or Nd / Nw / Nh ago (30d)
-    FIELD=VALUE        a metadata field (JSONL fields, a .docx's properties) equals VALUE (numbers compare as numbers);
+    FIELD=VALUE        a metadata field (JSONL fields, a .docx's properties; an EPUB's or page's
+                       author, language, date) equals VALUE (numbers compare as numbers);
                        FIELD>=N, >, <=, < compare numbers
 
 A filter is first *bound* to the index's document table (:meth:`Filter.bind`): path globs
