@@ -190,6 +190,18 @@ def _gaps(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return out
 
 
+def _column_cut(boxes: list[Box], unit: float) -> list[list[Box]]:
+    """[left, right] at the widest gutter (at least a line high wide, crossed by no box) that
+    leaves at least two lines on each side, or []: a box alone beside others is part of their line."""
+    for where, width in sorted(_gaps([(b.x0, b.x1) for b in boxes]), key=lambda g: -g[1]):
+        if width < unit:
+            break
+        left, right = [b for b in boxes if b.x0 <= where], [b for b in boxes if b.x0 > where]
+        if len(_lines(left)) > 1 and len(_lines(right)) > 1:
+            return [left, right]
+    return []
+
+
 def _blocks(boxes: list[Box], unit: float) -> Iterator[list[Box]]:
     """XY-cut: a vertical cut (a gutter at least a line high wide that no box crosses) first,
     left side before right; else cuts at the widest horizontal gaps, top before bottom."""
@@ -197,11 +209,9 @@ def _blocks(boxes: list[Box], unit: float) -> Iterator[list[Box]]:
     while stack:
         group = stack.pop()
         if len(group) > 1 and len(_lines(group)) > 1:  # the boxes of one line are read left to right
-            vertical = [g for g in _gaps([(b.x0, b.x1) for b in group]) if g[1] >= unit]
-            if vertical:
-                where = max(vertical, key=lambda g: g[1])[0]
-                stack.append([b for b in group if b.x0 > where])
-                stack.append([b for b in group if b.x0 <= where])
+            columns = _column_cut(group, unit)
+            if columns:
+                stack.extend(reversed(columns))
                 continue
             horizontal = _gaps([(b.y0, b.y1) for b in group])
             widest = max((g[1] for g in horizontal), default=0.0)
