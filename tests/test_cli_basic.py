@@ -233,7 +233,8 @@ def test_chunk_preview_json_pdf(workdir: Path, runner: CliRunner) -> None:
     assert len(chunks) >= 3
     assert [c["index"] for c in chunks] == list(range(len(chunks)))
     for c in chunks:
-        assert set(c) == {"index", "doc_id", "tokens", "start", "end", "page_start", "page_end", "heading", "text"}
+        assert set(c) == {"index", "doc_id", "tokens", "start", "end", "page_start", "page_end", "ocr", "heading",
+                          "text"}
         assert c["doc_id"] == "country-loaf.pdf"
         assert isinstance(c["page_start"], int) and isinstance(c["page_end"], int)
         assert 1 <= c["page_start"] <= c["page_end"]
