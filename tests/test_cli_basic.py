@@ -312,7 +312,8 @@ def test_chunk_preview_bad_option_type(workdir: Path, runner: CliRunner) -> None
 
 # -- real processes ----------------------------------------------------------------------------------
 
-HEAVY = ("torch", "sentence_transformers", "chromadb", "llama_cpp", "watchfiles")
+HEAVY = ("torch", "sentence_transformers", "chromadb", "llama_cpp", "watchfiles", "rapidocr_onnxruntime", "pypdfium2",
+         "cv2")
 
 
 def imported_modules(importtime_log: str) -> set[str]:
