@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 def _citations(sources: list[Source], cited: set[int] | frozenset[int]) -> tuple[Citation, ...]:
     return tuple(Citation(number=s.number, doc_id=s.doc_id, path=s.path, page_start=s.page_start,
                           page_end=s.page_end, heading=s.heading, chunk_ids=s.chunk_ids, score=s.score,
-                          text=s.text, cited=s.number in cited) for s in sources)
+                          text=s.text, cited=s.number in cited, ocr=s.ocr) for s in sources)
 
 
 class Asker:

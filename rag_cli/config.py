@@ -71,6 +71,11 @@ class IndexSettings:
     pdf_max_stream_mb: int = _opt(75, "Most megabytes one PDF stream may declare or decompress to, as pypdf: a "
                                   "page that is one 75 MB stream (a 170 KB file can hold one) takes ~0.9 GB to "
                                   "read.", min=1)
+    ocr: str = _opt("auto", "OCR of scanned PDF pages (needs the ocr extra: pip install 'rag-cli[ocr]'). auto: "
+                    "pages without a text layer, or with under 20 characters of it and images over half "
+                    "the page; force: every page, its OCR text replacing the text layer's; off: none (such "
+                    "pages are skipped). A PDF read under another value is read again by the next `rag index`.",
+                    choices=("auto", "off", "force"))
 
 
 @dataclass(frozen=True)

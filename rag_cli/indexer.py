@@ -27,9 +27,10 @@ from rag_cli import observe
 from rag_cli.config import Settings
 from rag_cli.errors import DocumentError, InputError
 from rag_cli.index_dir import IndexLock, IndexPaths, build_record, check_build, dirty_stamp
+from rag_cli.ingest import ocr
 from rag_cli.ingest.chunkers import Chunker, make_chunker
 from rag_cli.ingest.formats import loader_for
-from rag_cli.ingest.loaders import PdfLimits, read_bytes
+from rag_cli.ingest.loaders import PdfLimits, PdfLoader, read_bytes
 from rag_cli.ingest.manifest import FAILED, OK, PENDING, SKIPPED, FileRecord, Manifest
 from rag_cli.ingest.readahead import Channel
 from rag_cli.ingest.tokens import load_token_counter
@@ -125,6 +126,8 @@ class Indexer:
         self._before: object = None
         self._catalog: Catalog | None = None  # a server index's catalog (store/catalog.py)
         self._claimed: dict[str, str] = {}  # {doc id: path} of the files admitted to this run's writes
+        self.pdf_read_key = ocr.read_key(settings.index.ocr)  # a PDF read under another key is read again
+        self._ocr_pages = 0  # pages to recognise so far this run (the "ocr" progress total)
 
     # -- the run ------------------------------------------------------------------------
     def run(self, targets: Sequence[Path] = (), *, rebuild: bool = False,
@@ -311,9 +314,11 @@ class Indexer:
             except OSError as exc:
                 outcomes.append(FileOutcome(key, FileStatus.FAILED, reason=f"cannot read: {exc.strerror}"))
                 continue
-            # A PDF that met a bound (index.pdf_*) raised since is read again, though unchanged.
+            # A PDF that met a bound (index.pdf_*) raised since is read again, though unchanged, and
+            # so is one read under another index.ocr (or before the OCR extra was installed).
             if (rec and rec.size == st.st_size and rec.mtime_ns == st.st_mtime_ns and rec.status != PENDING
-                    and rec.doc_id == doc_ids[key] and not pdf_limits.may_read_more((rec.reason, *rec.warnings))):
+                    and rec.doc_id == doc_ids[key] and not pdf_limits.may_read_more((rec.reason, *rec.warnings))
+                    and rec.read_with == self._read_key(key)):
                 outcomes.append(_cached_outcome(rec))  # not read at all
                 continue
             todo.append(_Prepared(f, doc_ids[key], st.st_size, st.st_mtime_ns, rec))
@@ -366,7 +371,7 @@ class Indexer:
     def _read(self, todo: list[_Prepared], channel: Channel[_Part | BaseException | None]) -> None:
         """The reader thread (one span: its load and chunk times are attributes)."""
         try:
-            with observe.span("index.read", files=len(todo)) as span:
+            with observe.span("index.read", files=len(todo)) as span, ocr.reporting(self._on_ocr_page):
                 for item in todo:
                     if not self._load_and_chunk(item, lambda part: channel.put(part, len(part.chunks))):
                         return  # the writer has stopped
@@ -387,10 +392,10 @@ class Indexer:
             prev = item.previous
             limits = PdfLimits.from_settings(self.settings.index)
             if (prev and prev.status == OK and prev.sha256 == item.sha256 and prev.doc_id == item.doc_id
-                    and not limits.may_read_more(prev.warnings)):
+                    and not limits.may_read_more(prev.warnings) and prev.read_with == self._read_key(item.path)):
                 item.unchanged = True  # touched, not changed
             else:
-                loader = loader_for(path, limits)
+                loader = loader_for(path, limits, self.settings.index.ocr)
                 if loader is None:  # pragma: no cover - walk() only yields supported files
                     raise DocumentError("unsupported file type")
                 loaded = loader.load(path, item.doc_id, data)
@@ -440,8 +445,24 @@ class Indexer:
     def _record(self, item: _Prepared, status: str, **changes: Any) -> FileRecord:
         rec = FileRecord(path=item.path, root=str(item.found.root), doc_id=item.doc_id,
                          size=item.size, mtime_ns=item.mtime_ns, sha256=item.sha256, status=status, reason="",
-                         documents=item.documents, chunks=len(item.chunk_ids), warnings=tuple(item.warnings))
+                         documents=item.documents, chunks=len(item.chunk_ids), warnings=tuple(item.warnings),
+                         read_with=self._read_key(item.path))
         return replace(rec, **changes)
+
+    def _read_key(self, path: str) -> str:
+        """How a file is read now, beyond its bytes (FileRecord.read_with): "" but for PDFs."""
+        return self.pdf_read_key if Path(path).suffix.lower() in PdfLoader.suffixes else ""
+
+    def _on_ocr_page(self, source: str, page: int, done: int, total: int) -> None:
+        """OCR progress from the reader thread (ingest/ocr.py report): a note per file, a bar per page."""
+        if done == 0:
+            self._ocr_pages += total
+            self.progress.note(f"OCR: {Path(source).name}: recognising {total} page(s) without a text layer"
+                               if self.settings.index.ocr == "auto" else
+                               f"OCR: {Path(source).name}: recognising {total} page(s)")
+            self.progress.update("ocr", total=self._ocr_pages)
+        else:
+            self.progress.update("ocr", advance=1)
 
     def _settle(self, manifest: Manifest, store: VectorStore, part: _Part) -> FileOutcome | None:
         """The outcome of a file that needs no vectors written (unchanged, failed, empty), or

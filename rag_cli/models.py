@@ -37,6 +37,13 @@ class Document:
     segments: list[Segment] = field(default_factory=list)
     page_starts: list[int] = field(default_factory=list)  # offset where page i+1 starts (PDF)
     metadata: dict[str, Any] = field(default_factory=dict)
+    ocr_pages: tuple[int, ...] = ()  # 1-based pages whose text OCR recognised (index.ocr)
+
+    def ocr_between(self, first: int | None, last: int | None) -> bool:
+        """Whether any page from ``first`` to ``last`` (1-based) is OCR's text."""
+        if first is None or not self.ocr_pages:
+            return False
+        return any(first <= page <= (last or first) for page in self.ocr_pages)
 
     def page_at(self, offset: int) -> int | None:
         """The 1-based page holding character ``offset``, or None for documents without pages."""
@@ -79,6 +86,7 @@ class Chunk:
     page_end: int | None = None
     title: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
+    ocr: bool = False  # some of its text was recognised by OCR (a scanned page)
 
     @property
     def chunk_id(self) -> str:
@@ -304,6 +312,7 @@ class ChunkPreview:
                     "end": c.end,
                     "page_start": c.page_start,
                     "page_end": c.page_end,
+                    "ocr": c.ocr,
                     "heading": list(c.heading),
                     "text": c.text,
                 }
@@ -341,6 +350,7 @@ class Hit:
     title: str = ""
     page_start: int | None = None
     page_end: int | None = None
+    ocr: bool = False  # its text was recognised by OCR
 
     @classmethod
     def from_stored(cls, rank: int, stored: StoredChunk) -> Hit:
@@ -349,11 +359,11 @@ class Hit:
                    kind=m.get("kind", ""), text=stored.text, score=1.0 - float(stored.distance or 0.0),
                    index=int(m.get("index", 0)), start=int(m.get("start", 0)), end=int(m.get("end", 0)),
                    heading=m.get("heading", ""), title=m.get("title", ""), page_start=m.get("page_start"),
-                   page_end=m.get("page_end"))
+                   page_end=m.get("page_end"), ocr=bool(m.get("ocr", False)))
 
     def to_dict(self) -> dict[str, Any]:
         return {"chunk_id": self.chunk_id, "doc_id": self.doc_id, "path": self.source, "kind": self.kind,
-                "page_start": self.page_start, "page_end": self.page_end, "heading": self.heading,
+                "page_start": self.page_start, "page_end": self.page_end, "ocr": self.ocr, "heading": self.heading,
                 "score": round(self.score, 4), "text": self.text}
 
 
@@ -382,10 +392,11 @@ class Citation:
     score: float
     text: str
     cited: bool = True
+    ocr: bool = False  # some of its text was recognised by OCR: shown as "(OCR)" beside the page
 
     def to_dict(self) -> dict[str, Any]:
         return {"number": self.number, "doc_id": self.doc_id, "path": self.path, "page_start": self.page_start,
-                "page_end": self.page_end, "heading": self.heading, "chunk_id": self.chunk_ids[0],
+                "page_end": self.page_end, "ocr": self.ocr, "heading": self.heading, "chunk_id": self.chunk_ids[0],
                 "chunk_ids": list(self.chunk_ids), "score": round(self.score, 4), "cited": self.cited,
                 "text": self.text}
 
@@ -451,7 +462,8 @@ class Answer:
     def from_dict(cls, data: dict[str, Any]) -> Answer:
         cites = tuple(Citation(number=c["number"], doc_id=c["doc_id"], path=c["path"], page_start=c["page_start"],
                                page_end=c["page_end"], heading=c["heading"], chunk_ids=tuple(c["chunk_ids"]),
-                               score=c["score"], text=c["text"], cited=c["cited"]) for c in data["sources"])
+                               score=c["score"], text=c["text"], cited=c["cited"], ocr=bool(c.get("ocr", False)))
+                      for c in data["sources"])
         return cls(question=data["question"], answer=data["answer"], refused=data["refused"],
                    refusal_reason=data["refusal_reason"] or "", citations=cites, passages=tuple(data["passages"]),
                    model=data["model"], route=Route(data["route"] or ""), prompt_tokens=data["tokens"]["prompt"],

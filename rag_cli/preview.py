@@ -25,7 +25,7 @@ def preview_chunks(settings: Settings, path: Path, *, timings: dict[str, float] 
         raise InputError(f"{path} is a folder; chunk-preview takes one file")
     if not path.is_file():
         raise InputError(f"{path}: no such file")
-    loader = loader_for(path, PdfLimits.from_settings(settings.index))
+    loader = loader_for(path, PdfLimits.from_settings(settings.index), settings.index.ocr)
     if loader is None:
         raise InputError(f"{path}: unsupported file type {path.suffix or '(no suffix)'!r}",
                          hint=f"supported: {' '.join(SUPPORTED_SUFFIXES)}")

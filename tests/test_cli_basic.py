@@ -233,7 +233,8 @@ def test_chunk_preview_json_pdf(workdir: Path, runner: CliRunner) -> None:
     assert len(chunks) >= 3
     assert [c["index"] for c in chunks] == list(range(len(chunks)))
     for c in chunks:
-        assert set(c) == {"index", "doc_id", "tokens", "start", "end", "page_start", "page_end", "heading", "text"}
+        assert set(c) == {"index", "doc_id", "tokens", "start", "end", "page_start", "page_end", "ocr", "heading",
+                          "text"}
         assert c["doc_id"] == "country-loaf.pdf"
         assert isinstance(c["page_start"], int) and isinstance(c["page_end"], int)
         assert 1 <= c["page_start"] <= c["page_end"]
@@ -312,8 +313,10 @@ def test_chunk_preview_bad_option_type(workdir: Path, runner: CliRunner) -> None
 # -- real processes ----------------------------------------------------------------------------------
 
 HEAVY = ("torch", "sentence_transformers", "chromadb", "llama_cpp", "watchfiles", "docx", "lxml", "mcp",
-         "starlette", "uvicorn", "bs4", "ebooklib")
-# docx, lxml: .docx and HTML files only; bs4, ebooklib: HTML and EPUB only; mcp, starlette, uvicorn: `rag mcp` only
+         "starlette", "uvicorn", "bs4", "ebooklib",
+         "rapidocr_onnxruntime", "pypdfium2", "cv2")
+# docx, lxml: .docx and HTML files only; bs4, ebooklib: HTML and EPUB only; mcp, starlette, uvicorn: `rag mcp` only;
+# rapidocr_onnxruntime, pypdfium2, cv2: OCR of scanned PDF pages only
 
 
 def imported_modules(importtime_log: str) -> set[str]:

@@ -8,7 +8,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from rag_cli.cli.env import Env
 
-_LABELS = {"files": "files", "embed": "chunks embedded", "questions": "questions", "copy": "chunks copied"}
+_LABELS = {"files": "files", "embed": "chunks embedded", "questions": "questions", "copy": "chunks copied",
+           "ocr": "pages OCR'd"}
 
 
 class RichProgress:

@@ -86,6 +86,8 @@ def render_preview(env: Env, preview: ChunkPreview, *, as_json: bool) -> None:
         if chunk.page_start is not None:
             parts.append(f"page {chunk.page_start}" if chunk.page_start == chunk.page_end
                          else f"pages {chunk.page_start}-{chunk.page_end}")
+        if chunk.ocr:
+            parts.append("OCR")
         if chunk.heading:
             parts.append(" > ".join(chunk.heading))
         parts.append(f"chars {chunk.start}-{chunk.end}")
@@ -152,7 +154,9 @@ def _where(item: dict) -> str:
     parts = [shown_path(item["path"]) if item.get("path") else item["doc_id"]]
     if item.get("page_start") is not None:
         a, b = item["page_start"], item["page_end"]
-        parts.append(f"p. {a}" if a == b else f"pp. {a}-{b}")
+        parts.append((f"p. {a}" if a == b else f"pp. {a}-{b}") + (" (OCR)" if item.get("ocr") else ""))
+    elif item.get("ocr"):
+        parts.append("(OCR)")
     if item.get("heading"):
         parts.append(item["heading"])
     return " · ".join(parts)

@@ -41,7 +41,7 @@ def merge_neighbours(hits: Sequence[Hit]) -> list[Source]:
         sources.append(Source(number=number, doc_id=best.doc_id, path=best.source, text=text,
                               score=max(h.score for h in group), chunk_ids=tuple(h.chunk_id for h in ordered),
                               page_start=min(pages) if pages else None, page_end=max(pages) if pages else None,
-                              heading=best.heading, title=best.title))
+                              heading=best.heading, title=best.title, ocr=any(h.ocr for h in group)))
     return sources
 
 

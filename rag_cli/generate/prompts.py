@@ -27,6 +27,7 @@ class Source:
     page_end: int | None = None
     heading: str = ""
     title: str = ""
+    ocr: bool = False  # some of its text was recognised by OCR
 
     def label(self) -> str:
         parts = [self.doc_id]

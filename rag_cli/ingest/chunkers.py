@@ -188,7 +188,7 @@ class BaseChunker:
             Chunk(doc_id=doc.doc_id, source=doc.source, kind=doc.kind, index=index,
                   text=doc.text[a:b], start=a, end=b, tokens=count, embed_text=text,
                   heading=heading, page_start=doc.page_at(a), page_end=doc.page_at(b - 1),
-                  title=doc.title, metadata=doc.metadata)
+                  title=doc.title, metadata=doc.metadata, ocr=doc.ocr_between(doc.page_at(a), doc.page_at(b - 1)))
             for index, ((a, b), text, count, heading) in enumerate(pieces_all)
         ]
 

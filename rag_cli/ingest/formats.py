@@ -21,18 +21,19 @@ LOADERS: tuple[type[Loader], ...] = (
 _BY_SUFFIX = {suffix: cls for cls in LOADERS for suffix in cls.suffixes}
 SUPPORTED_SUFFIXES = tuple(_BY_SUFFIX)
 KINDS = tuple(dict.fromkeys(cls.kind for cls in LOADERS))  # what the loaders write into Document.kind
-_instances: dict[Any, Loader] = {}  # by class (PdfLoader: by class and limits)
+_instances: dict[Any, Loader] = {}  # by class (PdfLoader: by class, limits and OCR mode)
 
 
-def loader_for(path: Path, pdf_limits: PdfLimits | None = None) -> Loader | None:
-    """The loader for a file by its suffix, or None for a file type the tool does not read."""
+def loader_for(path: Path, pdf_limits: PdfLimits | None = None, ocr: str = "off") -> Loader | None:
+    """The loader for a file by its suffix, or None for a file type the tool does not read.
+    ``pdf_limits`` and ``ocr`` (index.ocr) are the PDF loader's settings."""
     cls = _BY_SUFFIX.get(path.suffix.lower())
     if cls is None:
         return None
     if cls is PdfLoader:
-        key: Any = (cls, pdf_limits or PdfLimits())
+        key: Any = (cls, pdf_limits or PdfLimits(), ocr)
         if key not in _instances:
-            _instances[key] = PdfLoader(key[1])
+            _instances[key] = PdfLoader(key[1], ocr)
         return _instances[key]
     if cls not in _instances:
         _instances[cls] = cls()

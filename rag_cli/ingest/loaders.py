@@ -13,14 +13,16 @@ import logging
 import math
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from rag_cli.errors import DocumentError
-from rag_cli.ingest import splitting
+from rag_cli.ingest import ocr, splitting
 from rag_cli.models import Document, Segment
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from rag_cli.config import IndexSettings
@@ -318,13 +320,18 @@ _SKIPPED_FORMS = _SkippedForms()
 
 
 class PdfLoader:
-    """PDF text page by page (pypdf); chunks know their first and last page."""
+    """PDF text page by page (pypdf); chunks know their first and last page. ``ocr`` (index.ocr):
+    pages without a text layer are recognised (auto), every page is (force), or none (off); see
+    ingest/ocr.py."""
 
     kind = "pdf"
     suffixes: tuple[str, ...] = (".pdf",)
 
-    def __init__(self, limits: PdfLimits | None = None) -> None:
+    def __init__(self, limits: PdfLimits | None = None, ocr_mode: str = "off") -> None:
+        if ocr_mode not in ocr.MODES:
+            raise ValueError(f"index.ocr must be one of {', '.join(ocr.MODES)}, not {ocr_mode!r}")
         self.limits = limits or PdfLimits()
+        self.ocr = ocr_mode
 
     def load(self, path: Path, doc_id: str, data: bytes | None = None) -> Loaded:
         # Its repair notes, and the errors it recovers from (a damaged font encoding is logged at
@@ -348,8 +355,9 @@ class PdfLoader:
 
         from pypdf import PdfReader
 
+        raw = read_bytes(path) if data is None else data
         try:
-            reader = PdfReader(io.BytesIO(read_bytes(path) if data is None else data))
+            reader = PdfReader(io.BytesIO(raw))
             if reader.is_encrypted:
                 try:
                     opened = reader.decrypt("")
@@ -388,12 +396,21 @@ class PdfLoader:
                 _PAGE_NOTES.reset(token)
             warnings.extend(f"page {number + 1}: text partly not extracted: {note}" for note in notes[:1])
             texts.append(_clean(page_text).strip())
+        file_notes: list[str] = []
+        ocr_pages: list[int] = []
+        if self.ocr != "off" and not limited:
+            ocr_pages = self._recognise(str(path), raw, reader, texts, warnings, file_notes)
         if not any(texts):
             if limited:  # not a scan: say which bound, and how to read the file
                 more = f" (and {len(limited) - 1} more pages)" if len(limited) > 1 else ""
                 raise DocumentError(f"no text read: {limited[0]}{more}")
-            raise DocumentError("no extractable text (a scanned PDF? it needs OCR first)"
-                                if page_count else "PDF has no pages")
+            if not page_count:
+                raise DocumentError("PDF has no pages")
+            if self.ocr == "off":
+                raise DocumentError("no extractable text (a scanned PDF? it needs OCR first)")
+            said = [w for w in warnings if "text layer" in w] or file_notes
+            raise DocumentError(f"no extractable text: {said[0]}" if said else
+                                "no extractable text, and no page shows anything to recognise")
         title = ""
         try:
             metadata = reader.metadata
@@ -402,11 +419,116 @@ class PdfLoader:
             title = ""
         if not re.search(r"[A-Za-z]{3,}\s+[A-Za-z]", title):
             title = ""  # an accession number or "untitled": the file name says more
-        doc = paged_document(texts, doc_id=doc_id, source=str(path), title=title or _unicode(path.stem))
-        return Loaded([doc], warnings)
+        doc = paged_document(texts, doc_id=doc_id, source=str(path), title=title or _unicode(path.stem),
+                             ocr_pages=ocr_pages)
+        return Loaded([doc], warnings, file_notes)
+
+    def _recognise(self, source: str, raw: bytes, reader: Any, texts: list[str], warnings: list[str],
+                   notes: list[str]) -> list[int]:
+        """OCR of the pages ``self.ocr`` asks for, their text put in ``texts``; the 1-based numbers
+        of the pages whose text is now OCR's."""
+        candidates = [i for i, text in enumerate(texts)
+                      if self.ocr == "force" or sum(not ch.isspace() for ch in text) < ocr.FEW_CHARS]
+        if not candidates:
+            return []  # auto, and every page has its text: pypdfium2 is not even imported
+        try:
+            pdfium = ocr.pdfium()
+        except ocr.OcrUnavailable as exc:
+            scans = [i for i in candidates if not texts[i] and _shows_image(reader, i)]
+            if scans:
+                warnings.append(f"{_pages(scans)} {'has' if len(scans) == 1 else 'have'} no text layer: {exc.reason}")
+            return []
+        done: list[int] = []
+        with ocr.PDFIUM_LOCK:
+            try:
+                pdf = pdfium.PdfDocument(raw)
+            except Exception as exc:
+                warnings.append(f"pages not recognised (OCR): pdfium cannot open the file "
+                                f"({type(exc).__name__}: {exc})")
+                return []
+            try:
+                chosen = []
+                for i in candidates:
+                    try:
+                        page = pdf[i]
+                        try:
+                            if ocr.should_recognise(self.ocr, texts[i], page):
+                                chosen.append(i)
+                        finally:
+                            page.close()
+                    except Exception as exc:
+                        warnings.append(f"page {i + 1}: not recognised (OCR: {type(exc).__name__}: {exc})")
+                for n, i in enumerate(chosen):
+                    ocr.report(source, i + 1, n, len(chosen))
+                    try:
+                        text = self._recognise_page(pdf, i, texts[i], warnings, notes)
+                    except ocr.OcrUnavailable as exc:
+                        warnings.append(f"{_pages(chosen[n:])} not recognised: {exc.reason}")
+                        break
+                    if text is not None:
+                        texts[i] = text
+                        done.append(i + 1)
+                if chosen:
+                    ocr.report(source, chosen[-1] + 1, len(chosen), len(chosen))
+            finally:
+                pdf.close()
+        return done
+
+    def _recognise_page(self, pdf: Any, i: int, layer: str, warnings: list[str], notes: list[str]) -> str | None:
+        """Page ``i``'s recognised text when it replaces the text layer's ``layer``, else None."""
+        page = pdf[i]
+        try:
+            try:
+                text = _clean(ocr.page_text(page)).strip()
+            except ocr.OcrUnavailable:
+                raise
+            except Exception as exc:  # a page pdfium cannot render, an engine error
+                log.debug("OCR of page %d failed", i + 1, exc_info=True)
+                warnings.append(f"page {i + 1}: not recognised (OCR failed: {type(exc).__name__}: {exc})")
+                return None
+            if not text:
+                if not ocr.images_decode(page):
+                    warnings.append(f"page {i + 1}: {'no text layer, and ' if not layer else ''}its image could not "
+                                    "be decoded for OCR (damaged image data?)")
+                elif not layer:
+                    notes.append(f"page {i + 1}: no text layer, and OCR found no text on it")
+                return None
+        finally:
+            page.close()
+        if self.ocr == "force" or sum(not ch.isspace() for ch in text) > sum(not ch.isspace() for ch in layer):
+            return text
+        return None
 
 
-def paged_document(pages: list[str], *, doc_id: str, source: str, title: str) -> Document:
+def _pages(numbers: list[int]) -> str:
+    """ "page 3" or "pages 1-4, 9 (5 pages)", for 0-based page indexes."""
+    if len(numbers) == 1:
+        return f"page {numbers[0] + 1}"
+    runs: list[list[int]] = []
+    for n in numbers:
+        if runs and n == runs[-1][-1] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    text = ", ".join(f"{r[0] + 1}-{r[-1] + 1}" if len(r) > 1 else f"{r[0] + 1}" for r in runs)
+    return f"pages {text} ({len(numbers)} pages)"
+
+
+def _shows_image(reader: Any, index: int) -> bool:
+    """Whether page ``index`` draws an image XObject (what a scanner makes), by pypdf alone."""
+    try:
+        resources = reader.pages[index].get("/Resources")
+        xobjects = resources.get_object().get("/XObject") if resources is not None else None
+        if xobjects is None:
+            return False
+        return any(xobjects.get_object()[name].get_object().get("/Subtype") == "/Image"
+                   for name in xobjects.get_object())
+    except Exception:
+        return True  # a damaged resource dictionary: say what might be missing
+
+
+def paged_document(pages: list[str], *, doc_id: str, source: str, title: str,
+                   ocr_pages: Sequence[int] = ()) -> Document:
     """Pages joined by a blank line, ``page_starts`` at each page, and a section starting at
     each page's first paragraph: how a PDF is laid out for the chunkers."""
     text, page_starts, segments = "", [], []
@@ -419,7 +541,7 @@ def paged_document(pages: list[str], *, doc_id: str, source: str, title: str) ->
         for k, (s, e) in enumerate(splitting.paragraphs(page_text, 0, len(page_text))):
             segments.append(Segment(base + s, base + e, "paragraph", starts_section=(k == 0)))
     return Document(doc_id=doc_id, source=source, kind="pdf", text=text, title=title, segments=segments,
-                    page_starts=page_starts, metadata={"pages": len(pages)})
+                    page_starts=page_starts, metadata={"pages": len(pages)}, ocr_pages=tuple(ocr_pages))
 
 
 class JsonlLoader:

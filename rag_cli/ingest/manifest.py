@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS files (
     size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL,
     status TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
     documents INTEGER NOT NULL DEFAULT 0, chunks INTEGER NOT NULL DEFAULT 0,
-    warnings TEXT NOT NULL DEFAULT '[]', updated REAL NOT NULL
+    warnings TEXT NOT NULL DEFAULT '[]', updated REAL NOT NULL,
+    read_with TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS chunks (id TEXT PRIMARY KEY, path TEXT NOT NULL, doc_id TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS chunks_by_path ON chunks (path);
@@ -65,6 +66,9 @@ class FileRecord:
     documents: int
     chunks: int
     warnings: tuple[str, ...]
+    # How the file was read, when a setting can change that without the file changing: a PDF's
+    # "ocr=auto" (ingest/ocr.py read_key). Another value now: the file is read again.
+    read_with: str = ""
 
 
 class Manifest:
@@ -75,6 +79,9 @@ class Manifest:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(files)")}
+            if "read_with" not in columns:  # a manifest of an earlier version: its PDFs are read again
+                self._db.execute("ALTER TABLE files ADD COLUMN read_with TEXT NOT NULL DEFAULT ''")
             self._db.execute("SELECT COUNT(*) FROM files").fetchone()
         except sqlite3.DatabaseError as exc:
             self._db.close()
@@ -109,19 +116,19 @@ class Manifest:
     # -- files --------------------------------------------------------------------------
     def files(self) -> dict[str, FileRecord]:
         rows = self._db.execute("SELECT path, root, rel, size, mtime_ns, sha256, status, reason, documents, "
-                                "chunks, warnings FROM files")
+                                "chunks, warnings, read_with FROM files")
         records = {}
-        for path, root, doc_id, size, mtime_ns, sha256, status, reason, documents, chunks, warnings in rows:
+        for path, root, doc_id, size, mtime_ns, sha256, status, reason, documents, chunks, warnings, read_with in rows:
             records[path] = FileRecord(path, root, doc_id, size, mtime_ns, sha256, status, reason, documents, chunks,
-                                       tuple(json.loads(warnings)))
+                                       tuple(json.loads(warnings)), read_with)
         return records
 
     def put_file(self, rec: FileRecord) -> None:
         self._db.execute(
             "INSERT OR REPLACE INTO files (path, root, rel, size, mtime_ns, sha256, status, reason, documents, "
-            "chunks, warnings, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "chunks, warnings, updated, read_with) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (rec.path, rec.root, rec.doc_id, rec.size, rec.mtime_ns, rec.sha256, rec.status, rec.reason,
-             rec.documents, rec.chunks, json.dumps(list(rec.warnings)), time.time()))
+             rec.documents, rec.chunks, json.dumps(list(rec.warnings)), time.time(), rec.read_with))
 
     def remove_file(self, path: str) -> None:
         self._db.execute("DELETE FROM files WHERE path = ?", (path,))

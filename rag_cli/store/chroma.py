@@ -27,7 +27,7 @@ from rag_cli.store.chroma_api import forget_cached_system, open_existing
 
 COLLECTION = "chunks"
 _RESERVED = frozenset({"doc_id", "source", "kind", "index", "start", "end", "tokens", "hash", "heading",
-                       "title", "page_start", "page_end", "record"})
+                       "title", "page_start", "page_end", "ocr", "record"})
 
 
 class VectorStore(Protocol):
@@ -92,6 +92,8 @@ def chunk_metadata(chunk: Chunk) -> dict[str, Any]:
     if chunk.page_start is not None:
         meta["page_start"] = chunk.page_start
         meta["page_end"] = chunk.page_end
+    if chunk.ocr:  # only when true: the metadata (and record hash) of other chunks stay as they were
+        meta["ocr"] = True
     for key, value in chunk.metadata.items():
         if not isinstance(value, (str, int, float, bool)):
             value = json.dumps(value, ensure_ascii=False)
