@@ -96,8 +96,11 @@ class QueryLog:
                 size = 0
             if size and size + len(line) > self.max_bytes:
                 os.replace(self.path, self.previous)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
             try:
+                end = os.fstat(fd).st_size
+                if end and os.pread(fd, 1, end - 1) != b"\n":  # a writer killed mid-line: end its line first
+                    line = b"\n" + line
                 view = memoryview(line)
                 while view:  # one write for any line a pipe-sized buffer holds; under the lock either way
                     view = view[os.write(fd, view):]
@@ -293,7 +296,7 @@ def to_questions(entries: Iterable[dict[str, Any]], *, include_refused: bool = F
         row: dict[str, Any] = {
             "id": question_id(e["question"]), "question": e["question"].strip(),
             "answers": [e["answer"]] if answerable and e.get("answer") else [],
-            "relevant": [str(d) for d in e.get("cited") or []] if answerable else [],
+            "relevant": list(dict.fromkeys(str(d) for d in e.get("cited") or [])) if answerable else [],
             "answerable": answerable, "type": "log", "asked": asked[key],
             "last_asked": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(float(e.get("ts") or 0))),
         }
