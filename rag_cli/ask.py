@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from rag_cli import observe
+from rag_cli import observe, querylog
 from rag_cli.config import Settings
 from rag_cli.errors import GenerationError, InputError, ModelLoadError
 from rag_cli.generate.answering import check_answer, route
@@ -82,15 +82,23 @@ class Asker:
 
     def ask(self, question: str, *, where: Filter | None = None, model: str | None = None,
             retrieve_only: bool = False, use_cache: bool | None = None,
-            on_text: Callable[[str], None] | None = None, search_query: str | None = None) -> Answer:
+            on_text: Callable[[str], None] | None = None, search_query: str | None = None,
+            log: bool = True) -> Answer:
         """``search_query``: what to retrieve with, when it is not the question itself (`rag chat`'s
         follow-ups: the question with what the conversation is about); the gate weighs the hits
         against it too, and the model gets ``question``.
+
+        With ``ask.log`` on, the answer (cached or not; not a retrieve-only one) goes to the query
+        log (querylog.py) here, the one place every answer passes: `rag ask` in-process, `rag chat`,
+        `rag serve` and `rag mcp`. ``log=False``: `rag eval`'s questions, a test set, not queries.
 
         Timings: the search's (``embed``, ``retrieve`` and its parts, ``rerank``), ``narrow``,
         ``load`` (what remains of loading the model), ``generate``, ``extract``, ``total``."""
         with observe.span("ask", retrieve_only=retrieve_only, model=model) as span:
             answer = self._ask(question, where, model, retrieve_only, use_cache, on_text, search_query)
+            if log and not retrieve_only:
+                querylog.record(self.settings, answer, where=where.source if where else (),
+                                search_query=search_query, model_flag=model)
             span.set_attributes({"rag.cached": answer.cached, "rag.refused": answer.refused,
                                  "rag.route": answer.route, "rag.answer_model": answer.model or ""})
             return answer

@@ -222,6 +222,11 @@ class AskSettings:
     snap_to_span: bool = _opt(True, "Replace a short answer (up to 12 words) by the span of the sources closest "
                               "to it (token F1 at least 0.6), cited where it stands: a small model's near-copy "
                               "becomes the documents' exact words.")
+    log: bool = _opt(False, "Keep a query log (.rag/queries.jsonl): each answered question with its filters, "
+                     "the retrieved chunk ids and scores, the answer, refused or not, cached or not, and the "
+                     "latency, for `rag log stats` and `rag log export` (a question file to label).")
+    log_max_mb: float = _opt(10.0, "The query log's size cap in MB: past it the log is renamed queries.jsonl.1 "
+                             "(replacing the last one) and a new one begun.", min=0.01)
 
 
 @dataclass(frozen=True)

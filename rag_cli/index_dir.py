@@ -10,6 +10,7 @@
   vectors.sqlite3      the vector cache of questions and narrowed sentences (store/vector_cache.py)
   catalog-files.json   with store.url: this machine's copy of the server index's file table
   chat_history         `rag chat`'s line-editing history (readline; the last 1,000 lines, 0600)
+  queries.jsonl, queries.jsonl.1, queries.lock   the query log (ask.log; rag_cli/querylog.py)
   lock                 held by the `rag index` run that is writing
   chroma.lock          held for each call into chroma/, by any process (store/chroma.py FolderGate)
   serve.json, serve.sock, serve.lock, serve.log   `rag serve`'s state, socket, lock and (--detach) log

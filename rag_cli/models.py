@@ -263,6 +263,7 @@ class IndexStatus:
     llm: dict[str, str]  # model, strong_model, url
     changed_settings: tuple[tuple[str, Any, Any, str], ...]  # (key, value, default, source)
     serve: dict[str, Any]  # serve.client.ServeStatus.to_dict() without its schema
+    query_log: dict[str, Any] = field(default_factory=dict)  # enabled, path, size_bytes (querylog.py)
 
     SCHEMA = "rag-cli/status/v1"
 
@@ -279,6 +280,7 @@ class IndexStatus:
             "changed_settings": [{"key": k, "value": v, "default": d, "source": s}
                                  for k, v, d, s in self.changed_settings],
             "serve": dict(self.serve),
+            "query_log": dict(self.query_log),
         }
 
 

@@ -128,4 +128,11 @@ def index_status(settings: Settings) -> IndexStatus:
         llm={"model": llm.model, "strong_model": llm.strong_model, "url": llm.url},
         changed_settings=tuple(changed_settings(settings)), serve=serve, build=record.build,
         documents=len({d.doc_id for d in record.documents()}), chunks=record.chunk_count(),
-        files=record.file_counts(), roots=record.roots())
+        files=record.file_counts(), roots=record.roots(), query_log=_query_log(settings))
+
+
+def _query_log(settings: Settings) -> dict[str, Any]:
+    from rag_cli.querylog import QueryLog
+
+    qlog = QueryLog.of(settings)
+    return {"enabled": settings.ask.log, "path": str(qlog.path), "size_bytes": qlog.size()}

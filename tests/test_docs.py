@@ -174,7 +174,7 @@ def test_anchor_slugs_follow_github(heading: str, anchor: str) -> None:
 @cache
 def app_options() -> dict[str, dict[str, Any]]:
     """Option name -> its click parameter (None for --help), for the group (key "") and for each
-    command of the Typer app."""
+    command of the Typer app (a command group's commands as "GROUP COMMAND")."""
     from rag_cli.cli.app import app
 
     group = typer.main.get_command(app)  # a click group (typer vendors its own click)
@@ -185,7 +185,10 @@ def app_options() -> dict[str, dict[str, Any]]:
                  for opt in (*param.opts, *param.secondary_opts)}
         return names | dict.fromkeys(command.get_help_option_names(context))
 
-    return {GROUP: options(group)} | {cmd: options(c) for cmd, c in group.commands.items()}
+    found = {GROUP: options(group)} | {cmd: options(c) for cmd, c in group.commands.items()}
+    for cmd, c in group.commands.items():  # a command group (`rag log`): "log stats" and the rest
+        found |= {f"{cmd} {sub}": options(s) for sub, s in getattr(c, "commands", {}).items()}
+    return found
 
 
 def takes_value(scope: str, flag: str) -> bool:
@@ -234,6 +237,8 @@ def check_invocation(args: list[str]) -> list[str]:
                 problems.append(f"{'rag' if scope == GROUP else 'rag ' + scope} has no option {flag}")
             elif scope == GROUP and "=" not in arg and takes_value(GROUP, flag):
                 i += 1  # its value
+        elif f"{scope} {arg}" in options:  # a command of a command group
+            scope = f"{scope} {arg}"
         elif scope == GROUP:
             if arg in options:
                 scope = arg
@@ -262,7 +267,7 @@ def command_lines(path: Path) -> list[Snippet]:
 
 def option_tables(path: Path) -> dict[str, list[Snippet]]:
     """scope -> the options in the first column of each `| option | meaning |` table in a section
-    whose heading names `rag COMMAND` (or `rag [OPTIONS]`: the group)."""
+    whose heading names `rag COMMAND` (`rag GROUP COMMAND`; or `rag [OPTIONS]`: the group)."""
     tables: dict[str, list[Snippet]] = {}
     scope = None
     for para in parse(path).paragraphs:
@@ -271,7 +276,8 @@ def option_tables(path: Path) -> dict[str, list[Snippet]]:
             scope = None
             for span in code_spans(para):
                 for args in rag_invocations(span.text):
-                    scope = args[0] if args and args[0] in app_options() else GROUP
+                    scope = " ".join(args[:2]) if " ".join(args[:2]) in app_options() else \
+                        args[0] if args and args[0] in app_options() else GROUP
             continue
         rows = para.text.splitlines()
         if scope is None or not re.match(r"\|\s*option\s*\|", rows[0]):

@@ -25,7 +25,8 @@ CHECKS = ["settings", "python", "packages", "llama-cpp", "onnxruntime", "embeddi
 REPORT_KEYS = {"schema", "ok", "exit_code", "index_dir", "store", "models_loaded", "seconds", "counts", "checks"}
 CHECK_KEYS = {"name", "group", "status", "detail", "fix", "exit_code", "seconds", "data"}
 STATUS_KEYS = {"schema", "index_dir", "store", "size_bytes", "documents", "files", "chunks", "roots", "updated",
-               "dirty", "writer_pid", "schema_version", "embedding", "chunking", "llm", "changed_settings", "serve"}
+               "dirty", "writer_pid", "schema_version", "embedding", "chunking", "llm", "changed_settings", "serve",
+               "query_log"}
 HOLDER = """
 import sys, time
 from pathlib import Path
@@ -125,10 +126,12 @@ def test_status_json_and_plain(project: Path) -> None:
                                        "source": "env RAG_EMBEDDING_BACKEND"}]
     assert st["serve"]["state"] == "not running" and isinstance(st["updated"], float)
     assert st["roots"] and st["store"] is None
+    assert st["query_log"] == {"enabled": False, "path": str(project / ".rag" / "queries.jsonl"), "size_bytes": 0}
     plain = invoke(["status"], project).stdout
     assert plain.splitlines()[0].startswith(f"index     {project / '.rag'} (")
     assert "contents  6 files, 6 documents," in plain and "embedding hash-embedder (hash, 64 dimensions)" in plain
     assert "embedding.backend = 'hash' (env RAG_EMBEDDING_BACKEND)" in plain and "serve     not running" in plain
+    assert "query log off (ask.log)" in plain
 
 
 def test_no_index(tmp_path: Path) -> None:

@@ -27,8 +27,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("serve client", ("rag_cli.serve.protocol", "rag_cli.serve.client"),
      "the warm server's files, wire format and client: standard library and core only, what a served `rag ask` runs"),
     ("ingest", ("rag_cli.ingest.*",), "walking, loading, chunking, tokens, the manifest"),
-    ("store", ("rag_cli.store.*", "rag_cli.index_dir", "rag_cli.index_record"),
-     "embedders, vector stores, the keyword index; the index folder, and the index's record of itself"),
+    ("store", ("rag_cli.store.*", "rag_cli.index_dir", "rag_cli.index_record", "rag_cli.querylog"),
+     "embedders, vector stores, the keyword index; the index folder, the index's record of itself, "
+     "and the query log kept in it"),
     ("retrieve, generate", ("rag_cli.retrieve.*", "rag_cli.generate.*"),
      "search and fusion; prompts, packing, generators (neither imports the other)"),
     ("pipelines", ("rag_cli.indexer", "rag_cli.ask", "rag_cli.preview", "rag_cli.status"),

@@ -64,6 +64,7 @@ def _register() -> None:
         doctor_cmd,
         eval_cmd,
         index_cmd,
+        log_cmd,
         mcp_cmd,
         preview_cmd,
         serve_cmd,
@@ -71,7 +72,7 @@ def _register() -> None:
     )
 
     for module in (index_cmd, ask_cmd, chat_cmd, eval_cmd, serve_cmd, mcp_cmd, preview_cmd, config_cmd, status_cmd,
-                   doctor_cmd):
+                   doctor_cmd, log_cmd):
         module.register(app)
 
 

@@ -64,6 +64,11 @@ def _rows(st: IndexStatus) -> list[tuple[str, str]]:
     changed = [f"{k} = {setting_text(v)} ({src})" for k, v, _, src in st.changed_settings]
     rows.append(("settings", "defaults" if not changed else f"{len(changed)} differ from the defaults"))
     rows += [("", f"  {line}") for line in changed]
+    qlog = st.query_log
+    if qlog:
+        rows.append(("query log", ("on" if qlog["enabled"] else "off (ask.log)")
+                     + (f", {human_bytes(qlog['size_bytes'])} in {qlog['path']} (see `rag log stats`)"
+                        if qlog["size_bytes"] else "")))
     serve = st.serve
     rows.append(("serve", f"{serve['state']}" + (f" (pid {serve['pid']})" if serve.get("pid") else "")))
     return rows

@@ -119,7 +119,7 @@ def _evaluate_one(q: Question, searcher: Searcher, asker: Asker | None, depth: i
             row[f"context_recall@{k}"] = m.contains(text, q.answers)
     if retrieval_only or asker is None:
         return row
-    answer = asker.ask(q.question, use_cache=False)
+    answer = asker.ask(q.question, use_cache=False, log=False)  # a test set: not the query log
     row.update(answer=answer.answer, refused=answer.refused, refusal_reason=answer.refusal_reason,
                model=answer.model, error=answer.error, error_code=answer.error_code,
                removed_citations=answer.removed_citations,

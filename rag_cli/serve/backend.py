@@ -186,7 +186,8 @@ class Backend:
         where = request.get("where")
         answer = asker.ask(str(request["question"]), where=parse_where(where) if where is not None else None,
                            model=request.get("model"), retrieve_only=bool(request.get("retrieve_only")),
-                           use_cache=request.get("use_cache"), on_text=on_text)
+                           use_cache=request.get("use_cache"), on_text=on_text,
+                           log=request.get("log", True) is not False)  # `rag eval` sends False
         return {"answer": answer.to_dict()}
 
     def search(self, settings: Settings, request: dict[str, Any]) -> dict[str, Any]:

@@ -99,14 +99,14 @@ class RemoteAsker:
         return _RemoteGenerator(self.session, model)
 
     def ask(self, question: str, *, where: Any = None, model: str | None = None, retrieve_only: bool = False,
-            use_cache: bool | None = None, on_text: Callable[[str], None] | None = None) -> Answer:
+            use_cache: bool | None = None, on_text: Callable[[str], None] | None = None, log: bool = True) -> Answer:
         reply = None
         if where is None and on_text is None:
             reply = self.session.call("ask", {"question": question, "where": None, "model": model,
-                                              "retrieve_only": retrieve_only, "use_cache": use_cache})
+                                              "retrieve_only": retrieve_only, "use_cache": use_cache, "log": log})
         if reply is None:
             return self.session.local_asker().ask(question, where=where, model=model, retrieve_only=retrieve_only,
-                                                  use_cache=use_cache, on_text=on_text)
+                                                  use_cache=use_cache, on_text=on_text, log=log)
         return Answer.from_dict(reply["answer"])
 
 

@@ -28,6 +28,8 @@ ANSWER_LOGIC = 2
 # How llm.url is reached, not what it answers: changing these keeps the cached answers.
 TRANSPORT_KEYS = frozenset({"api_key_env", "connect_timeout", "timeout", "retries", "breaker_failures",
                             "breaker_cooldown"})
+# ask.* settings that do not shape an answer: the cache itself and the query log.
+NOT_ANSWER_KEYS = frozenset({"cache", "log", "log_max_mb"})
 
 
 class ResolvedFilter(Protocol):
@@ -66,7 +68,7 @@ class AnswerCache:
 def cache_key(settings: Settings, question: str, where: ResolvedFilter | None, index_state: str,
               model: str | None = None, *, search_query: str | None = None) -> str:
     """The key of an answer: the question (stripped), the filter, the index state, the settings that
-    shape an answer (``ask.cache`` and ``TRANSPORT_KEYS`` left out), ``ANSWER_LOGIC`` and the
+    shape an answer (``NOT_ANSWER_KEYS`` and ``TRANSPORT_KEYS`` left out), ``ANSWER_LOGIC`` and the
     ``--model`` given, if any; and the search query when it is not the question (`rag chat`'s
     follow-ups; a plain question keeps the key it always had)."""
     llm = {k: v for k, v in asdict(settings.llm).items() if k not in TRANSPORT_KEYS}
@@ -74,7 +76,7 @@ def cache_key(settings: Settings, question: str, where: ResolvedFilter | None, i
         "question": question.strip(), "where": repr(where.resolved()) if where else "", "index": index_state,
         "retrieval": asdict(settings.retrieval), "llm": llm, "prompt": asdict(settings.prompt),
         "embedding": asdict(settings.embedding), "logic": ANSWER_LOGIC,
-        "ask": {k: v for k, v in asdict(settings.ask).items() if k != "cache"},
+        "ask": {k: v for k, v in asdict(settings.ask).items() if k not in NOT_ANSWER_KEYS},
     }
     if search_query is not None and search_query.strip() != question.strip():
         material["search"] = search_query.strip()
