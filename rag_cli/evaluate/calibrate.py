@@ -191,9 +191,9 @@ def threshold_for(evidence: Sequence[Evidence], weight: float, target: float) ->
     unanswerable questions."""
     values = sorted(e.value(weight) for e in evidence if not e.answerable)
     need = math.ceil(target * len(values) - 1e-9)
-    finite = [v for v in values if v != NO_HIT]
-    if need <= len(values) - len(finite):  # questions without passages are refused anyway
-        return _grid_floor(finite[0]) if finite else 0.0
+    if need == 0 or values[need - 1] == NO_HIT:  # questions without passages are refused anyway:
+        finite = [e.value(weight) for e in evidence if e.value(weight) != NO_HIT]  # then refuse no other
+        return _grid_floor(min(finite)) if finite else 0.0
     return _grid_above(values[need - 1])
 
 
