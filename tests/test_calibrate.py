@@ -216,3 +216,27 @@ def test_rag_eval_calibrate_write_sets_what_rag_config_reports(tmp_path: Path, s
     else:
         assert hard.returncode == ExitCode.GATE and "target not reached" in hard.stdout
         assert (tmp_path / ".rag.toml").read_text() == before
+
+
+def test_the_measured_evidence_is_what_the_gate_of_rag_ask_tests(tmp_path: Path, samples: Path) -> None:
+    from indexing_helpers import settings_in
+    from rag_cli.api import Index
+    from rag_cli.ask import Asker
+    from rag_cli.evaluate.calibrate import measure
+    from rag_cli.evaluate.dataset import Question
+    from rag_cli.retrieve.search import Searcher
+    from rag_cli.testing.fakes import ScriptedGenerator
+
+    settings = settings_in(tmp_path, embedding__backend="hash", serve__use="never", ask__cache=False)
+    Index(settings).index([samples])
+    questions = [Question(f"a{i}", q) for i, q in enumerate(ANSWERABLE)] + \
+        [Question(f"u{i}", q, answerable=False) for i, q in enumerate(UNANSWERABLE)]
+    evidence = measure(Searcher(settings), questions, settings.retrieval.top_k)
+    best = calibrate(evidence, target=0.5, folds=0).best
+    tuned = settings.with_values({"retrieval.min_score": best.min_score,
+                                  "retrieval.coverage_weight": best.coverage_weight}, "test")
+    asker = Asker(tuned, generators={"bundled": ScriptedGenerator("Daily [1].")})
+    for q, e in zip(questions, evidence, strict=True):
+        answer = asker.ask(q.question)
+        assert (answer.refusal_reason == "low_score") == (e.value(best.coverage_weight) < best.min_score), q
+    assert rates(evidence, best.coverage_weight, best.min_score).refused_unanswerable >= 0.5
