@@ -33,8 +33,10 @@ def run_calibration(env: Env, settings: Settings, questions: list[Question], *, 
         result = Index(settings, serve=False).calibrate(questions, target=target, max_wrong=max_wrong, folds=folds,
                                                         holdout=holdout, seed=seed,
                                                         questions_file=str(questions_file), progress=progress)
-    if write and result.chosen is not None:
-        path = settings.config_file or settings.base_dir / CONFIG_NAME
+    path = settings.config_file or settings.base_dir / CONFIG_NAME
+    if write and result.chosen is None:
+        env.warn(f"nothing written to {path}: no setting reaches the target")
+    elif write:
         write_setting(result, path)
         shadowed = [f"{k} ({settings.sources[k]})" for k in GATE_KEYS
                     if settings.sources.get(k, "default").startswith(("env", "flag", "--set"))]
