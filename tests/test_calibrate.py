@@ -56,6 +56,10 @@ def test_questions_without_passages_count_as_refused() -> None:
     e = [ev("u1", False, NO_HIT), ev("u2", False, 0.7), ev("a", True, 0.6)]
     assert rates(e, 1.0, -5.0).refused_unanswerable == 0.5
     assert rates(e, 0.0, threshold_for(e, 0.0, 0.5)).refused_answerable == 0.0
+    e.append(ev("a2", True, NO_HIT))
+    within = best_within(e, 0.0)
+    assert within is not None and within.rates.refused_answerable == 0.5  # the one without passages, no more
+    assert calibrate(e, folds=0).best.rates.refused_unanswerable >= 0.9
 
 
 def test_the_choice_takes_the_weight_that_separates_and_refuses_fewest_answerable() -> None:

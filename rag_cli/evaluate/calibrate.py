@@ -224,8 +224,12 @@ def best_within(evidence: Sequence[Evidence], max_wrong: float,
     best: Setting | None = None
     for w in weights:
         values = sorted(e.value(w) for e in answerable)
+        finite = [v for v in values if v != NO_HIT] or [0.0]
         # a threshold at or below values[allowed] refuses at most the `allowed` values under it
-        t = _grid_floor(values[allowed]) if allowed < len(values) else _grid_above(values[-1])
+        if allowed >= len(values):
+            t = _grid_above(max(finite))
+        else:
+            t = _grid_floor(values[allowed] if values[allowed] != NO_HIT else min(finite))
         s = Setting(w, t, rates(evidence, w, t))
         if best is None or (s.rates.refused_unanswerable, -s.rates.refused_answerable) > \
                 (best.rates.refused_unanswerable, -best.rates.refused_answerable):
