@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rag_cli.ask import Asker
     from rag_cli.config import Settings
+    from rag_cli.evaluate.calibrate import Calibration
     from rag_cli.evaluate.dataset import Question
     from rag_cli.evaluate.runner import EvalReport
     from rag_cli.models import Answer, CopyReport, Hit, IndexReport, IndexStatus
@@ -172,3 +173,15 @@ class Index:
             return Evaluated(report, None, None)
         session = remote[0].session
         return Evaluated(report, session.pid, session.fallback)
+
+    def calibrate(self, questions: Sequence[Question], *, target: float = 0.9, max_wrong: float = 0.1,
+                  folds: int = 5, holdout: float = 0.0, seed: int = 0, questions_file: str = "",
+                  progress: Progress | None = None) -> Calibration:
+        """Tune the refusal gate (retrieval.min_score, retrieval.coverage_weight) on answerable and
+        unanswerable ``questions``: each retrieved once, in this process (no language model), then
+        every setting scored offline (evaluate/calibrate.py)."""
+        from rag_cli.evaluate.calibrate import calibrate, measure
+
+        evidence = measure(self.searcher(), questions, self.settings.retrieval.top_k, progress)
+        return calibrate(evidence, target=target, max_wrong=max_wrong, folds=folds, holdout=holdout, seed=seed,
+                         questions_file=questions_file)

@@ -44,6 +44,19 @@ def eval_command(
                                                   help="A saved report to compare against.")] = None,
     max_drop: Annotated[float, typer.Option("--max-drop", metavar="X", help="With --baseline: fail (exit 8) when a "
                                             "metric falls by more than this.")] = 0.02,
+    calibrate: Annotated[bool, typer.Option("--calibrate", help="Tune the refusal gate (retrieval.min_score, "
+                                            "coverage_weight) on answerable and unanswerable questions; no model.")]
+    = False,
+    target: Annotated[float, typer.Option("--target", metavar="X", help="With --calibrate: the share of unanswerable "
+                                          "questions to refuse.")] = 0.9,
+    max_wrong: Annotated[float, typer.Option("--max-wrong", metavar="X", help="With --calibrate: the most answerable "
+                                             "questions to refuse (share), else exit 8.")] = 0.1,
+    folds: Annotated[int, typer.Option("--folds", metavar="K", help="With --calibrate: cross-validation folds "
+                                       "(0: none).")] = 5,
+    holdout: Annotated[float, typer.Option("--holdout", metavar="X", help="With --calibrate: hold back this share "
+                                           "of the questions (seeded by --seed) and report the choice on them.")] = 0.0,
+    write: Annotated[bool, typer.Option("--write", help="With --calibrate: save the choice to .rag.toml "
+                                        "[retrieval].")] = False,
 ) -> None:
     """Measure retrieval and answers on a question file; compare configurations; gate regressions."""
     env = env_of(ctx)
@@ -59,6 +72,17 @@ def eval_command(
     if not cutoffs or cutoffs[0] < 1:
         raise InputError("--k needs positive cut-offs")
     chosen = select(load_questions(questions), limit=limit, sample=sample, seed=seed)
+    if calibrate:
+        from rag_cli.cli.eval_calibrate import run_calibration
+
+        runs = configurations(Path.cwd(), config or [], set_ or [], env.config_file)
+        if len(runs) > 1 or docs or baseline or plot or details or out:
+            raise InputError("--calibrate takes one settings file and no --docs, --baseline, --plot, --details, --out")
+        run_calibration(env, runs[0][1], chosen, questions_file=questions, target=target, max_wrong=max_wrong,
+                        folds=folds, holdout=holdout, seed=seed, write=write, as_json=as_json)
+        return
+    if write:
+        raise InputError("--write goes with --calibrate")
     reports = []
     for label, settings in configurations(Path.cwd(), config or [], set_ or [], env.config_file):
         t0 = time.perf_counter()

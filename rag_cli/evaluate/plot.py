@@ -1,8 +1,9 @@
 """An SVG picture of eval reports: recall@k across k (one line per configuration) and latency
-p50/p95 per stage. Plain SVG text, no plotting library."""
+p50/p95 per stage; a terminal chart of a refusal trade-off. Plain text, no plotting library."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from html import escape
 
@@ -54,3 +55,38 @@ def eval_svg(reports: Sequence, ks: Sequence[int]) -> str:
             row += 1
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
+
+
+def tradeoff_chart(points: Sequence[tuple[float, float]], mark: tuple[float, float] | None = None, *,
+                   target: float | None = None, width: int = 48, height: int = 11) -> list[str]:
+    """A terminal chart (plain text lines) of a refusal trade-off: x the share of answerable
+    questions wrongly refused, y the share of unanswerable ones refused, both 0..1. ``points`` are
+    drawn as "•", ``mark`` (the chosen setting) as "◆", ``target`` as a dotted line. The x axis
+    ends where the interesting part does (at least 20%, a little past ``mark``)."""
+    x_max = 1.0 if mark is None else min(1.0, max(0.2, math.ceil(mark[0] * 25) / 10))
+    grid = [[" "] * width for _ in range(height)]
+
+    def cell(x: float, y: float) -> tuple[int, int] | None:
+        if x > x_max + 1e-9:
+            return None
+        return height - 1 - round(y * (height - 1)), round(x / x_max * (width - 1))
+
+    if target is not None:
+        row = height - 1 - round(target * (height - 1))
+        grid[row] = ["┄"] * width
+    for x, y in points:
+        if (at := cell(x, y)) is not None:
+            grid[at[0]][at[1]] = "•"
+    if mark is not None and (at := cell(*mark)) is not None:
+        grid[at[0]][at[1]] = "◆"
+    lines = ["unanswerable refused"]
+    for i, row_cells in enumerate(grid):
+        share = 1 - i / (height - 1)
+        label = f"{share:4.0%}" if i in (0, height - 1) or (target is not None and i == height - 1 -
+                                                            round(target * (height - 1))) else "    "
+        lines.append(f"{label} │{''.join(row_cells)}")
+    lines.append("     └" + "─" * width)
+    right = f"{x_max:.0%}"
+    lines.append("      0%" + " " * max(1, width - 2 - len(right)) + right)
+    lines.append(" " * 6 + "answerable wrongly refused".center(width))
+    return lines
