@@ -178,9 +178,11 @@ class Asker:
 
     # -- the stages -----------------------------------------------------------------------------------
     def _gate(self, question: str, hits: list[Hit]) -> str:
-        """Why to refuse before any model runs ("no_passages", "low_score"), or "" to go on."""
+        """Why to refuse before any model runs ("no_passages", "unknown_name", "low_score"), or "" to go on."""
         if not hits:
             return "no_passages"
+        if self.settings.retrieval.refuse_unknown_names and self.searcher.unknown_names(question):
+            return "unknown_name"
         if self.searcher.evidence(question, hits[0]) < self.settings.retrieval.min_score:
             return "low_score"
         return ""

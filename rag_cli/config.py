@@ -151,6 +151,9 @@ class RetrievalSettings:
                                   "words (weighted by rarity, IDF) that the best chunk holds, so a question about a "
                                   "name the documents never mention is refused; 0: cosine similarity alone.",
                                   min=0.0)
+    refuse_unknown_names: bool = _opt(True, "Refuse without calling the model when the question names something "
+                                      "(a capitalised word, not an acronym) that no chunk holds, allowing for "
+                                      "accents and one typo.")
 
 @dataclass(frozen=True)
 class LlmSettings:

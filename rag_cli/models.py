@@ -421,7 +421,7 @@ class Answer:
     question: str
     answer: str
     refused: bool
-    refusal_reason: str  # "" | "low_score" | "no_passages" | "model"
+    refusal_reason: str  # "" | "low_score" | "no_passages" | "unknown_name" | "model"
     citations: tuple[Citation, ...]  # the sources the model was given, cited or not
     passages: tuple[dict[str, Any], ...]  # the retrieved hits (Hit.to_dict())
     model: str | None

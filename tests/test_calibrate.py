@@ -238,9 +238,12 @@ def test_the_measured_evidence_is_what_the_gate_of_rag_ask_tests(tmp_path: Path,
     evidence = measure(Searcher(settings), questions, settings.retrieval.top_k)
     best = calibrate(evidence, target=0.5, folds=0).best
     tuned = settings.with_values({"retrieval.min_score": best.min_score,
-                                  "retrieval.coverage_weight": best.coverage_weight}, "test")
+                                  "retrieval.coverage_weight": best.coverage_weight,
+                                  "retrieval.refuse_unknown_names": best.names}, "test")
     asker = Asker(tuned, generators={"bundled": ScriptedGenerator("Daily [1].")})
     for q, e in zip(questions, evidence, strict=True):
         answer = asker.ask(q.question)
-        assert (answer.refusal_reason == "low_score") == (e.value(best.coverage_weight) < best.min_score), q
-    assert rates(evidence, best.coverage_weight, best.min_score).refused_unanswerable >= 0.5
+        gated = answer.refusal_reason in ("low_score", "unknown_name")
+        assert gated == (e.value(best.coverage_weight, best.names) < best.min_score), q
+        assert (answer.refusal_reason == "unknown_name") == (best.names and e.unknown_name), q
+    assert rates(evidence, best.coverage_weight, best.min_score, best.names).refused_unanswerable >= 0.5

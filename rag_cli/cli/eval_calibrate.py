@@ -14,7 +14,7 @@ from rag_cli.errors import ExitCode, InputError
 from rag_cli.evaluate.calibrate import Calibration, Setting, write_setting
 from rag_cli.evaluate.dataset import Question
 
-GATE_KEYS = ("retrieval.min_score", "retrieval.coverage_weight")
+GATE_KEYS = ("retrieval.min_score", "retrieval.coverage_weight", "retrieval.refuse_unknown_names")
 
 
 def run_calibration(env: Env, settings: Settings, questions: list[Question], *, questions_file: Path,
@@ -50,12 +50,17 @@ def run_calibration(env: Env, settings: Settings, questions: list[Question], *, 
         raise typer.Exit(int(ExitCode.GATE))
 
 
+def _toml(flag: bool) -> str:
+    return "true" if flag else "false"
+
+
 def _pct(x: float) -> str:
     return f"{x:6.1%}"
 
 
 def _row(s: Setting) -> str:
-    return (f"  {s.coverage_weight:15.1f}  {s.min_score:9.3f}  {_pct(s.rates.refused_unanswerable):>20}  "
+    return (f"  {'on' if s.names else 'off':>13}  {s.coverage_weight:15.1f}  {s.min_score:9.3f}  "
+            f"{_pct(s.rates.refused_unanswerable):>20}  "
             f"{_pct(s.rates.refused_answerable):>26}")
 
 
@@ -65,8 +70,9 @@ def render_calibration(env: Env, result: Calibration) -> None:
 
     env.line(f"{result.answerable} answerable and {result.unanswerable} unanswerable questions from "
              f"{result.questions_file}" + (f" ({sum(result.heldout_counts)} more held back)" if result.heldout else ""))
-    env.line(f"for each coverage_weight, the min_score refusing >= {result.target:.0%} of the unanswerable:")
-    env.line("  coverage_weight  min_score  unanswerable refused  answerable wrongly refused")
+    env.line(f"for each refuse_unknown_names and coverage_weight, the min_score refusing >= {result.target:.0%} "
+             "of the unanswerable:")
+    env.line("  unknown names  coverage_weight  min_score  unanswerable refused  answerable wrongly refused")
     for s in result.tradeoff:
         env.line(_row(s) + ("   <- best" if s == result.best else ""))
     env.line("")
@@ -82,11 +88,13 @@ def render_calibration(env: Env, result: Calibration) -> None:
                  f"{b.rates.refused_answerable:.1%} of the answerable ones (--max-wrong {result.max_wrong:.0%})")
         if result.within is not None:
             w = result.within
-            env.line(f"within --max-wrong: coverage_weight {w.coverage_weight}, min_score {w.min_score:.3f} refuses "
+            env.line(f"within --max-wrong: refuse_unknown_names {_toml(w.names)}, coverage_weight {w.coverage_weight}, "
+                     f"min_score {w.min_score:.3f} refuses "
                      f"{w.rates.refused_unanswerable:.1%} of the unanswerable, "
                      f"{w.rates.refused_answerable:.1%} of the answerable")
     label = "chosen" if result.chosen is not None else "best at the target"
-    env.line(f"{label}: retrieval.coverage_weight = {b.coverage_weight}, retrieval.min_score = {b.min_score:.3f} "
+    env.line(f"{label}: retrieval.refuse_unknown_names = {_toml(b.names)}, retrieval.coverage_weight = "
+             f"{b.coverage_weight}, retrieval.min_score = {b.min_score:.3f} "
              f"({b.rates.refused_unanswerable:.1%} unanswerable refused, {b.rates.refused_answerable:.1%} answerable "
              "refused, on the questions it was chosen on)")
     cv = result.cv()
@@ -100,6 +108,6 @@ def render_calibration(env: Env, result: Calibration) -> None:
                  f"unanswerable refused {h.refused_unanswerable:.1%}, answerable refused {h.refused_answerable:.1%}")
     if result.written:
         env.line(f"wrote {result.written} [retrieval]: min_score = {b.min_score}, coverage_weight = "
-                 f"{b.coverage_weight}")
+                 f"{b.coverage_weight}, refuse_unknown_names = {_toml(b.names)}")
     elif result.chosen is not None:
         env.line("--write saves it to .rag.toml")

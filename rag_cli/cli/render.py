@@ -207,6 +207,9 @@ def render_answer(env: Env, answer: Any, *, as_json: bool, streamed: bool) -> No
     cited = [c for c in data["citations"]]
     if answer.refused and answer.refusal_reason in ("low_score", "no_passages"):
         env.err.print(Text("no passage was relevant enough (retrieval.min_score)", style="dim"))
+    elif answer.refused and answer.refusal_reason == "unknown_name":
+        env.err.print(Text("the question names something no document mentions (retrieval.refuse_unknown_names)",
+                           style="dim"))
     if cited:
         env.out.print(Text("\nSources", style="bold"))
         for c in cited:

@@ -1,5 +1,6 @@
 """`rag eval --calibrate`: the refusal gate's settings (`retrieval.min_score`,
-`retrieval.coverage_weight`) tuned on the user's own answerable and unanswerable questions.
+`retrieval.coverage_weight`, `retrieval.refuse_unknown_names`) tuned on the user's own answerable
+and unanswerable questions.
 
 The gate (`Asker._gate`) refuses before any model runs when the best hit's evidence, its cosine
 similarity plus coverage_weight x its coverage of the question, is below min_score. Both parts
@@ -38,10 +39,12 @@ class Evidence:
     answerable: bool
     score: float
     coverage: float
+    unknown_name: bool = False  # it names something no chunk holds (retrieval.refuse_unknown_names)
 
-    def value(self, weight: float) -> float:
-        """The evidence `Searcher.evidence` computes with coverage_weight ``weight``."""
-        if self.score == NO_HIT:
+    def value(self, weight: float, names: bool = False) -> float:
+        """The evidence `Searcher.evidence` computes with coverage_weight ``weight``; NO_HIT (refused
+        whatever min_score is) for a question the gate refuses on its names, with ``names`` on."""
+        if self.score == NO_HIT or (names and self.unknown_name):
             return NO_HIT
         return self.score if weight <= 0 else self.score + weight * self.coverage
 
@@ -65,9 +68,11 @@ class Setting:
     coverage_weight: float
     min_score: float
     rates: Rates
+    names: bool = False  # retrieval.refuse_unknown_names
 
     def to_dict(self) -> dict[str, Any]:
-        return {"coverage_weight": self.coverage_weight, "min_score": self.min_score, **self.rates.to_dict()}
+        return {"coverage_weight": self.coverage_weight, "min_score": self.min_score,
+                "refuse_unknown_names": self.names, **self.rates.to_dict()}
 
 
 @dataclass
@@ -154,7 +159,8 @@ def measure(searcher: Any, questions: Sequence[Question], top_k: int,
             out.append(Evidence(q.qid, q.answerable, NO_HIT, 0.0))
         else:
             covered = searcher.coverage(q.question, hits[0])
-            out.append(Evidence(q.qid, q.answerable, hits[0].score, 1.0 if covered is None else covered))
+            out.append(Evidence(q.qid, q.answerable, hits[0].score, 1.0 if covered is None else covered,
+                                bool(searcher.unknown_names(q.question))))
         progress.update("questions", advance=1)
     return out
 
@@ -163,10 +169,11 @@ def _share_below(values: Sequence[float], threshold: float) -> float:
     return sum(v < threshold for v in values) / len(values) if values else 0.0
 
 
-def rates(evidence: Sequence[Evidence], weight: float, min_score: float) -> Rates:
-    """What the gate refuses with these settings: it refuses when evidence < min_score."""
-    unans = [e.value(weight) for e in evidence if not e.answerable]
-    ans = [e.value(weight) for e in evidence if e.answerable]
+def rates(evidence: Sequence[Evidence], weight: float, min_score: float, names: bool = False) -> Rates:
+    """What the gate refuses with these settings: it refuses when evidence < min_score (and, with
+    ``names``, a question naming something no chunk holds)."""
+    unans = [e.value(weight, names) for e in evidence if not e.answerable]
+    ans = [e.value(weight, names) for e in evidence if e.answerable]
     return Rates(_share_below(unans, min_score), _share_below(ans, min_score))
 
 
@@ -186,31 +193,34 @@ def _grid_above(value: float) -> float:
     return t
 
 
-def threshold_for(evidence: Sequence[Evidence], weight: float, target: float) -> float:
+def threshold_for(evidence: Sequence[Evidence], weight: float, target: float, names: bool = False) -> float:
     """The smallest min_score (on the STEP grid) refusing at least ``target`` of the
     unanswerable questions."""
-    values = sorted(e.value(weight) for e in evidence if not e.answerable)
+    values = sorted(e.value(weight, names) for e in evidence if not e.answerable)
     need = math.ceil(target * len(values) - 1e-9)
-    if need == 0 or values[need - 1] == NO_HIT:  # questions without passages are refused anyway:
-        finite = [e.value(weight) for e in evidence if e.value(weight) != NO_HIT]  # then refuse no other
+    if need == 0 or values[need - 1] == NO_HIT:  # questions refused whatever min_score is are enough:
+        finite = [v for e in evidence if (v := e.value(weight, names)) != NO_HIT]  # then refuse no other
         return _grid_floor(min(finite)) if finite else 0.0
     return _grid_above(values[need - 1])
 
 
 def sweep(evidence: Sequence[Evidence], target: float, weights: Sequence[float] = WEIGHTS) -> list[Setting]:
-    """For each coverage weight, the setting that just reaches ``target`` (the trade-off table)."""
+    """For each coverage weight, with the names rule off and on, the setting that just reaches
+    ``target`` (the trade-off table)."""
     out = []
-    for w in weights:
-        t = threshold_for(evidence, w, target)
-        out.append(Setting(w, t, rates(evidence, w, t)))
+    for names in (False, True):
+        for w in weights:
+            t = threshold_for(evidence, w, target, names)
+            out.append(Setting(w, t, rates(evidence, w, t, names), names))
     return out
 
 
 def choose(evidence: Sequence[Evidence], target: float, weights: Sequence[float] = WEIGHTS) -> Setting:
     """The setting reaching ``target`` on the unanswerable questions that refuses fewest answerable
-    ones (ties: more unanswerable refused, then the smaller weight)."""
-    return min(sweep(evidence, target, weights),
-               key=lambda s: (s.rates.refused_answerable, -s.rates.refused_unanswerable, s.coverage_weight))
+    ones (ties: more unanswerable refused, then the smaller weight, then the names rule on, the default)."""
+    return min(sweep(evidence, target, weights), key=lambda s: (s.rates.refused_answerable,
+                                                                -s.rates.refused_unanswerable, s.coverage_weight,
+                                                                not s.names))
 
 
 def best_within(evidence: Sequence[Evidence], max_wrong: float,
@@ -222,34 +232,34 @@ def best_within(evidence: Sequence[Evidence], max_wrong: float,
         return None
     allowed = math.floor(max_wrong * len(answerable) + 1e-9)
     best: Setting | None = None
-    for w in weights:
-        values = sorted(e.value(w) for e in answerable)
+    for names, w in ((names, w) for names in (False, True) for w in weights):
+        values = sorted(e.value(w, names) for e in answerable)
         finite = [v for v in values if v != NO_HIT] or [0.0]
         # a threshold at or below values[allowed] refuses at most the `allowed` values under it
         if allowed >= len(values):
             t = _grid_above(max(finite))
         else:
             t = _grid_floor(values[allowed] if values[allowed] != NO_HIT else min(finite))
-        s = Setting(w, t, rates(evidence, w, t))
+        s = Setting(w, t, rates(evidence, w, t, names), names)
         if best is None or (s.rates.refused_unanswerable, -s.rates.refused_answerable) > \
                 (best.rates.refused_unanswerable, -best.rates.refused_answerable):
             best = s
     return best
 
 
-def curve(evidence: Sequence[Evidence], weight: float) -> list[Setting]:
+def curve(evidence: Sequence[Evidence], weight: float, names: bool = False) -> list[Setting]:
     """The trade-off of one coverage weight across min_score, from refusing none to refusing all
     (of the questions with passages): one point wherever a rate changes."""
-    unans = sorted(e.value(weight) for e in evidence if not e.answerable)
-    ans = sorted(e.value(weight) for e in evidence if e.answerable)
+    unans = sorted(e.value(weight, names) for e in evidence if not e.answerable)
+    ans = sorted(e.value(weight, names) for e in evidence if e.answerable)
     finite = sorted({v for v in unans + ans if v != NO_HIT})
     if not finite:
-        return [Setting(weight, 0.0, rates(evidence, weight, 0.0))]
+        return [Setting(weight, 0.0, rates(evidence, weight, 0.0, names), names)]
     out: list[Setting] = []
     for t in sorted({_grid_floor(finite[0])} | {_grid_above(v) for v in finite}):
         r = Rates(bisect.bisect_left(unans, t) / max(1, len(unans)), bisect.bisect_left(ans, t) / max(1, len(ans)))
         if not out or r != out[-1].rates:
-            out.append(Setting(weight, t, r))
+            out.append(Setting(weight, t, r, names))
     return out
 
 
@@ -286,7 +296,7 @@ def cross_validate(evidence: Sequence[Evidence], target: float, folds: int, seed
     for i, test in enumerate(parts):
         train = [e for j, part in enumerate(parts) if j != i for e in part]
         chosen = choose(train, target)
-        out.append((chosen, rates(test, chosen.coverage_weight, chosen.min_score)))
+        out.append((chosen, rates(test, chosen.coverage_weight, chosen.min_score, chosen.names)))
     return out
 
 
@@ -306,10 +316,10 @@ def calibrate(evidence: Sequence[Evidence], *, target: float = 0.9, max_wrong: f
     folds = min(folds, n_ans, n_unans)
     result = Calibration(questions_file=questions_file, answerable=n_ans, unanswerable=n_unans, target=target,
                          max_wrong=max_wrong, seed=seed, best=best, within=best_within(fit, max_wrong),
-                         tradeoff=sweep(fit, target), curve=curve(fit, best.coverage_weight),
+                         tradeoff=sweep(fit, target), curve=curve(fit, best.coverage_weight, best.names),
                          folds=cross_validate(fit, target, folds, seed) if folds >= 2 else [], holdout=holdout)
     if back:
-        result.heldout = rates(back, best.coverage_weight, best.min_score)
+        result.heldout = rates(back, best.coverage_weight, best.min_score, best.names)
         result.heldout_counts = (sum(e.answerable for e in back), sum(not e.answerable for e in back))
     return result
 
@@ -342,7 +352,8 @@ def write_setting(result: Calibration, path: Path, today: datetime.date | None =
     if chosen is None:
         raise InputError(f"no setting reaches the target, so {path} was not changed")
     comment = comment_line(result, today)
-    set_keys(path, "retrieval", {"min_score": chosen.min_score, "coverage_weight": chosen.coverage_weight},
+    set_keys(path, "retrieval", {"min_score": chosen.min_score, "coverage_weight": chosen.coverage_weight,
+                                 "refuse_unknown_names": chosen.names},
              comment, replaces=COMMENT_START)
     result.written = str(path)
     return comment

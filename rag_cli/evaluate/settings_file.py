@@ -29,8 +29,10 @@ def _key_line(key: str) -> re.Pattern[str]:
 
 
 def _value(value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"only numbers are written, not {value!r}")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if not isinstance(value, (int, float)):
+        raise TypeError(f"only numbers and booleans are written, not {value!r}")
     return repr(value)
 
 
@@ -67,7 +69,7 @@ def _edited(text: str, section: str, values: Mapping[str, Any], comment: str, re
 
 
 def set_keys(path: Path, section: str, values: Mapping[str, Any], comment: str, *, replaces: str = "") -> None:
-    """Set ``section.key = value`` for each of ``values`` (numbers) in the settings file ``path``
+    """Set ``section.key = value`` for each of ``values`` (numbers or booleans) in the settings file ``path``
     (created when missing), with the comment line ``comment`` (starting "# ") above them; comment
     lines of that section starting with ``replaces`` (an earlier run's) are dropped. ConfigError
     when the file cannot be edited safely; the file is then unchanged."""

@@ -88,6 +88,10 @@ class Searcher:
         return self.keyword_index().coverage(question, keyword_text(hit.text, {"title": hit.title,
                                                                               "heading": hit.heading}))
 
+    def unknown_names(self, question: str) -> list[str]:
+        """The names in the question that no chunk holds (`retrieval.refuse_unknown_names`)."""
+        return self.keyword_index().unknown_names(question)
+
     def evidence(self, question: str, hit: Hit) -> float:
         """How strongly ``hit`` bears on the question, the value `retrieval.min_score` tests: its
         cosine similarity plus `retrieval.coverage_weight` x its coverage of the question."""

@@ -107,6 +107,18 @@ class KeywordIndex:
         self.doc_retriever = doc_retriever
         self._doc_pos = {d: i for i, d in enumerate(self.doc_ids)}
         self._chunk_doc: dict[str, str] | None = None
+        self._folded: frozenset[str] | None = None  # the vocabulary without accents, for unknown_names
+
+    def unknown_names(self, query: str) -> list[str]:
+        """The names of ``query`` that no chunk holds (store/names.py); [] for an empty index."""
+        from rag_cli.store import names
+
+        found = names.question_names(query)
+        if not found or not self.ids or self.retriever is None:
+            return []
+        if self._folded is None:
+            self._folded = frozenset(names.fold(w) for w in self.retriever.vocab_dict)
+        return names.unknown(found, self._folded, lambda name: _tokens([name])[0])
 
     def doc_id_of(self, chunk_id: str) -> str:
         if self._chunk_doc is None:
