@@ -65,13 +65,14 @@ def _register() -> None:
         eval_cmd,
         index_cmd,
         mcp_cmd,
+        models_cmd,
         preview_cmd,
         serve_cmd,
         status_cmd,
     )
 
     for module in (index_cmd, ask_cmd, chat_cmd, eval_cmd, serve_cmd, mcp_cmd, preview_cmd, config_cmd, status_cmd,
-                   doctor_cmd):
+                   doctor_cmd, models_cmd):
         module.register(app)
 
 
