@@ -243,8 +243,10 @@ def gguf_location(name: str, base_dir: Path | None = None) -> str:
     if entry is not None:
         pulled = pulled_gguf_path(entry)
         if not pulled.is_file():
-            raise ModelLoadError(f"model {name!r} is in the catalogue but not pulled yet ({pulled} does not exist)",
-                                 hint=f"rag models pull {name}  (needs internet; `rag models` lists the catalogue)")
+            # The remedy is in the message too: `rag ask` prints the passages as its hint.
+            raise ModelLoadError(f"model {name!r} is in the catalogue but not pulled yet: run `rag models pull "
+                                 f"{name}` (needs internet; {pulled} does not exist)",
+                                 hint=f"rag models pull {name}  (`rag models` lists the catalogue)")
         path = pulled
     remedy = "set llm.model or --model to a .gguf file, or to 'bundled'"
     if path.is_dir():

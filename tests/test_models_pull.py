@@ -188,7 +188,7 @@ def test_a_checksum_mismatch_is_rejected_and_leaves_no_file(hub: Hub) -> None:
         pull_model("tiny")
     assert SHA in bad.value.message and bad.value.exit_code == ExitCode.MODEL
     assert not _target().exists() and not list(_target().parent.glob("*.part*"))
-    with pytest.raises(ModelLoadError, match="not pulled"):
+    with pytest.raises(ModelLoadError, match="not pulled yet: run `rag models pull tiny`"):
         gguf_location("tiny")
 
 
