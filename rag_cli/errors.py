@@ -79,6 +79,10 @@ class ModelLoadError(RagError):
     exit_code = ExitCode.MODEL
 
 
+class ModelDownloadError(ModelLoadError):
+    """`rag models pull` could not download a model, or the file failed its checksum."""
+
+
 class GenerationError(RagError):
     """The model loaded but failed while generating."""
 

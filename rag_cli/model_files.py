@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
 
+from rag_cli import model_catalog
 from rag_cli.config import DEFAULT_EMBEDDING_MODEL, EmbeddingSettings
 from rag_cli.errors import ModelLoadError
 
@@ -208,10 +209,18 @@ def assemble_gemma(target: Path) -> Path:
     return target
 
 
+def pulled_gguf_path(entry: model_catalog.CatalogModel) -> Path:
+    """Where `rag models pull` puts a catalogue model: $RAG_CACHE_DIR/models/OWNER/REPO/FILE (our
+    own folder, not the Hugging Face cache: a pull resumes across runs, and only a file whose
+    sha256 was checked is ever there; docs/models.md)."""
+    return cache_root() / "models" / entry.repo / entry.file
+
+
 def gguf_location(name: str, base_dir: Path | None = None) -> str:
-    """Where the GGUF model a setting names is: a bundled alias, a file (its header checked), or
-    ``hf:REPO/FILE.gguf`` (returned as it is). Cheap: Gemma's location is where it is assembled
-    to, not assembled yet, and nothing is downloaded (``local_gguf`` does both)."""
+    """Where the GGUF model a setting names is: a bundled alias, a catalogue name (pulled by `rag
+    models pull`), a file (its header checked), or ``hf:REPO/FILE.gguf`` (returned as it is).
+    Cheap: Gemma's location is where it is assembled to, not assembled yet, and nothing is
+    downloaded (``local_gguf`` does both)."""
     if is_gemma(name):
         return str(gemma_gguf_path())
     if name in SMOLLM2_ALIASES or name == BUNDLED:
@@ -230,13 +239,22 @@ def gguf_location(name: str, base_dir: Path | None = None) -> str:
     path = Path(name).expanduser()
     if base_dir is not None and not path.is_absolute():
         path = base_dir / path
+    entry = model_catalog.find(name) if "/" not in name and "\\" not in name and not path.is_file() else None
+    if entry is not None:
+        pulled = pulled_gguf_path(entry)
+        if not pulled.is_file():
+            # The remedy is in the message too: `rag ask` prints the passages as its hint.
+            raise ModelLoadError(f"model {name!r} is in the catalogue but not pulled yet: run `rag models pull "
+                                 f"{name}` (needs internet; {pulled} does not exist)",
+                                 hint=f"rag models pull {name}  (`rag models` lists the catalogue)")
+        path = pulled
     remedy = "set llm.model or --model to a .gguf file, or to 'bundled'"
     if path.is_dir():
         raise ModelLoadError(f"model {path} is a folder, not a GGUF file ({remedy})", hint=remedy)
     if not path.is_file():
         if "/" not in name and "\\" not in name and not path.suffix:  # a mistyped alias, not a path
-            raise ModelLoadError(f"unknown model {name!r}: not a file, nor one of bundled, smollm2, gemma-270m "
-                                 f"or hf:OWNER/REPO/FILE.gguf", hint=remedy)
+            raise ModelLoadError(f"unknown model {name!r}: not a file, nor one of bundled, smollm2, gemma-270m, "
+                                 f"a name `rag models` lists, or hf:OWNER/REPO/FILE.gguf", hint=remedy)
         # The remedy is in the message too: `rag ask` prints the passages as its hint.
         raise ModelLoadError(f"model file {path} does not exist ({remedy})", hint=remedy)
     try:

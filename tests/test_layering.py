@@ -22,7 +22,7 @@ PACKAGE = REPO / "rag_cli"
 # and its modules; an exact name wins over a package.
 LAYERS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("core", ("rag_cli", "rag_cli.errors", "rag_cli.models", "rag_cli.progress", "rag_cli.fileio", "rag_cli.crash",
-              "rag_cli.observe", "rag_cli.config", "rag_cli.model_files"),
+              "rag_cli.observe", "rag_cli.config", "rag_cli.model_catalog", "rag_cli.model_files"),
      "errors, plain records, settings, model folders, logging: what every layer uses"),
     ("serve client", ("rag_cli.serve.protocol", "rag_cli.serve.client"),
      "the warm server's files, wire format and client: standard library and core only, what a served `rag ask` runs"),
@@ -32,8 +32,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...], str], ...] = (
      "and the query log kept in it"),
     ("retrieve, generate", ("rag_cli.retrieve.*", "rag_cli.generate.*"),
      "search and fusion; prompts, packing, generators (neither imports the other)"),
-    ("pipelines", ("rag_cli.indexer", "rag_cli.ask", "rag_cli.preview", "rag_cli.status"),
-     "one library call per command: index, ask, chunk-preview, status"),
+    ("pipelines", ("rag_cli.indexer", "rag_cli.ask", "rag_cli.preview", "rag_cli.status", "rag_cli.model_pull"),
+     "one library call per command: index, ask, chunk-preview, status, models"),
     ("evaluate, doctor", ("rag_cli.evaluate.*", "rag_cli.doctor.*"),
      "runs over the pipelines: `rag eval`, `rag doctor`"),
     ("facade", ("rag_cli.api", "rag_cli.chat", "rag_cli.serve.remote", "rag_cli.watch"),

@@ -66,13 +66,14 @@ def _register() -> None:
         index_cmd,
         log_cmd,
         mcp_cmd,
+        models_cmd,
         preview_cmd,
         serve_cmd,
         status_cmd,
     )
 
     for module in (index_cmd, ask_cmd, chat_cmd, eval_cmd, serve_cmd, mcp_cmd, preview_cmd, config_cmd, status_cmd,
-                   doctor_cmd, log_cmd):
+                   doctor_cmd, log_cmd, models_cmd):
         module.register(app)
 
 
