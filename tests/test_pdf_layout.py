@@ -179,3 +179,28 @@ def test_lines_without_a_position_keep_their_breaks() -> None:
     nan = float("nan")
     layout = rebuild([Line("first line", nan, nan), Line("second line", nan, nan)])
     assert layout.text == "first line\nsecond line"
+
+
+def test_pdfs_indexed_before_a_new_layout_key_are_read_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from indexing_helpers import invoke
+    from rag_cli.ingest import pdf_layout
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    platypus_pdf(docs / "survey.pdf", [prose(60, 1), prose(45, 2)])
+
+    def statuses() -> dict[str, str]:
+        result = invoke(["index", "docs", "--json"], tmp_path, RAG_NO_SERVE="1", RAG_EMBEDDING_BACKEND="hash")
+        assert result.exit_code == 0, result.output
+        return {Path(d["path"]).name: d["status"] for d in json.loads(result.stdout)["details"]}
+
+    assert statuses() == {"survey.pdf": "added"}
+    assert statuses() == {"survey.pdf": "unchanged"}  # the same bytes, read the same way: not read
+    reads = []
+    real = pdf_layout.rebuild
+    monkeypatch.setattr(pdf_layout, "rebuild", lambda lines: reads.append(1) or real(lines))
+    monkeypatch.setattr(pdf_layout, "READ_KEY", "layout=paragraphs-next")
+    statuses()
+    assert reads, "a PDF read with an older way of rebuilding its paragraphs is read again"

@@ -28,6 +28,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+# In the manifest's read_with beside index.ocr: a change to how pages are rebuilt here takes a
+# new value, so that PDFs indexed before are read again (their chunks re-embedded where changed).
+READ_KEY = "layout=paragraphs-1"
 SIZE_CHANGE = 0.12  # relative: a larger difference between two lines' font sizes ends a paragraph
 GAP_FACTOR = 1.3  # a baseline gap over this many times the usual line spacing ends a paragraph
 FULL_LINE = 0.8  # a line at least this share of the page's long lines (same size) runs to the margin
