@@ -27,7 +27,7 @@ from rag_cli import observe
 from rag_cli.config import Settings
 from rag_cli.errors import DocumentError, InputError
 from rag_cli.index_dir import IndexLock, IndexPaths, build_record, check_build, dirty_stamp
-from rag_cli.ingest import ocr
+from rag_cli.ingest import ocr, pdf_layout
 from rag_cli.ingest.chunkers import Chunker, make_chunker
 from rag_cli.ingest.formats import loader_for
 from rag_cli.ingest.loaders import PdfLimits, PdfLoader, read_bytes
@@ -126,7 +126,9 @@ class Indexer:
         self._before: object = None
         self._catalog: Catalog | None = None  # a server index's catalog (store/catalog.py)
         self._claimed: dict[str, str] = {}  # {doc id: path} of the files admitted to this run's writes
-        self.pdf_read_key = ocr.read_key(settings.index.ocr)  # a PDF read under another key is read again
+        # A PDF read under another key is read again: another index.ocr, or another way of
+        # rebuilding the text layer's paragraphs (pdf_layout.READ_KEY).
+        self.pdf_read_key = f"{ocr.read_key(settings.index.ocr)} {pdf_layout.READ_KEY}"
         self._ocr_pages = 0  # pages to recognise so far this run (the "ocr" progress total)
 
     # -- the run ------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from rag_cli.errors import DocumentError
-from rag_cli.ingest import ocr, splitting
+from rag_cli.ingest import ocr, pdf_layout, splitting
 from rag_cli.models import Document, Segment
 
 log = logging.getLogger(__name__)
@@ -378,12 +378,17 @@ class PdfLoader:
 
         warnings: list[str] = []
         texts: list[str] = []
+        layouts: list[pdf_layout.PageLayout] = []
         limited: list[str] = []  # "page N: the bound it met", for the pages beyond a PdfLimits bound
         for number in range(page_count):
             notes: list[str] = []
             token = _PAGE_NOTES.set(notes)
+            layout = pdf_layout.PageLayout("")
             try:
-                page_text = reader.pages[number].extract_text() or ""
+                page_text, lines = pdf_layout.extract_lines(reader.pages[number], _clean)
+                # Paragraphs rebuilt from where the lines sit; pypdf's lines as they are when
+                # its pieces do not add up to its text.
+                layout = pdf_layout.rebuild(lines) if lines is not None else pdf_layout.PageLayout(page_text)
             except Exception as exc:
                 limit = self.limits.explain(exc)
                 if limit:
@@ -391,11 +396,11 @@ class PdfLoader:
                     warnings.append(f"page {number + 1}: text not extracted: {limit}")
                 else:
                     warnings.append(f"page {number + 1}: text could not be extracted ({type(exc).__name__})")
-                page_text = ""
             finally:
                 _PAGE_NOTES.reset(token)
             warnings.extend(f"page {number + 1}: text partly not extracted: {note}" for note in notes[:1])
-            texts.append(_clean(page_text).strip())
+            texts.append(layout.text.strip())
+            layouts.append(layout)
         file_notes: list[str] = []
         ocr_pages: list[int] = []
         if self.ocr != "off" and not limited:
@@ -419,8 +424,9 @@ class PdfLoader:
             title = ""
         if not re.search(r"[A-Za-z]{3,}\s+[A-Za-z]", title):
             title = ""  # an accession number or "untitled": the file name says more
+        joins = _page_joins(texts, layouts, ocr_pages)
         doc = paged_document(texts, doc_id=doc_id, source=str(path), title=title or _unicode(path.stem),
-                             ocr_pages=ocr_pages)
+                             ocr_pages=ocr_pages, joins=joins)
         return Loaded([doc], warnings, file_notes)
 
     def _recognise(self, source: str, raw: bytes, reader: Any, texts: list[str], warnings: list[str],
@@ -500,6 +506,23 @@ class PdfLoader:
         return None
 
 
+def _page_joins(texts: list[str], layouts: list[pdf_layout.PageLayout], ocr_pages: Sequence[int]) -> list[str]:
+    """What goes between each page's text and the previous page's: a blank line, or where a
+    paragraph runs on over the page break, what joins its lines (a hyphen it drops is taken
+    off the previous page's text, in ``texts``). Pages read by OCR have no layout: a break."""
+    joins = ["\n\n"] * len(texts)
+    recognised = set(ocr_pages)  # 1-based: page index i is page i + 1
+    for i in range(1, len(texts)):
+        if not (texts[i - 1] and texts[i]) or i in recognised or i + 1 in recognised:
+            continue
+        joint = pdf_layout.runs_on(layouts[i - 1], layouts[i])
+        if joint is not None:
+            if joint.drop_hyphen:
+                texts[i - 1] = texts[i - 1][:-1]
+            joins[i] = joint.text
+    return joins
+
+
 def _pages(numbers: list[int]) -> str:
     """ "page 3" or "pages 1-4, 9 (5 pages)", for 0-based page indexes."""
     if len(numbers) == 1:
@@ -528,18 +551,29 @@ def _shows_image(reader: Any, index: int) -> bool:
 
 
 def paged_document(pages: list[str], *, doc_id: str, source: str, title: str,
-                   ocr_pages: Sequence[int] = ()) -> Document:
+                   ocr_pages: Sequence[int] = (), joins: Sequence[str] = ()) -> Document:
     """Pages joined by a blank line, ``page_starts`` at each page, and a section starting at
-    each page's first paragraph: how a PDF is laid out for the chunkers."""
-    text, page_starts, segments = "", [], []
+    each page's first paragraph: how a PDF is laid out for the chunkers. ``joins[i]``, when
+    not a blank line, is what joins page i to page i - 1 because a paragraph runs on over the
+    page break (a space, a line break, or nothing): that paragraph is one segment across
+    the break, and page i starts no section of its own."""
+    text, page_starts = "", []
+    segments: list[Segment] = []
     for number, page_text in enumerate(pages):
+        join = (joins[number] if number < len(joins) else "\n\n") if number else ""
+        runs_on = bool(number) and not join.strip() and "\n\n" not in join and bool(segments) \
+            and segments[-1].end == len(text) and page_text[:1].strip() != ""
         if number:
-            text += "\n\n"
+            text += join if runs_on else "\n\n"
         page_starts.append(len(text))
         base = len(text)
         text += page_text
         for k, (s, e) in enumerate(splitting.paragraphs(page_text, 0, len(page_text))):
-            segments.append(Segment(base + s, base + e, "paragraph", starts_section=(k == 0)))
+            if k == 0 and runs_on:
+                last = segments[-1]
+                segments[-1] = Segment(last.start, base + e, last.kind, last.heading, last.starts_section)
+            else:
+                segments.append(Segment(base + s, base + e, "paragraph", starts_section=(k == 0 and not runs_on)))
     return Document(doc_id=doc_id, source=source, kind="pdf", text=text, title=title, segments=segments,
                     page_starts=page_starts, metadata={"pages": len(pages)}, ocr_pages=tuple(ocr_pages))
 
