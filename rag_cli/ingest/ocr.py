@@ -29,8 +29,11 @@ MAX_SIDE = 2200  # ...but its longer side at most this many pixels (RapidOCR's o
 # a scan with a stamp ("Scanned by ..."), a page number, or a few words of a bad OCR layer.
 FEW_CHARS = 20
 IMAGE_COVER = 0.5  # of the page's area
-RESPACE_GAP = 0.2  # a gap between two characters wider than this part of the line's height is a space...
-RESPACE_WORD = 12  # ...in a line whose "words" average this many characters or more (English: ~6)
+# The recogniser's model (trained mostly on Chinese) often reads an English line without its
+# spaces ("Invoicenumber4471isoverdue."): a space is put between two characters when a frame
+# between them gives the space class this probability or more, though the blank wins there.
+# Measured on bench/bench_ocr.py's pages: 0.01 and 0.005 give the same words, 0.002 splits words.
+SPACE_PROB = 0.006
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +99,50 @@ def _engine() -> Any:
         _ENGINE = RapidOCR(max_side_len=MAX_SIDE)
         # Its logger prints every message on stderr, with a handler of its own.
         logging.getLogger("RapidOCR").setLevel(logging.ERROR)
+        _decode_spaces(_ENGINE)
     return _ENGINE
+
+
+def _decode_spaces(engine: Any) -> None:
+    """Replace the recogniser's CTC decoder by SpacingDecoder, if it is where rapidocr_onnxruntime
+    1.4 keeps it (text_rec.postprocess_op, its character list ending with the space class)."""
+    rec = getattr(engine, "text_rec", None)
+    characters = getattr(getattr(rec, "postprocess_op", None), "character", None)
+    if rec is None or not characters or characters[-1] != " ":
+        log.debug("RapidOCR's decoder not found: its spaces are kept as they are")
+        return
+    rec.postprocess_op = SpacingDecoder(list(characters))
+
+
+class SpacingDecoder:
+    """Greedy CTC decoding, as RapidOCR's CTCLabelDecode (a frame's most likely class; repeats
+    merged, blanks dropped), which also puts back the spaces the most likely class leaves out:
+    one between two characters when a frame from the first to the second gives the space class
+    at least SPACE_PROB. ``characters``: the class names, blank first, the space last."""
+
+    def __init__(self, characters: Sequence[str]) -> None:
+        self.character = list(characters)
+        self.space = len(self.character) - 1
+
+    def __call__(self, preds: Any, return_word_box: bool = False, **kwargs: Any) -> list[tuple[str, float]]:
+        """(text, mean probability of its characters) for each line of ``preds`` (lines, frames, classes)."""
+        import numpy as np
+
+        out = []
+        for frames in preds:
+            best = frames.argmax(axis=1)
+            keep = best != 0
+            keep[1:] &= best[1:] != best[:-1]
+            cols = np.flatnonzero(keep)
+            text: list[str] = []
+            for n, col in enumerate(cols):
+                ch = self.character[best[col]]
+                if n and ch != " " and text[-1] != " " and frames[cols[n - 1]:col + 1, self.space].max() >= SPACE_PROB:
+                    text.append(" ")
+                text.append(ch)
+            score = float(frames[cols, best[cols]].mean()) if len(cols) else 0.0
+            out.append(("".join(text), score))
+        return out
 
 
 @dataclass(frozen=True)
@@ -118,43 +164,14 @@ def recognise(image: Any) -> list[Box]:
     """The text boxes RapidOCR finds in ``image`` (a numpy array, grey or RGB)."""
     with _ENGINE_LOCK:
         engine = _engine()
-        result, _ = engine(image, return_word_box=True)
+        result, _ = engine(image)
     boxes = []
     for item in result or ():
         quad, text = item[0], str(item[1])
-        if len(item) >= 5:
-            text = respace(text, item[3], item[4])
         xs, ys = [float(p[0]) for p in quad], [float(p[1]) for p in quad]
         if text.strip():
             boxes.append(Box(min(xs), min(ys), max(xs), max(ys), text.strip()))
     return boxes
-
-
-def respace(text: str, char_boxes: Sequence[Any], chars: Sequence[str]) -> str:
-    """``text`` with the spaces the recogniser dropped put back: its model (trained mostly on
-    Chinese) sometimes runs a whole English line together ("Invoicenumber4471isoverdue."), while
-    the characters' boxes still show the gaps. Only a line of long "words" is respaced, at gaps
-    wider than RESPACE_GAP of its height and twice its median gap (the boxes are estimates)."""
-    words = text.split()
-    if not chars or len(char_boxes) != len(chars) or not words or len(text) / len(words) < RESPACE_WORD:
-        return text
-    try:
-        spans = [(min(float(p[0]) for p in b), max(float(p[0]) for p in b),
-                  max(float(p[1]) for p in b) - min(float(p[1]) for p in b)) for b in char_boxes]
-    except (TypeError, ValueError, IndexError):
-        return text
-    gaps = [spans[i][0] - spans[i - 1][1] for i in range(1, len(spans))]
-    if not gaps:
-        return text
-    typical = max(statistics.median(gaps), 0.0)
-    out: list[str] = []
-    for i, ch in enumerate(chars):
-        if i and ch != " " and chars[i - 1] != " ":
-            gap = gaps[i - 1]
-            if gap > RESPACE_GAP * max(spans[i][2], spans[i - 1][2], 1.0) and gap > 2 * typical:
-                out.append(" ")
-        out.append(ch)
-    return "".join(out)
 
 
 # -- reading order ----------------------------------------------------------------------
