@@ -171,6 +171,16 @@ def test_ocr_runs_with_the_network_refused(tmp_path: Path, monkeypatch: pytest.M
     assert ocr._ENGINE is not None
 
 
+def test_the_words_of_a_scan_are_kept_apart(tmp_path: Path) -> None:
+    # RapidOCR's own decoding read these as "Invoice4471 was paid ..." and "for 31 8.5 0 euros.".
+    lines = ["Invoice 4471 was paid on 12 March", "for 318.50 euros.", "Herons wait."]
+    image = page_image(lines, size=(720, 200))
+    out = io.BytesIO()
+    image.save(out, "PDF", resolution=100)
+    text = load(tmp_path, out.getvalue(), "force").documents[0].text
+    assert " ".join(text.split()) == " ".join(lines)
+
+
 def damaged_second_image(data: bytes) -> bytes:
     """The PDF with the JPEG data of its second image overwritten (same length, no JPEG markers)."""
     first = data.index(b"\xff\xd8\xff")

@@ -25,6 +25,10 @@ MODES = ("auto", "off", "force")
 EXTRA_HINT = "install the OCR extra (pip install 'rag-cli[ocr]') or set index.ocr = \"off\""
 DPI = 200  # the page is rendered at this resolution...
 MAX_SIDE = 2200  # ...but its longer side at most this many pixels (RapidOCR's own bound is 2000)
+# Text is found on the page scaled to this longer side, and read from the full-size page. RapidOCR's
+# default finds it at full size (its shorter side at least 736 px): three times the pixels, and on
+# a page of 8 pt print its boxes lost a whole line (bench/bench_ocr.py; docs/speed.md#ocr).
+DETECT_SIDE = 1280
 # Under auto, a page with a text layer this short is recognised when images cover most of it:
 # a scan with a stamp ("Scanned by ..."), a page number, or a few words of a bad OCR layer.
 FEW_CHARS = 20
@@ -96,7 +100,10 @@ def _engine() -> Any:
             from rapidocr_onnxruntime import RapidOCR
         except ImportError as exc:
             raise OcrUnavailable(_why(exc)) from None
-        _ENGINE = RapidOCR(max_side_len=MAX_SIDE)
+        # No angle classifier: it turned short upright lines upside down (read as "S", then dropped
+        # below text_score), while a page scanned upside down is rare and its cost is a re-scan.
+        _ENGINE = RapidOCR(max_side_len=MAX_SIDE, det_limit_type="max", det_limit_side_len=DETECT_SIDE,
+                           use_cls=False)
         # Its logger prints every message on stderr, with a handler of its own.
         logging.getLogger("RapidOCR").setLevel(logging.ERROR)
         _decode_spaces(_ENGINE)
