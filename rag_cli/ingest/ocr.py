@@ -2,7 +2,8 @@
 
 Both come with the ``ocr`` extra (``pip install 'rag-cli[ocr]'``) and are imported only when a
 page needs recognising. RapidOCR's wheel carries its ONNX models (detection, direction,
-recognition): nothing is downloaded. One engine per process, made on first use; calls to it are
+recognition; the direction model is not used): nothing is downloaded. Its CTC decoding is
+replaced by SpacingDecoder, which keeps English words apart. One engine per process, made on first use; calls to it are
 serialised by a lock (the indexer's reader thread, `rag serve`'s watcher and a test may share it).
 
 The page text is rebuilt from the recognised boxes in reading order (``reading_order``): columns
