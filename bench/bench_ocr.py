@@ -2,11 +2,14 @@
 
 Each case is a letter-size page rendered by Pillow at 150 DPI from a known text and saved as an
 image-only PDF; PdfLoader(ocr_mode="force") reads it back. Printed per case: seconds for the page
-(render + recognise + reading order, the engine already made) and the character error rate
-(edit distance / reference length, whitespace collapsed to single spaces), medians over --repeat
-runs; then the medians over all cases.
+(render + recognise + reading order, the engine already made), wall clock and the process's CPU
+time (on a shared machine the CPU seconds say more than the wall clock), the character error rate (CER:
+edit distance / reference length, whitespace collapsed to single spaces), the same without any
+spaces (CER-ns: the characters read, whether or not the words were kept apart) and the word
+error rate (WER: edit distance over words / reference words; a line read without its spaces is
+one wrong word per reference word), medians over --repeat runs; then the medians over all cases.
 
-    python bench/bench_ocr.py [--repeat 3] [--cases NAME,...]
+    python bench/bench_ocr.py [--repeat 3] [--cases NAME,...] [--show]
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import random
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 FONTS = "/usr/share/fonts/truetype/dejavu/"
@@ -79,7 +83,7 @@ CASES = {
 }
 
 
-def distance(a: str, b: str) -> int:
+def distance(a: Sequence[str], b: Sequence[str]) -> int:
     previous = list(range(len(b) + 1))
     for i, ca in enumerate(a, start=1):
         current = [i]
@@ -94,10 +98,20 @@ def cer(got: str, reference: str) -> float:
     return distance(got, reference) / max(1, len(reference))
 
 
+def cer_no_spaces(got: str, reference: str) -> float:
+    got, reference = "".join(got.split()), "".join(reference.split())
+    return distance(got, reference) / max(1, len(reference))
+
+
+def wer(got: str, reference: str) -> float:
+    return distance(got.split(), reference.split()) / max(1, len(reference.split()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--show", action="store_true", help="print the text read from each page")
     args = parser.parse_args()
 
     from rag_cli.ingest import ocr
@@ -108,8 +122,10 @@ def main() -> None:
         ocr._engine()
     print(f"engine made in {time.perf_counter() - t0:.2f} s")
     loader = PdfLoader(ocr_mode="force")
-    print(f"{'case':<22} {'s/page':>7} {'CER':>7}")
-    seconds_all, cer_all = [], []
+    print(f"{'case':<22} {'s/page':>7} {'cpu s':>7} {'CER':>7} {'CER-ns':>7} {'WER':>7}")
+    seconds_all: list[float] = []
+    cpu_all: list[float] = []
+    rates_all: list[tuple[float, float, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.cases.split(","):
             image, reference = page(**CASES[name])  # type: ignore[arg-type]
@@ -117,17 +133,26 @@ def main() -> None:
             image.save(out, "PDF", resolution=150)
             path = Path(tmp) / f"{name}.pdf"
             path.write_bytes(out.getvalue())
-            times, rates = [], []
+            times, cpu, rates = [], [], []
             for _ in range(args.repeat):
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 loaded = loader.load(path, path.name, out.getvalue())
                 times.append(time.perf_counter() - t)
-                rates.append(cer(loaded.documents[0].text if loaded.documents else "", reference))
-            seconds, rate = statistics.median(times), statistics.median(rates)
+                cpu.append(time.process_time() - c)
+                text = loaded.documents[0].text if loaded.documents else ""
+                rates.append((cer(text, reference), cer_no_spaces(text, reference), wer(text, reference)))
+            seconds, cpu_seconds = statistics.median(times), statistics.median(cpu)
+            medians = tuple(statistics.median(r[i] for r in rates) for i in range(3))
             seconds_all.append(seconds)
-            cer_all.append(rate)
-            print(f"{name:<22} {seconds:>7.2f} {rate:>7.3f}")
-    print(f"{'median':<22} {statistics.median(seconds_all):>7.2f} {statistics.median(cer_all):>7.3f}")
+            cpu_all.append(cpu_seconds)
+            rates_all.append(medians)  # type: ignore[arg-type]
+            print(f"{name:<22} {seconds:>7.2f} {cpu_seconds:>7.2f} " + " ".join(f"{m:>7.3f}" for m in medians),
+                  flush=True)
+            if args.show:
+                print(text)
+    overall = [statistics.median(r[i] for r in rates_all) for i in range(3)]
+    print(f"{'median':<22} {statistics.median(seconds_all):>7.2f} {statistics.median(cpu_all):>7.2f} "
+          + " ".join(f"{m:>7.3f}" for m in overall))
 
 
 if __name__ == "__main__":

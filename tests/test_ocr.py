@@ -171,6 +171,16 @@ def test_ocr_runs_with_the_network_refused(tmp_path: Path, monkeypatch: pytest.M
     assert ocr._ENGINE is not None
 
 
+def test_the_words_of_a_scan_are_kept_apart(tmp_path: Path) -> None:
+    # RapidOCR's own decoding read these as "Invoice4471 was paid ..." and "for 31 8.5 0 euros.".
+    lines = ["Invoice 4471 was paid on 12 March", "for 318.50 euros.", "Herons wait."]
+    image = page_image(lines, size=(720, 200))
+    out = io.BytesIO()
+    image.save(out, "PDF", resolution=100)
+    text = load(tmp_path, out.getvalue(), "force").documents[0].text
+    assert " ".join(text.split()) == " ".join(lines)
+
+
 def damaged_second_image(data: bytes) -> bytes:
     """The PDF with the JPEG data of its second image overwritten (same length, no JPEG markers)."""
     first = data.index(b"\xff\xd8\xff")
@@ -207,13 +217,21 @@ def test_reading_order_joins_the_boxes_of_one_line() -> None:
     assert ocr.reading_order(boxes) == "hello world\nnext line"
 
 
-def test_respace_puts_back_the_spaces_of_a_run_together_line() -> None:
-    # "abcd" four times: two characters 1 px apart, then 10 px to the next pair.
-    xs = [0, 11, 30, 41]
-    boxes = [[[x + 60 * k, 0], [x + 60 * k + 10, 0], [x + 60 * k + 10, 20], [x + 60 * k, 20]]
-             for k in range(4) for x in xs]
-    assert ocr.respace("abcd" * 4, boxes, list("abcd" * 4)) == "ab cd ab cd ab cd ab cd"
-    assert ocr.respace("ab cd", boxes[:4], list("abcd")) == "ab cd"  # words of normal length: left alone
+def test_the_decoder_puts_back_the_spaces_the_blank_hid() -> None:
+    np = pytest.importorskip("numpy")
+    classes = ["blank", "a", "b", " "]
+
+    def frame(best: int, space: float = 0.0) -> list[float]:
+        row = [0.0, 0.0, 0.0, space]
+        row[best] = 1.0 - space
+        return row
+
+    # a, a blank frame where the space is likely enough, b, a blank where it is not, a, a
+    # repeated a (merged), a real space frame, then b less sure (0.6, the blank 0.4).
+    line = [frame(1), frame(0, 0.2), frame(2), frame(0, 0.001), frame(1), frame(1), frame(3), [0.4, 0.0, 0.6, 0.0]]
+    decoded = ocr.SpacingDecoder(classes)(np.array([line], dtype=np.float32))
+    assert [text for text, _ in decoded] == ["a ba b"]
+    assert decoded[0][1] == pytest.approx((1 + 1 + 1 + 1 + 0.6) / 5)  # over the characters kept
 
 
 # -- the pipeline -----------------------------------------------------------------------

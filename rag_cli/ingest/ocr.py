@@ -2,7 +2,8 @@
 
 Both come with the ``ocr`` extra (``pip install 'rag-cli[ocr]'``) and are imported only when a
 page needs recognising. RapidOCR's wheel carries its ONNX models (detection, direction,
-recognition): nothing is downloaded. One engine per process, made on first use; calls to it are
+recognition; the direction model is not used): nothing is downloaded. Its CTC decoding is
+replaced by SpacingDecoder, which keeps English words apart. One engine per process, made on first use; calls to it are
 serialised by a lock (the indexer's reader thread, `rag serve`'s watcher and a test may share it).
 
 The page text is rebuilt from the recognised boxes in reading order (``reading_order``): columns
@@ -25,12 +26,19 @@ MODES = ("auto", "off", "force")
 EXTRA_HINT = "install the OCR extra (pip install 'rag-cli[ocr]') or set index.ocr = \"off\""
 DPI = 200  # the page is rendered at this resolution...
 MAX_SIDE = 2200  # ...but its longer side at most this many pixels (RapidOCR's own bound is 2000)
+# Text is found on the page scaled to this longer side, and read from the full-size page. RapidOCR's
+# default finds it at full size (its shorter side at least 736 px): three times the pixels, and on
+# a page of 8 pt print its boxes lost a whole line (bench/bench_ocr.py; docs/speed.md#ocr).
+DETECT_SIDE = 1280
 # Under auto, a page with a text layer this short is recognised when images cover most of it:
 # a scan with a stamp ("Scanned by ..."), a page number, or a few words of a bad OCR layer.
 FEW_CHARS = 20
 IMAGE_COVER = 0.5  # of the page's area
-RESPACE_GAP = 0.2  # a gap between two characters wider than this part of the line's height is a space...
-RESPACE_WORD = 12  # ...in a line whose "words" average this many characters or more (English: ~6)
+# The recogniser's model (trained mostly on Chinese) often reads an English line without its
+# spaces ("Invoicenumber4471isoverdue."): a space is put between two characters when a frame
+# between them gives the space class this probability or more, though the blank wins there.
+# Measured on bench/bench_ocr.py's pages: 0.01 and 0.005 give the same words, 0.002 splits words.
+SPACE_PROB = 0.006
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +101,56 @@ def _engine() -> Any:
             from rapidocr_onnxruntime import RapidOCR
         except ImportError as exc:
             raise OcrUnavailable(_why(exc)) from None
-        _ENGINE = RapidOCR(max_side_len=MAX_SIDE)
+        # No angle classifier: it turned short upright lines upside down (read as "S", then dropped
+        # below text_score), while a page scanned upside down is rare and its cost is a re-scan.
+        _ENGINE = RapidOCR(max_side_len=MAX_SIDE, det_limit_type="max", det_limit_side_len=DETECT_SIDE,
+                           use_cls=False)
         # Its logger prints every message on stderr, with a handler of its own.
         logging.getLogger("RapidOCR").setLevel(logging.ERROR)
+        _decode_spaces(_ENGINE)
     return _ENGINE
+
+
+def _decode_spaces(engine: Any) -> None:
+    """Replace the recogniser's CTC decoder by SpacingDecoder, if it is where rapidocr_onnxruntime
+    1.4 keeps it (text_rec.postprocess_op, its character list ending with the space class)."""
+    rec = getattr(engine, "text_rec", None)
+    characters = getattr(getattr(rec, "postprocess_op", None), "character", None)
+    if rec is None or not characters or characters[-1] != " ":
+        log.debug("RapidOCR's decoder not found: its spaces are kept as they are")
+        return
+    rec.postprocess_op = SpacingDecoder(list(characters))
+
+
+class SpacingDecoder:
+    """Greedy CTC decoding, as RapidOCR's CTCLabelDecode (a frame's most likely class; repeats
+    merged, blanks dropped), which also puts back the spaces the most likely class leaves out:
+    one between two characters when a frame from the first to the second gives the space class
+    at least SPACE_PROB. ``characters``: the class names, blank first, the space last."""
+
+    def __init__(self, characters: Sequence[str]) -> None:
+        self.character = list(characters)
+        self.space = len(self.character) - 1
+
+    def __call__(self, preds: Any, return_word_box: bool = False, **kwargs: Any) -> list[tuple[str, float]]:
+        """(text, mean probability of its characters) for each line of ``preds`` (lines, frames, classes)."""
+        import numpy as np
+
+        out = []
+        for frames in preds:
+            best = frames.argmax(axis=1)
+            keep = best != 0
+            keep[1:] &= best[1:] != best[:-1]
+            cols = np.flatnonzero(keep)
+            text: list[str] = []
+            for n, col in enumerate(cols):
+                ch = self.character[best[col]]
+                if n and ch != " " and text[-1] != " " and frames[cols[n - 1]:col + 1, self.space].max() >= SPACE_PROB:
+                    text.append(" ")
+                text.append(ch)
+            score = float(frames[cols, best[cols]].mean()) if len(cols) else 0.0
+            out.append(("".join(text), score))
+        return out
 
 
 @dataclass(frozen=True)
@@ -118,43 +172,14 @@ def recognise(image: Any) -> list[Box]:
     """The text boxes RapidOCR finds in ``image`` (a numpy array, grey or RGB)."""
     with _ENGINE_LOCK:
         engine = _engine()
-        result, _ = engine(image, return_word_box=True)
+        result, _ = engine(image)
     boxes = []
     for item in result or ():
         quad, text = item[0], str(item[1])
-        if len(item) >= 5:
-            text = respace(text, item[3], item[4])
         xs, ys = [float(p[0]) for p in quad], [float(p[1]) for p in quad]
         if text.strip():
             boxes.append(Box(min(xs), min(ys), max(xs), max(ys), text.strip()))
     return boxes
-
-
-def respace(text: str, char_boxes: Sequence[Any], chars: Sequence[str]) -> str:
-    """``text`` with the spaces the recogniser dropped put back: its model (trained mostly on
-    Chinese) sometimes runs a whole English line together ("Invoicenumber4471isoverdue."), while
-    the characters' boxes still show the gaps. Only a line of long "words" is respaced, at gaps
-    wider than RESPACE_GAP of its height and twice its median gap (the boxes are estimates)."""
-    words = text.split()
-    if not chars or len(char_boxes) != len(chars) or not words or len(text) / len(words) < RESPACE_WORD:
-        return text
-    try:
-        spans = [(min(float(p[0]) for p in b), max(float(p[0]) for p in b),
-                  max(float(p[1]) for p in b) - min(float(p[1]) for p in b)) for b in char_boxes]
-    except (TypeError, ValueError, IndexError):
-        return text
-    gaps = [spans[i][0] - spans[i - 1][1] for i in range(1, len(spans))]
-    if not gaps:
-        return text
-    typical = max(statistics.median(gaps), 0.0)
-    out: list[str] = []
-    for i, ch in enumerate(chars):
-        if i and ch != " " and chars[i - 1] != " ":
-            gap = gaps[i - 1]
-            if gap > RESPACE_GAP * max(spans[i][2], spans[i - 1][2], 1.0) and gap > 2 * typical:
-                out.append(" ")
-        out.append(ch)
-    return "".join(out)
 
 
 # -- reading order ----------------------------------------------------------------------
