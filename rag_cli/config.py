@@ -222,6 +222,12 @@ class AskSettings:
     snap_to_span: bool = _opt(True, "Replace a short answer (up to 12 words) by the span of the sources closest "
                               "to it (token F1 at least 0.6), cited where it stands: a small model's near-copy "
                               "becomes the documents' exact words.")
+    evidence_min_score: float = _opt(0.5, "Each sentence of an answer is quoted with the span of the sources that "
+                                     "holds the largest share of its content words; below this share the "
+                                     "sentence is unsupported (see ask.unsupported).", min=0.0, max=1.0)
+    unsupported: str = _opt("mark", "A sentence no span supports (ask.evidence_min_score): mark (kept, shown as "
+                            "unsupported) or drop (left out of the answer; an answer left empty is refused, "
+                            "refusal_reason \"unsupported\").", choices=("mark", "drop"))
 
 
 @dataclass(frozen=True)
