@@ -50,17 +50,20 @@ def _tighten(text: str, start: int, end: int, wanted: frozenset[str]) -> tuple[i
     cuts = [m.end() for m in _CLAUSE_END.finditer(text, start, end)]
     bounds = [start, *cuts, end]
     clauses = [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
-    need = len(wanted & set(content_words(text[start:end])))
+    # A cut follows punctuation and precedes whitespace, so no word straddles two clauses.
+    held = [wanted.intersection(content_words(text[a:b])) for a, b in clauses]
+    need = len(set().union(*held))
     best = (start, end)
-    if len(clauses) > 1:
-        for i in range(len(clauses)):
-            for j in range(i, len(clauses)):
-                a, b = clauses[i][0], clauses[j][1]
-                if b - a >= best[1] - best[0]:
-                    break
-                if len(wanted & set(content_words(text[a:b]))) == need:
-                    best = (a, b)
-                    break
+    for i in range(len(clauses)):
+        got: set[str] = set()
+        for j in range(i, len(clauses)):
+            a, b = clauses[i][0], clauses[j][1]
+            if b - a >= best[1] - best[0]:
+                break
+            got |= held[j]
+            if len(got) == need:
+                best = (a, b)
+                break
     a, b = best
     while a < b and text[a] in _EDGE:
         a += 1
