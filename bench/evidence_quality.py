@@ -19,11 +19,15 @@ WORK/.rag-eval/) and every question answered once in-process with the default se
 - faithfulness before (the answer's content words anywhere in the cited passages, as `rag eval`
   measured it until issue 20) and after (in each sentence's own quote: `rag eval`'s now);
 - the evidence step's median and p95 milliseconds (Answer.timings["evidence"]).
+
+Each answer's JSON (`rag ask --json`'s object with the question's id and gold answers) goes to
+WORK/evidence-SET.jsonl.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -66,7 +70,7 @@ def scores(said: str, q: Question, short: bool) -> dict[str, float]:
     return {"token_recall": m.token_recall(said, q.answers)}
 
 
-def run(name: str, questions: list[Question], docs: Path, work: Path) -> None:
+def run(name: str, questions: list[Question], docs: Path, work: Path, details: Path) -> None:
     settings = with_eval_index(load_settings(work), [docs])
     asker = Asker(settings)
     asker.generator(settings.llm.model).warm_up()
@@ -79,8 +83,12 @@ def run(name: str, questions: list[Question], docs: Path, work: Path) -> None:
     spans = exact = 0
     ms: list[float] = []
     started = time.perf_counter()
-    for q in questions:
+    out = details.open("w")
+    for n, q in enumerate(questions, start=1):
         answer: Answer = asker.ask(q.question, use_cache=False)
+        out.write(json.dumps({"id": q.qid, "answers": list(q.answers), **answer.to_dict()}) + "\n")
+        if n % 50 == 0:
+            print(f"  {n}/{len(questions)} in {time.perf_counter() - started:.0f} s", flush=True)
         if answer.error is not None:
             add("errors", 1.0)
             continue
@@ -100,6 +108,7 @@ def run(name: str, questions: list[Question], docs: Path, work: Path) -> None:
         add("faithfulness before", support(answer.answer, ["\n".join(cited)])[0] if cited else 0.0)
         add("faithfulness after", faithfulness(answer.evidence))
         supported = [e for e in answer.evidence if e.supported]
+        add("answers with a quote", float(bool(supported)))
         add("sentences supported", sum(e.supported for e in answer.evidence) / max(1, len(answer.evidence)))
         for e in supported:
             spans += 1
@@ -107,6 +116,7 @@ def run(name: str, questions: list[Question], docs: Path, work: Path) -> None:
         if q.answerable and q.answers and short:
             add("gold in answer", m.contains(strip_citations(answer.answer), q.answers))
             add("gold in quote", max((m.contains(e.text, q.answers) for e in supported), default=0.0))
+    out.close()
     print(f"\n== {name}: {len(questions)} questions, {time.perf_counter() - started:.0f} s")
     for key, values in rows.items():
         print(f"  {key:28s} {statistics.fmean(values):.3f}  (n={len(values)})")
@@ -132,7 +142,8 @@ def main() -> None:
     for key in args.only.split(","):
         questions_file, docs = sets[key]
         questions = load_questions(questions_file)
-        run(key, questions[: args.limit] if args.limit else questions, docs.resolve(), work)
+        run(key, questions[: args.limit] if args.limit else questions, docs.resolve(), work,
+            work / f"evidence-{key}.jsonl")
 
 
 if __name__ == "__main__":
