@@ -2,7 +2,7 @@
 documents' text, what faithfulness they give, and what they cost.
 
     python bench/evidence_quality.py [--data ../shared/eval] [--work .bench-work] \\
-        [--only squad,sec10q] [--limit N]
+        [--only squad,sec10q] [--limit N] [--every N]
 
 SQuAD: the fixed sample of bench/answer_quality.py (500 answerable questions drawn with
 `random.Random(0)`, plus the 200 unanswerable ones); SEC 10-Q: all 81 questions. Each set is
@@ -134,6 +134,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=here / ".bench-work")
     parser.add_argument("--only", default="squad,sec10q")
     parser.add_argument("--limit", type=int, default=0, help="only the first N questions (a quick look)")
+    parser.add_argument("--every", type=int, default=1, help="every Nth question of each set (a smaller sample "
+                        "with answerable and unanswerable questions in their proportions)")
     args = parser.parse_args()
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -141,7 +143,7 @@ def main() -> None:
             "sec10q": (args.data / "sec10q" / "questions.jsonl", args.data / "sec10q" / "docs")}
     for key in args.only.split(","):
         questions_file, docs = sets[key]
-        questions = load_questions(questions_file)
+        questions = load_questions(questions_file)[:: args.every]
         run(key, questions[: args.limit] if args.limit else questions, docs.resolve(), work,
             work / f"evidence-{key}.jsonl")
 
