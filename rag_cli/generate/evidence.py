@@ -21,7 +21,6 @@ from rag_cli.generate.answering import content_words, strip_citations
 from rag_cli.ingest import splitting
 from rag_cli.models import Evidence, Hit
 
-UNSUPPORTED_POLICIES = ("mark", "drop")
 _CLAUSE_END = re.compile(r"[,;:—–](?=\s)")
 _EDGE = " \t\n,;:—–"
 
