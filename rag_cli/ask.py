@@ -20,10 +20,11 @@ from rag_cli.config import Settings
 from rag_cli.errors import GenerationError, InputError, ModelLoadError
 from rag_cli.generate.answering import check_answer, route
 from rag_cli.generate.base import Generator, generator_from_settings
+from rag_cli.generate.evidence import drop_unsupported, quote
 from rag_cli.generate.narrowing import best_sentence, narrow
 from rag_cli.generate.packing import merge_neighbours, pack
 from rag_cli.generate.prompts import PromptTemplates, Source
-from rag_cli.models import Answer, Citation, Generation, Hit, Route
+from rag_cli.models import Answer, Citation, Evidence, Generation, Hit, Route
 from rag_cli.retrieve.filters import Filter
 from rag_cli.retrieve.search import Searcher, with_neighbours
 from rag_cli.store.answer_cache import AnswerCache, cache_key
@@ -153,7 +154,7 @@ class Asker:
         if refusal:
             return done(answer=s.prompt.refusal, refused=True, refusal_reason=refusal)
         model, why = self._route(question, hits, model_flag)
-        sources = self._context(hits)
+        sources, chunks = self._context(hits)
         covered = self.searcher.keyword_index().coverer(question)
 
         def covers(text: str) -> float:  # the share of the question's words a sentence holds
@@ -171,10 +172,18 @@ class Asker:
         if checked.extracted:
             log.info("generated answer not supported by the sources (%r); extracted a sentence instead",
                      checked.unsupported[:80])
-        return done(answer=checked.text, refused=checked.refused, refusal_reason="model" if checked.refused else "",
-                    citations=_citations(given, checked.cited), model=gen.model, route=why,
+        text, refused, cited = checked.text, checked.refused, checked.cited
+        reason = "model" if refused else ""
+        evidence = () if refused else self._evidence(text, given, chunks, timings)
+        if evidence and s.ask.unsupported == "drop":
+            text = drop_unsupported(text, evidence)
+            evidence = tuple(e for e in evidence if e.supported)
+            if not text:  # no sentence of the answer is in the sources
+                text, refused, reason, cited, evidence = s.prompt.refusal, True, "unsupported", frozenset(), ()
+        return done(answer=text, refused=refused, refusal_reason=reason,
+                    citations=_citations(given, cited), model=gen.model, route=why,
                     prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens,
-                    removed_citations=checked.removed_citations, extracted=checked.extracted)
+                    removed_citations=checked.removed_citations, extracted=checked.extracted, evidence=evidence)
 
     # -- the stages -----------------------------------------------------------------------------------
     def _gate(self, question: str, hits: list[Hit]) -> str:
@@ -195,10 +204,23 @@ class Asker:
         return route(question, hits[0].score, fast=llm.model, strong=llm.strong_model,
                      max_words=llm.route_max_words, min_score=llm.route_min_score)
 
-    def _context(self, hits: list[Hit]) -> list[Source]:
-        """The hits as numbered sources, with retrieval.neighbours chunks either side merged in."""
+    def _context(self, hits: list[Hit]) -> tuple[list[Source], dict[str, Hit]]:
+        """The hits as numbered sources, with retrieval.neighbours chunks either side merged in, and
+        the chunks they hold by id (what evidence is quoted from)."""
         neighbours = self.settings.retrieval.neighbours
-        return merge_neighbours(with_neighbours(self.searcher.store, hits, neighbours) if neighbours else hits)
+        chunks = with_neighbours(self.searcher.store, hits, neighbours) if neighbours else hits
+        return merge_neighbours(chunks), {c.chunk_id: c for c in chunks}
+
+    def _evidence(self, text: str, given: list[Source], chunks: dict[str, Hit],
+                  timings: dict[str, float]) -> tuple[Evidence, ...]:
+        """Each sentence of the answer quoted from the chunks of the sources the model was given."""
+        started = time.perf_counter()
+        with observe.span("ask.evidence"):
+            held = [chunks[c] for source in given for c in source.chunk_ids if c in chunks]
+            unique = list({c.chunk_id: c for c in held}.values())
+            evidence = quote(text, unique, min_score=self.settings.ask.evidence_min_score)
+        timings["evidence"] = time.perf_counter() - started
+        return evidence
 
     def _narrow(self, question: str, sources: list[Source], covers: Callable[[str], float],
                 timings: dict[str, float]) -> list[Source]:

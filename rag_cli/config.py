@@ -231,6 +231,12 @@ class AskSettings:
                      "latency, for `rag log stats` and `rag log export` (a question file to label).")
     log_max_mb: float = _opt(10.0, "The query log's size cap in MB: past it the log is renamed queries.jsonl.1 "
                              "(replacing the last one) and a new one begun.", min=0.01)
+    evidence_min_score: float = _opt(0.5, "Each sentence of an answer is quoted with the span of the sources that "
+                                     "holds the largest share of its content words; below this share the "
+                                     "sentence is unsupported (see ask.unsupported).", min=0.0, max=1.0)
+    unsupported: str = _opt("mark", "A sentence no span supports (ask.evidence_min_score): mark (kept, shown as "
+                            "unsupported) or drop (left out of the answer; an answer left empty is refused, "
+                            "refusal_reason \"unsupported\").", choices=("mark", "drop"))
 
 
 @dataclass(frozen=True)

@@ -220,6 +220,7 @@ class Tools:
                 "refusal_reason": answer.refusal_reason or None, "model": answer.model,
                 "citations": [{k: v for k, v in c.to_dict().items() if k != "chunk_id"} for c in answer.citations
                               if c.cited],
+                "evidence": [e.to_dict() for e in answer.evidence],
                 "cached": answer.cached}
 
     def get_chunk(self, chunk_id: str, neighbours: int = 1, max_chars: int = MAX_CHARS) -> dict[str, Any]:

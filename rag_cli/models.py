@@ -403,6 +403,44 @@ class Citation:
                 "text": self.text}
 
 
+@dataclass(frozen=True)
+class Evidence:
+    """One sentence of an answer and the span of a chunk that supports it best.
+
+    ``start``/``end`` are character offsets into the document's text (``Document.text``), and
+    ``text`` is that text exactly; ``score`` is the share of the sentence's content words the span
+    holds. ``supported`` is False when no span reaches ask.evidence_min_score: then the span fields
+    are empty (``chunk_id`` "", offsets None). ``page_start``/``page_end`` are the span's page when
+    its chunk lies on one page, else the chunk's pages (None for documents without pages)."""
+
+    sentence: str
+    supported: bool
+    score: float
+    doc_id: str = ""
+    chunk_id: str = ""
+    path: str = ""
+    page_start: int | None = None
+    page_end: int | None = None
+    heading: str = ""
+    start: int | None = None
+    end: int | None = None
+    text: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sentence": self.sentence, "supported": self.supported, "score": round(self.score, 4),
+                "doc_id": self.doc_id or None, "chunk_id": self.chunk_id or None, "path": self.path or None,
+                "page_start": self.page_start, "page_end": self.page_end, "heading": self.heading,
+                "start": self.start, "end": self.end, "text": self.text}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Evidence:
+        return cls(sentence=data["sentence"], supported=bool(data["supported"]), score=float(data["score"]),
+                   doc_id=data.get("doc_id") or "", chunk_id=data.get("chunk_id") or "",
+                   path=data.get("path") or "", page_start=data.get("page_start"), page_end=data.get("page_end"),
+                   heading=data.get("heading") or "", start=data.get("start"), end=data.get("end"),
+                   text=data.get("text") or "")
+
+
 class Route(StrEnum):
     """Why an answer's model was chosen (``Answer.route``; ``generate.answering.route``)."""
 
@@ -421,7 +459,8 @@ class Answer:
     question: str
     answer: str
     refused: bool
-    refusal_reason: str  # "" | "low_score" | "no_passages" | "unknown_name" | "model"
+    # "" | "low_score" | "no_passages" | "unknown_name" | "model" | "unsupported" (ask.unsupported = "drop")
+    refusal_reason: str
     citations: tuple[Citation, ...]  # the sources the model was given, cited or not
     passages: tuple[dict[str, Any], ...]  # the retrieved hits (Hit.to_dict())
     model: str | None
@@ -436,6 +475,8 @@ class Answer:
     # The exit code ``error`` stands for: 5 (the model could not load or failed), 9 (the llm.url
     # server could not be reached or kept failing); None without an error.
     error_code: int | None = None
+    # Each sentence of the answer with the span of a source that supports it (none for a refusal).
+    evidence: tuple[Evidence, ...] = ()
 
     SCHEMA = "rag-cli/answer/v1"
 
@@ -458,6 +499,7 @@ class Answer:
             "error": self.error,
             "error_code": self.error_code,
             "extracted": self.extracted,
+            "evidence": [e.to_dict() for e in self.evidence],
         }
 
     @classmethod
@@ -471,4 +513,5 @@ class Answer:
                    model=data["model"], route=Route(data["route"] or ""), prompt_tokens=data["tokens"]["prompt"],
                    completion_tokens=data["tokens"]["completion"], timings=dict(data["timings"]),
                    removed_citations=data["removed_citations"], cached=data["cached"], error=data["error"],
-                   extracted=bool(data.get("extracted", False)), error_code=data.get("error_code"))
+                   extracted=bool(data.get("extracted", False)), error_code=data.get("error_code"),
+                   evidence=tuple(Evidence.from_dict(e) for e in data.get("evidence") or ()))

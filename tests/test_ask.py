@@ -141,9 +141,9 @@ def test_cli_json_shape_is_pinned(tmp_path: Path, samples: Path) -> None:
     assert data["schema"] == "rag-cli/answer/v1"
     assert set(data) == {"schema", "question", "answer", "refused", "refusal_reason", "citations", "sources",
                          "passages", "model", "route", "tokens", "timings", "removed_citations", "cached", "error",
-                         "error_code", "extracted", "run_id"}  # run_id: the process's (rag_cli.observe.run_id)
-    assert set(data["passages"][0]) == {"chunk_id", "doc_id", "path", "kind", "page_start", "page_end", "heading",
-                                        "score", "text"}
+                         "error_code", "extracted", "evidence", "run_id"}  # run_id: rag_cli.observe.run_id
+    assert set(data["passages"][0]) == {"chunk_id", "doc_id", "path", "kind", "page_start", "page_end", "ocr",
+                                        "heading", "score", "text"}
     assert set(data["tokens"]) == {"prompt", "completion"} and set(data["timings"]) >= {"embed", "retrieve", "total"}
 
 

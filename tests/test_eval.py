@@ -103,6 +103,7 @@ def test_run_with_a_scripted_model(tmp_path: Path, samples: Path) -> None:
     # The right document cited: autolyse's answer is the glossary's own words; feed's (the same
     # reply) is not in the starter guide, so the guide's sentence closest to the question stands in.
     assert rows["autolyse"]["cited_relevant"] == 1.0 and rows["autolyse"]["answer"] == "Raymond Calvel"
+    assert rows["autolyse"]["faithfulness"] == 1.0  # its quote holds both its words (generate.evidence)
     assert "cited_relevant" not in rows["none"]
     assert set(report.latency) >= {"embed", "retrieve", "generate", "total"}
     assert report.to_dict()["schema"] == "rag-cli/eval-report/v1"

@@ -100,9 +100,12 @@ def test_stdio_tools_search_ask_refuse_read_and_errors(indexed: Path) -> None:
             assert not answer["refused"] and "24 hours" in answer["answer"]
             assert answer["citations"] and any(c["path"].endswith("starter.md") for c in answer["citations"])
             assert all(c["chunk_ids"] and c["number"] >= 1 for c in answer["citations"])
+            assert any(e["supported"] and e["path"].endswith("starter.md") and e["start"] < e["end"]
+                       for e in answer["evidence"])  # the quotes, as `rag ask --json` has them
 
             refused = payload(await session.call_tool("ask", {"question": "zzz qqq xxyyzz"}))
             assert refused["refused"] and refused["refusal_reason"] in ("low_score", "no_passages")
+            assert refused["evidence"] == []
 
             bad_filter = error_of(await session.call_tool("search", {"query": "starter", "where": ["path~x"]}))
             assert "--where 'path~x'" in bad_filter and "hint:" in bad_filter

@@ -116,6 +116,7 @@ def test_served_answers_equal_in_process_ones(hash_workdir: Path) -> None:
             expected = Asker(variant, generators={"bundled": ScriptedGenerator(reply)}).ask(
                 QUESTION, where=where, use_cache=False, **options)
             assert without_timings(got.answer) == without_timings(expected)
+            assert options.get("retrieve_only") or got.answer.evidence  # the quotes came over the socket
         pieces: list[str] = []
         streamed = served(settings, on_text=pieces.append)
         local_pieces: list[str] = []

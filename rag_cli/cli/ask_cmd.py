@@ -29,6 +29,8 @@ def ask(
     retrieve_only: Annotated[bool, typer.Option("--retrieve-only", help="Print the passages; load no "
                                                 "language model.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not answer from the cache.")] = False,
+    evidence: Annotated[bool, typer.Option("--evidence", help="Under the answer, the quote of the sources "
+                                           "that supports each sentence (page, heading, offsets).")] = False,
     as_json: Json = False,
 ) -> None:
     """Answer a question from the indexed documents, with citations."""
@@ -53,7 +55,7 @@ def ask(
     answer, stages = asked.answer, asked.stages
     if asked.served_by is not None:
         env.note(f"answered by rag serve (pid {asked.served_by}) in {1000 * asked.seconds:.0f} ms")
-    render_answer(env, answer, as_json=as_json, streamed=streaming and not answer.cached)
+    render_answer(env, answer, as_json=as_json, streamed=streaming and not answer.cached, evidence=evidence)
     note = "; ".join(([f"model {answer.model} ({answer.route or '-'})"] if answer.model else [])
                      + (["from cache"] if answer.cached else []))
     observe.timings("ask", stages, note=note, model=answer.model, route=answer.route or None, cached=answer.cached,

@@ -167,8 +167,36 @@ def _snippet(text: str, limit: int = 240) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
 
 
-def render_answer(env: Env, answer: Any, *, as_json: bool, streamed: bool) -> None:
-    """The answer: streamed text already on screen (terminal), or the plain text (piped)."""
+def render_evidence(env: Env, evidence: list[dict[str, Any]]) -> None:
+    """Under the answer (`rag ask --evidence`): each sentence's quote, with where it stands, or
+    that no source supports it."""
+    if not evidence:
+        return
+    if env.rich_stdout:
+        env.out.print(Text("\nEvidence", style="bold"))
+    else:
+        env.line()
+    for e in evidence:
+        if not e["supported"]:
+            line = f"  ✗ unsupported: {_snippet(e['sentence'], 120)}"
+            if env.rich_stdout:
+                env.out.print(Text(line, style="yellow"))
+            else:
+                env.line(line)
+            continue
+        where = f"    — {_where(e)}, chars {e['start']}-{e['end']} (score {e['score']:.2f})"
+        quote = f"  “{_snippet(e['text'], 400)}”"
+        if env.rich_stdout:
+            env.out.print(Text(quote))
+            env.out.print(Text(where, style="dim"))
+        else:
+            env.line(quote)
+            env.line(where)
+
+
+def render_answer(env: Env, answer: Any, *, as_json: bool, streamed: bool, evidence: bool = False) -> None:
+    """The answer: streamed text already on screen (terminal), or the plain text (piped); with
+    ``evidence``, the quotes that support it under it."""
     if as_json:
         env.print_json({**answer.to_dict(), "run_id": observe.run_id()})
         return
@@ -188,7 +216,9 @@ def render_answer(env: Env, answer: Any, *, as_json: bool, streamed: bool) -> No
             env.line()
         return
     if not env.rich_stdout:
-        env.line(answer.answer)  # piped: only the answer
+        env.line(answer.answer)  # piped: only the answer (and its quotes with --evidence)
+        if evidence:
+            render_evidence(env, data["evidence"])
         return
     if streamed and answer.extracted:
         env.line()
@@ -210,6 +240,8 @@ def render_answer(env: Env, answer: Any, *, as_json: bool, streamed: bool) -> No
     elif answer.refused and answer.refusal_reason == "unknown_name":
         env.err.print(Text("the question names something no document mentions (retrieval.refuse_unknown_names)",
                            style="dim"))
+    if evidence:
+        render_evidence(env, data["evidence"])
     if cited:
         env.out.print(Text("\nSources", style="bold"))
         for c in cited:

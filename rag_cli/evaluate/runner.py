@@ -14,7 +14,8 @@ from rag_cli.config import Settings
 from rag_cli.errors import ExitCode, RagError
 from rag_cli.evaluate import metrics as m
 from rag_cli.evaluate.dataset import Question
-from rag_cli.generate.answering import strip_citations, support
+from rag_cli.generate.answering import strip_citations
+from rag_cli.generate.evidence import faithfulness
 from rag_cli.progress import NullProgress, Progress
 from rag_cli.retrieve.search import Searcher
 
@@ -137,8 +138,8 @@ def _evaluate_one(q: Question, searcher: Searcher, asker: Asker | None, depth: i
     if q.answerable and relevant:  # the right document cited (a refusal cites none)
         row["cited_relevant"] = float(any(c.cited and c.doc_id in relevant for c in answer.citations))
     if not answer.refused and answer.error is None:
-        cited = [c.text for c in answer.citations if c.cited]
-        row["faithfulness"] = support(answer.answer, ["\n".join(cited)])[0] if cited else 0.0
+        # The share of the answer's words its quoted spans hold: what `rag ask --evidence` shows.
+        row["faithfulness"] = faithfulness(answer.evidence)
         valid = sum(1 for c in answer.citations if c.cited)
         checked = valid + answer.removed_citations
         row["citation_validity"] = valid / checked if checked else None

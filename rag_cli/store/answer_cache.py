@@ -22,8 +22,9 @@ from rag_cli.models import Answer
 ANSWER_CACHE = "answers.sqlite3"  # in the index folder
 
 # Bumped when the way answers are made changes (a cached answer of an older rag-cli is not reused):
-# 2 = "bundled" became Gemma 3 270M, with narrowing, snapping and the evidence refusal.
-ANSWER_LOGIC = 2
+# 2 = "bundled" became Gemma 3 270M, with narrowing, snapping and the evidence refusal; 3 = answers
+# carry quoted evidence (Answer.evidence).
+ANSWER_LOGIC = 3
 
 # How llm.url is reached, not what it answers: changing these keeps the cached answers.
 TRANSPORT_KEYS = frozenset({"api_key_env", "connect_timeout", "timeout", "retries", "breaker_failures",
