@@ -217,6 +217,13 @@ def test_reading_order_joins_the_boxes_of_one_line() -> None:
     assert ocr.reading_order(boxes) == "hello world\nnext line"
 
 
+def test_a_box_of_symbols_alone_is_not_text() -> None:
+    """The recogniser reads a filled square as "■" and a rule as "|": a page of drawings alone
+    has no text (tests/test_nasty_files.py: drawing-only.pdf fails with "no extractable text")."""
+    assert not ocr.is_text("■") and not ocr.is_text(" | ") and not ocr.is_text("—·—")
+    assert ocr.is_text("a1") and ocr.is_text("§ 4") and ocr.is_text("Ü")
+
+
 def test_the_decoder_puts_back_the_spaces_the_blank_hid() -> None:
     np = pytest.importorskip("numpy")
     classes = ["blank", "a", "b", " "]

@@ -177,9 +177,16 @@ def recognise(image: Any) -> list[Box]:
     for item in result or ():
         quad, text = item[0], str(item[1])
         xs, ys = [float(p[0]) for p in quad], [float(p[1]) for p in quad]
-        if text.strip():
+        if is_text(text):
             boxes.append(Box(min(xs), min(ys), max(xs), max(ys), text.strip()))
     return boxes
+
+
+def is_text(text: str) -> bool:
+    """Whether a recognised box holds text: at least one letter or digit. The recogniser reads
+    shapes as glyphs ("■" for a filled square, "|" for a rule): a page of drawings alone then
+    has no text, and is reported as such rather than indexed as a chunk of symbols."""
+    return any(ch.isalnum() for ch in text)
 
 
 # -- reading order ----------------------------------------------------------------------
