@@ -224,6 +224,23 @@ def test_a_box_of_symbols_alone_is_not_text() -> None:
     assert ocr.is_text("a1") and ocr.is_text("§ 4") and ocr.is_text("Ü")
 
 
+@pytest.mark.parametrize(("read", "meant"), [
+    ("over 1o0,o00 digiboxes", "over 100,000 digiboxes"),  # o for 0 inside a number
+    ("nearly 9o% of", "nearly 90% of"),
+    ("from 15-1o0,000.", "from 15-100,000."),
+    ("26. 7% of", "26.7% of"),  # the decimal point's gap read as a space
+    ("exceed 32 ° C (90 ° F)", "exceed 32 °C (90 °F)"),
+    ("in dollars,oil producers", "in dollars, oil producers"),
+    # Left alone: letters that belong to a word, a thousands separator, a comma and a space.
+    ("O2, CO2 and H2O", "O2, CO2 and H2O"),
+    ("the 1990s and 10os", "the 1990s and 10os"),
+    ("1,000,000 in 1999, 2000", "1,000,000 in 1999, 2000"),
+    ("Oslo. 7 of 10 ° here", "Oslo. 7 of 10 ° here"),
+])
+def test_tidy_puts_right_what_the_recogniser_misreads_in_numbers(read: str, meant: str) -> None:
+    assert ocr.tidy(read) == meant
+
+
 def test_the_decoder_puts_back_the_spaces_the_blank_hid() -> None:
     np = pytest.importorskip("numpy")
     classes = ["blank", "a", "b", " "]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import re
 import statistics
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -61,12 +62,17 @@ def available() -> bool:
         return False
 
 
+# In the read key: a change to what a recognised page reads as (the decoder, tidy) takes a new
+# value, so that PDFs read with the extra before are read again (chunks re-embedded where changed).
+TEXT_RULES = 2
+
+
 def read_key(mode: str) -> str:
     """What the manifest records for a PDF read under ``mode``: a PDF read under another key is
-    read again though unchanged (another mode, or the extra installed since)."""
+    read again though unchanged (another mode, the extra installed since, new TEXT_RULES)."""
     if mode == "off":
         return "ocr=off"
-    return f"ocr={mode}" if available() else "ocr=unavailable"
+    return f"ocr={mode}.{TEXT_RULES}" if available() else "ocr=unavailable"
 
 
 def pdfium() -> Any:
@@ -178,8 +184,27 @@ def recognise(image: Any) -> list[Box]:
         quad, text = item[0], str(item[1])
         xs, ys = [float(p[0]) for p in quad], [float(p[1]) for p in quad]
         if is_text(text):
-            boxes.append(Box(min(xs), min(ys), max(xs), max(ys), text.strip()))
+            boxes.append(Box(min(xs), min(ys), max(xs), max(ys), tidy(text.strip())))
     return boxes
+
+
+# A number as printed: a digit first, then digits, separators and the letters a recogniser reads
+# for a zero (o, O), with no letter on either side ("9o%", "1o0,o00"; not "O2", "CO2", "10os").
+_NUMBER = re.compile(r"(?<![^\W\d_])\d[\doO.,]*(?![^\W\d_])")
+_DECIMAL_GAP = re.compile(r"(?<=\d)\. (?=\d)")  # "26. 7%": the point's gap read as a space
+_DEGREE_GAP = re.compile(r"° (?=[CFK]\b)")  # "32 ° C": a unit's letter kept with its degree sign
+_COMMA_NO_GAP = re.compile(r",(?=[^\W\d_])")  # "dollars,oil": a comma's space the decoder missed
+
+
+def tidy(text: str) -> str:
+    """The recogniser's systematic misreadings of one box, put right where the page cannot mean
+    anything else: o/O inside a number is a zero, a decimal point has no space after it, a degree
+    sign keeps its unit, and a comma before a letter is followed by a space (printed prose has one;
+    a comma between digits is a thousands separator and is kept)."""
+    text = _NUMBER.sub(lambda m: m.group().replace("o", "0").replace("O", "0"), text)
+    text = _DECIMAL_GAP.sub(".", text)
+    text = _DEGREE_GAP.sub("°", text)
+    return _COMMA_NO_GAP.sub(", ", text)
 
 
 def is_text(text: str) -> bool:
