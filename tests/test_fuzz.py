@@ -371,3 +371,20 @@ def test_html_loader_and_chunkers_on_arbitrary_html(text, cfg):
             block = doc.text[seg.start:seg.end]
             assert block == block.strip("\n") and block.strip()
         chunk_and_check(doc, cfg)
+
+
+OCR_PIECES = ["1", "0", "9", "o", "O", "l", "a", "C", "F", ".", ",", " ", "°", "%", "-", "x", "日"]
+
+
+@FUZZ
+@given(text=st.lists(st.sampled_from(OCR_PIECES), max_size=40).map("".join))
+def test_ocr_tidy_changes_only_zeros_and_spaces(text):
+    """ocr.tidy on any box text: the same characters once spaces are set aside, but for an o or
+    O that became a 0; a second pass changes nothing (no rule feeds another)."""
+    from rag_cli.ingest import ocr
+
+    tidied = ocr.tidy(text)
+    before, after = text.replace(" ", ""), tidied.replace(" ", "")
+    assert len(before) == len(after)
+    assert all(a == b or (a in "oO" and b == "0") for a, b in zip(before, after))
+    assert ocr.tidy(tidied) == tidied
