@@ -188,7 +188,9 @@ def test_piped_chat_answers_a_line_per_question_and_follow_ups_find_their_docume
     assert done.returncode == 0, done.stderr
     out = done.stdout.split("\n")
     assert len(out) == 4 and out[3] == "", out  # three questions, three lines (the blank one and /reset: none)
-    assert "24" in out[0] and "24" in out[1] and "\x1b[" not in done.stdout
+    # The follow-up's words are the model's (they differ between CPUs); that it found the feeding
+    # schedule is checked on its passages below.
+    assert "24" in out[0] and out[1].strip() and "\x1b[" not in done.stdout
     asked = subprocess.run([RAG, "ask", off_topic], cwd=work, env=env, capture_output=True, text=True, timeout=300)
     assert asked.returncode != 0 and out[2] == asked.stdout.strip()  # the refusal line of a piped `rag ask`
     as_json = subprocess.run([RAG, "chat", "--json"], cwd=work, env=env, input=f"{FIRST}\n{FOLLOW}\n",
@@ -198,6 +200,7 @@ def test_piped_chat_answers_a_line_per_question_and_follow_ups_find_their_docume
     assert first["schema"] == second["schema"] == "rag-cli/answer/v1" and second["question"] == FOLLOW
     assert second["search_query"] == f"{FIRST} {FOLLOW}" and not second["refused"]
     assert "guides/starter.md" in {c["doc_id"] for c in second["citations"]}
+    assert "24 °C" in second["passages"][0]["text"]  # the temperature: the schedule's chunk, first
     ask_keys = set(json.loads(subprocess.run([RAG, "ask", FIRST, "--json"], cwd=work, env=env, capture_output=True,
                                              text=True, timeout=300).stdout))
     assert ask_keys <= set(second)  # rag ask --json's shape, with the search query beside it
@@ -262,10 +265,14 @@ def test_chat_on_a_terminal_follows_up_shows_sources_resets_and_quits(indexed) -
         term.type(f"{FOLLOW}\n")
         second = term.read_until("rag> ")
         sources = second.split("Sources", 1)[1] if "Sources" in second else ""
-        assert "24" in second and "guides/starter.md" in sources, second
+        # The model's words (and the passage it cites) differ between CPUs: the follow-up is checked
+        # by what it found, the feeding schedule among the passages that /sources lists.
+        answer = second.split("Sources", 1)[0].replace(FOLLOW, "").strip()
+        assert answer and "guides/starter.md" in sources, second
         term.type("/sources\n")
         listed = term.read_until("rag> ")
         assert re.search(r"\*\[\d+\] docs/guides/starter\.md · Sourdough starter > \w", listed), listed
+        assert "docs/guides/starter.md · Sourdough starter > Feeding schedule" in listed, listed
         term.type("/reset\n")
         assert "conversation forgotten" in term.read_until("rag> ")
         term.type("/sources\n")  # the last answer is forgotten with the conversation
