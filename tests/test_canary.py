@@ -24,9 +24,6 @@ from tests.indexing_helpers import invoke
 
 QUESTION = "How often should I feed my starter?"
 NO_AMX = "CPU : AVX2 = 1 |"  # the report of a CPU where both extra-buffer settings are tried
-# This machine's CPU reports AMX: llama.cpp's extra buffer types (its AMX kernels) really crash here
-# (llama.cpp #20824), so a test cannot load a model with them on in this process.
-REAL_AMX = canary.reports_amx(canary.system_info())
 
 
 @pytest.fixture
@@ -139,8 +136,11 @@ def test_the_generator_loads_with_the_settings_the_canary_chose(cache: Path, smo
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(REAL_AMX, reason="this CPU reports AMX: llama.cpp's extra buffer types crash on it (#20824)")
 def test_extra_buffers_on_leaves_llama_cpp_default_untouched(cache: Path, smollm2: str) -> None:
+    if canary.reports_amx(canary.system_info()):  # asked here, not at collection: it loads llama.cpp
+        # Where the CPU reports AMX, llama.cpp's extra buffer types (its AMX kernels) really crash
+        # (llama.cpp #20824): a model cannot be loaded with them on in this process.
+        pytest.skip("this CPU reports AMX: llama.cpp's extra buffer types crash on it (#20824)")
     default = LlamaCppGenerator(smollm2, threads=1, extra_buffers="on")  # the real test decode
     default.warm_up()
     assert default._llm.model_params.use_extra_bufts is True  # llama.cpp's own default, untouched
